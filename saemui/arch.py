@@ -60,7 +60,9 @@ _llama_like = ArchAdapter(
     act_fn=lambda block: block.mlp.act_fn,
     w_down_DI=lambda block: block.mlp.down_proj.weight,
 )
-register_arch(_llama_like, "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo2", "olmo", "granite")
+register_arch(
+    _llama_like, "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo2", "olmo", "granite"
+)
 
 register_arch(
     ArchAdapter(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import torch
 
@@ -66,8 +65,15 @@ class CaptureBackend:
     def __init__(self, lm: LoadedModel):
         self.lm = lm
 
-    def run(self, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor, sites: list[str],
-            on_activation: OnActivation) -> None:
+    def run(
+        self,
+        input_ids_BT: torch.Tensor,
+        attention_mask_BT: torch.Tensor,
+        sites: list[str],
+        on_activation: OnActivation,
+        position_ids_BT: torch.Tensor | None = None,
+    ) -> None:
+        """Forward once; call ``on_activation(site, tensor_BT*)`` for every requested site."""
         raise NotImplementedError
 
 
@@ -94,7 +100,7 @@ def _first(out: object) -> torch.Tensor:
 class HFBackend(CaptureBackend):
     name = "hf"
 
-    def run(self, input_ids_BT, attention_mask_BT, sites, on_activation):
+    def run(self, input_ids_BT, attention_mask_BT, sites, on_activation, position_ids_BT=None):
         check_sites(self.lm, sites)
         arch, model = self.lm.arch, self.lm.model
         blocks = arch.layers(model)
@@ -123,7 +129,12 @@ class HFBackend(CaptureBackend):
             handles.append(blocks[last].register_forward_hook(stop))
             with torch.inference_mode():
                 try:
-                    arch.base(model)(input_ids=input_ids_BT, attention_mask=attention_mask_BT, use_cache=False)
+                    arch.base(model)(
+                        input_ids=input_ids_BT,
+                        attention_mask=attention_mask_BT,
+                        position_ids=position_ids_BT,
+                        use_cache=False,
+                    )
                 except _StopForward:
                     pass
         finally:
@@ -142,12 +153,15 @@ class TLBackend(CaptureBackend):
         try:
             from transformer_lens.model_bridge import TransformerBridge
         except ImportError as e:  # TransformerLens 4 or missing
-            raise SaemuiError(f"the 'tl' backend needs transformer-lens>=3,<4 ({e}); use --backend hf") from None
+            raise SaemuiError(
+                f"the 'tl' backend needs transformer-lens>=3,<4 ({e}); use --backend hf"
+            ) from None
         self.bridge = TransformerBridge.boot_transformers(
             lm.hf_id, hf_model=lm.model, tokenizer=lm.tokenizer, device=lm.device, dtype=lm.dtype
         )
 
-    def run(self, input_ids_BT, attention_mask_BT, sites, on_activation):
+    def run(self, input_ids_BT, attention_mask_BT, sites, on_activation, position_ids_BT=None):
+        # The bridge derives position ids from the attention mask itself.
         check_sites(self.lm, sites)
         blocks = self.lm.arch.layers(self.lm.model)
         hooks = []
@@ -155,28 +169,37 @@ class TLBackend(CaptureBackend):
             layer, kind = parse_site(s)
             if kind == "gate_act":
                 act = self.lm.arch.act_fn(blocks[layer])
-                hooks.append((f"blocks.{layer}.mlp.hook_pre", lambda t, hook, s=s, act=act: on_activation(s, act(t))))
+                hooks.append(
+                    (f"blocks.{layer}.mlp.hook_pre", lambda t, hook, s=s, act=act: on_activation(s, act(t)))
+                )
             else:
                 hooks.append((s, lambda t, hook, s=s: on_activation(s, t)))
         last = max(parse_site(s)[0] for s in sites)
         with torch.inference_mode():
             self.bridge.run_with_hooks(
-                input_ids_BT, attention_mask=attention_mask_BT, fwd_hooks=hooks, stop_at_layer=last + 1,
+                input_ids_BT,
+                attention_mask=attention_mask_BT,
+                fwd_hooks=hooks,
+                stop_at_layer=last + 1,
                 return_type=None,
             )
 
 
-@dataclass
-class Captured:
-    """All requested sites of one batch, for callers that want a dict instead of a callback."""
-
-    acts: dict[str, torch.Tensor]
-
-
-def capture(backend: CaptureBackend, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor,
-            sites: list[str]) -> dict[str, torch.Tensor]:
+def capture(
+    backend: CaptureBackend,
+    input_ids_BT: torch.Tensor,
+    attention_mask_BT: torch.Tensor,
+    sites: list[str],
+    position_ids_BT: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
-    backend.run(input_ids_BT, attention_mask_BT, sites, lambda s, t: out.__setitem__(s, t.detach().clone()))
+    backend.run(
+        input_ids_BT,
+        attention_mask_BT,
+        sites,
+        lambda s, t: out.__setitem__(s, t.detach().clone()),
+        position_ids_BT=position_ids_BT,
+    )
     missing = [s for s in sites if s not in out]
     if missing:
         raise SaemuiError(f"capture produced no activation for {missing} (architecture adapter out of date?)")

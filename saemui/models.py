@@ -27,15 +27,23 @@ from saemui.errors import SaemuiError
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("SAEMUI_CACHE", Path.home() / ".cache" / "saemui"))
 
 
-def resolve_device_dtype(device: str | None = None, dtype: str | None = None) -> tuple[torch.device, torch.dtype]:
+def resolve_device_dtype(
+    device: str | None = None, dtype: str | None = None
+) -> tuple[torch.device, torch.dtype]:
     """The dtype policy: fp32 on CPU (no fast bf16 path on AVX2, and thresholds are precision-sensitive);
     bf16 model on CUDA, with SAE encode in the SAE's dtype and scores/thresholds in fp32 downstream."""
     if device is None or device == "auto":
@@ -45,11 +53,15 @@ def resolve_device_dtype(device: str | None = None, dtype: str | None = None) ->
     except RuntimeError:
         raise SaemuiError(f"device {device!r} is not a torch device (expected cpu, cuda or cuda:N)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SaemuiError(f"device {device!r} requested but torch.cuda.is_available() is False on this machine")
+        raise SaemuiError(
+            f"device {device!r} requested but torch.cuda.is_available() is False on this machine"
+        )
     if dtype is None or dtype == "auto":
         return dev, (torch.bfloat16 if dev.type == "cuda" else torch.float32)
     if dtype not in _DTYPES:
-        raise SaemuiError(f"dtype {dtype!r} is not supported (expected one of float32, bfloat16, float16, auto)")
+        raise SaemuiError(
+            f"dtype {dtype!r} is not supported (expected one of float32, bfloat16, float16, auto)"
+        )
     return dev, _DTYPES[dtype]
 
 
@@ -151,7 +163,11 @@ class LoadedModel:
 
     @property
     def d_model(self) -> int:
-        return int(self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else self.model.config.n_embd)
+        return int(
+            self.model.config.hidden_size
+            if hasattr(self.model.config, "hidden_size")
+            else self.model.config.n_embd
+        )
 
     @property
     def d_mlp(self) -> int:
@@ -242,18 +258,32 @@ def load_model(
         if Path(spec).exists() and not local:
             raise SaemuiError(f"{spec}: expected a model directory (config.json + weights) or a .gguf file")
         if local and not (Path(spec) / "config.json").is_file():
-            raise SaemuiError(f"{spec}: directory has no config.json (expected a Hugging Face model directory)")
+            raise SaemuiError(
+                f"{spec}: directory has no config.json (expected a Hugging Face model directory)"
+            )
         try:
             tok = AutoTokenizer.from_pretrained(spec)
             model = AutoModelForCausalLM.from_pretrained(spec, dtype=dt)
         except OSError as e:
-            where = "local directory" if local else "Hugging Face Hub (offline here? set HF_HUB_OFFLINE=0 online)"
-            raise SaemuiError(f"could not load model {spec!r} from the {where}: {str(e).splitlines()[0]}") from None
+            where = (
+                "local directory" if local else "Hugging Face Hub (offline here? set HF_HUB_OFFLINE=0 online)"
+            )
+            raise SaemuiError(
+                f"could not load model {spec!r} from the {where}: {str(e).splitlines()[0]}"
+            ) from None
         prov = {"format": "hf", "path_or_id": spec}
     if getattr(tok, "pad_token_id", None) is None:
         tok.pad_token = tok.eos_token
     model = model.to(device=dev, dtype=dt).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return LoadedModel(model=model, tokenizer=tok, name=spec, hf_id=hf_id, arch=get_arch(model), device=dev,
-                       dtype=dt, provenance=prov)
+    return LoadedModel(
+        model=model,
+        tokenizer=tok,
+        name=spec,
+        hf_id=hf_id,
+        arch=get_arch(model),
+        device=dev,
+        dtype=dt,
+        provenance=prov,
+    )

@@ -1,0 +1,446 @@
+"""The MUI engine: samples → one forward per batch → unit scores → key units → counter → result.
+
+``compute_mui`` is the whole pipeline; the CLI's ``saemui run`` calls exactly this function.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from saemui.capture import get_backend
+from saemui.counter import UtilizationCounter
+from saemui.errors import SaemuiError
+from saemui.inputs import Batch, encode_samples, make_batches
+from saemui.models import LoadedModel
+from saemui.records import Sample, assign_ids
+from saemui.result import SCHEMA_VERSION, MUIResult
+from saemui.saes import SAESuite, check_compatible, open_suite
+from saemui.selection import KeyRule, merge_candidates, reduce_scores, select_from_max, topk_entries
+from saemui.units import MLPNeurons, SAEFeatures, UnitScorer
+
+log = logging.getLogger(__name__)
+
+UNIT_DEFAULTS = {
+    # SAE: the paper's topscore η=0.9 on the response tokens' own positions.
+    "sae": {"threshold": "topscore:0.9", "alignment": "response"},
+    # Neurons: the paper's top-1‰ entries, scored with the corrected next-token alignment.
+    "neurons": {"threshold": "topk:0.001", "alignment": "predicting"},
+}
+
+
+@dataclass
+class RunConfig:
+    """Settings of one MUI run (all recorded in the result).
+
+    units: "sae" (SAE features) or "neurons" (MLP neurons).
+    saes: SAE spec for units="sae" (bundle dir, sae-lens dir, or sae-lens RELEASE[:ID]).
+    threshold: key-unit rule (``topscore:0.9``, ``topk:0.001``, ``topk:5``, ``global_topk:10``, ``positive``);
+        None → the unit type's default (see UNIT_DEFAULTS).
+    alignment: "response" (paper: the response tokens' own positions, neuron target = that token) or
+        "predicting" (corrected: positions predicting a response token, neuron target = the next token).
+    neuron_site: "down_input" (act(gate)·up, the true coefficient) or "gate_act" (act(gate), the paper's code).
+    layers: model layers to include (None: all layers of the model / SAE suite).
+    prompt_format: "auto" (chat template when the tokenizer has one), "chat" or "raw".
+    max_length: prompt+response tokens kept; longer responses lose their tail (warned, recorded per sample).
+    max_batch_tokens / max_batch_size: batch budget in padded tokens / rows.
+    padding_side: "right" (default) or "left" (explicit position ids); MUI does not depend on it.
+    backend: capture backend ("hf" = transformers hooks, "tl" = TransformerLens TransformerBridge).
+    sae_group_size: SAEs held in memory at once (None: all); each group costs one forward over the data.
+    sae_dtype: dtype SAEs encode in (None: float32; residuals are cast to it).
+    health: measure SAE L0 / dead / dense / explained variance on the same tokens (needs decoders).
+    keep_sets: keep every sample's key set (subset MUI, coverage, diversity); small, on by default.
+    encode_chunk: scored tokens encoded at once (bounds memory for wide SAEs).
+    target_l0: for a bare sae-lens release, per layer the SAE with average L0 closest to this.
+    allow_processing_mismatch: encode even if the SAE expects TransformerLens-processed activations.
+    """
+
+    units: str = "sae"
+    saes: str | None = None
+    threshold: str | None = None
+    alignment: str | None = None
+    neuron_site: str = "down_input"
+    layers: list[int] | None = None
+    prompt_format: str = "auto"
+    max_length: int = 2048
+    max_batch_tokens: int = 4096
+    max_batch_size: int = 32
+    padding_side: str = "right"
+    backend: str = "hf"
+    sae_group_size: int | None = None
+    sae_dtype: str | None = None
+    health: bool = True
+    keep_sets: bool = True
+    encode_chunk: int = 2048
+    target_l0: float = 50.0
+    allow_processing_mismatch: bool = False
+
+    def resolved(self) -> RunConfig:
+        if self.units not in UNIT_DEFAULTS:
+            raise SaemuiError(f"units {self.units!r} unknown (expected 'sae' or 'neurons')")
+        d = UNIT_DEFAULTS[self.units]
+        out = RunConfig(**asdict(self))
+        out.threshold = self.threshold or d["threshold"]
+        out.alignment = self.alignment or d["alignment"]
+        if self.units == "sae" and not self.saes:
+            raise SaemuiError("units='sae' needs an SAE spec (--saes PATH|RELEASE[:ID]); or use --neurons")
+        if self.max_length < 2:
+            raise SaemuiError(f"max_length={self.max_length} too small")
+        return out
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in ("saemui", "torch", "transformers", "transformer-lens", "sae-lens", "numpy", "safetensors"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def machine_info() -> dict:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+@dataclass
+class _Health:
+    """Running sums for SAE explained variance over scored tokens (float64)."""
+
+    sse: float = 0.0
+    sum_sq: float = 0.0
+    sum_x: torch.Tensor | None = None
+    n: int = 0
+    l2_ratio_sum: float = 0.0
+    cos_sum: float = 0.0
+
+    def add(self, x_ND: torch.Tensor, xhat_ND: torch.Tensor) -> None:
+        x, xh = x_ND.double(), xhat_ND.double()
+        self.sse += float(((x - xh) ** 2).sum())
+        self.sum_sq += float((x**2).sum())
+        s = x.sum(0)
+        self.sum_x = s if self.sum_x is None else self.sum_x + s
+        self.n += x.shape[0]
+        xn = x.norm(dim=1).clamp_min(1e-12)
+        self.l2_ratio_sum += float((xh.norm(dim=1) / xn).sum())
+        self.cos_sum += float(torch.nn.functional.cosine_similarity(x, xh, dim=1).sum())
+
+    def summary(self) -> dict:
+        if not self.n:
+            return {"explained_variance": None, "mse": None, "l2_ratio": None, "cossim": None}
+        mean = self.sum_x / self.n
+        sst = self.sum_sq - self.n * float((mean**2).sum())
+        d = mean.numel()
+        return {
+            "explained_variance": 1.0 - self.sse / sst if sst > 0 else None,
+            "mse": self.sse / (self.n * d),
+            "l2_ratio": self.l2_ratio_sum / self.n,
+            "cossim": self.cos_sum / self.n,
+        }
+
+
+@dataclass
+class _Group:
+    scorers: list[UnitScorer]
+    health: dict[int, _Health] = field(default_factory=dict)
+
+
+def _sae_groups(lm: LoadedModel, suite: SAESuite, cfg: RunConfig):
+    entries = [e for e in suite.entries if cfg.layers is None or e.layer in cfg.layers]
+    if cfg.layers is not None:
+        missing = sorted(set(cfg.layers) - {e.layer for e in entries})
+        if missing:
+            raise SaemuiError(
+                f"SAE suite {suite.name!r} has no SAE for layer(s) {missing} (it covers {suite.layers})"
+            )
+    if not entries:
+        raise SaemuiError(f"SAE suite {suite.name!r} is empty")
+    size = cfg.sae_group_size or len(entries)
+    dt = cfg.sae_dtype or "float32"
+    for i in range(0, len(entries), size):
+        scorers = []
+        for e in entries[i : i + size]:
+            sae = e.load(str(lm.device), dt, not cfg.health)
+            check_compatible(sae, e, lm.d_model, lm.d_mlp, lm.n_layers, cfg.allow_processing_mismatch)
+            scorers.append(SAEFeatures(sae, e.layer, e.hook_name, lm.device))
+        yield _Group(scorers, {s.layer: _Health() for s in scorers} if cfg.health else {})
+
+
+def compute_mui(
+    lm: LoadedModel, samples: Sequence[Sample], config: RunConfig | None = None, progress: bool = True
+) -> MUIResult:
+    """Measure MUI of ``lm`` on ``samples`` (their responses' tokens) with the given unit basis."""
+    cfg = (config or RunConfig()).resolved()
+    samples = assign_ids([Sample(s.prompt, s.response, s.id, s.correct, dict(s.meta)) for s in samples])
+    if not samples:
+        raise SaemuiError("no samples to evaluate")
+    rule = KeyRule.parse(cfg.threshold, positive_only=cfg.units == "sae")
+    t0 = time.perf_counter()
+
+    suite = None
+    if cfg.units == "sae":
+        suite = open_suite(cfg.saes, target_l0=cfg.target_l0)
+        layers = [e.layer for e in suite.entries if cfg.layers is None or e.layer in cfg.layers]
+        groups = _sae_groups(lm, suite, cfg)
+        n_groups = -(-len(layers) // (cfg.sae_group_size or max(1, len(layers))))
+    else:
+        layers = sorted(cfg.layers) if cfg.layers is not None else list(range(lm.n_layers))
+        bad = [lay for lay in layers if not 0 <= lay < lm.n_layers]
+        if bad:
+            raise SaemuiError(f"layers {bad} out of range (model has {lm.n_layers} layers)")
+        groups = iter([_Group([MLPNeurons(lm, lay, cfg.neuron_site) for lay in layers])])
+        n_groups = 1
+
+    encoded = encode_samples(lm.tokenizer, samples, cfg.alignment, cfg.prompt_format, cfg.max_length)
+    batches = list(
+        make_batches(
+            encoded,
+            lm.tokenizer.pad_token_id,
+            cfg.max_batch_tokens,
+            cfg.max_batch_size,
+            cfg.padding_side,
+            lm.device,
+        )
+    )
+    backend = get_backend(cfg.backend, lm)
+    counter: UtilizationCounter | None = None
+    global_cands: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+    health: dict[int, dict] = {}
+    n_units = None
+    t_fwd = 0.0
+    bar = tqdm(total=len(batches) * n_groups, desc="MUI", unit="batch", disable=not progress)
+    for group in groups:
+        if n_units is None:
+            n_units = group.scorers[0].n_units
+            counter = UtilizationCounter(layers, n_units, device=lm.device, keep_sets=cfg.keep_sets)
+        for s in group.scorers:
+            if s.n_units != n_units:
+                raise SaemuiError(
+                    f"layer {s.layer} has {s.n_units} units but layer {layers[0]} has {n_units}: MUI's denominator "
+                    "needs the same width on every layer (select layers or SAEs of one width)"
+                )
+        by_site = {s.site: s for s in group.scorers}
+        for batch in batches:
+            tb = time.perf_counter()
+            _run_batch(backend, batch, by_site, rule, counter, global_cands, group.health, cfg)
+            t_fwd += time.perf_counter() - tb
+            bar.update(1)
+        for layer, h in group.health.items():
+            health[layer] = h.summary()
+        del group
+    bar.close()
+
+    if rule.mode == "global_topk":
+        _finish_global(global_cands, rule, counter, layers, n_units)
+
+    n_tok = int(counter.n_tokens_L[0]) if len(layers) else 0
+    elapsed = time.perf_counter() - t0
+    return _build_result(lm, samples, encoded, cfg, rule, suite, counter, health, n_tok, elapsed, t_fwd)
+
+
+def _run_batch(
+    backend,
+    batch: Batch,
+    by_site: dict[str, UnitScorer],
+    rule: KeyRule,
+    counter: UtilizationCounter,
+    global_cands: dict,
+    health: dict[int, _Health],
+    cfg: RunConfig,
+) -> None:
+    B = len(batch.sample_index)
+
+    def on_activation(site: str, acts_BTD: torch.Tensor) -> None:
+        scorer = by_site.get(site)
+        if scorer is None:
+            return
+        acts_ND = acts_BTD.reshape(-1, acts_BTD.shape[-1])[batch.flat_N]
+        if not torch.isfinite(acts_ND).all():
+            raise SaemuiError(
+                f"non-finite activations (NaN/Inf) at {site}: check the model's dtype (fp16 overflow?)"
+            )
+        k = rule.k_for(scorer.n_units) if rule.mode in ("topk", "global_topk") else None
+        dev = acts_ND.device
+        max_SU = torch.full((B, scorer.n_units), float("-inf"), device=dev)
+        fire_U = torch.zeros(scorer.n_units, dtype=torch.int64, device=dev)
+        cands: list[list] = [[] for _ in range(B)]
+        h = health.get(scorer.layer)
+        for off, sc_nU in scorer.scores(acts_ND, batch.target_N, cfg.encode_chunk):
+            seg = batch.seg_N[off : off + sc_nU.shape[0]]
+            m, f, c = reduce_scores(sc_nU, seg, B, k, rule.positive_only)
+            max_SU = torch.maximum(max_SU, m)
+            fire_U += f
+            if c is not None:
+                for b in range(B):
+                    cands[b].extend(c[b])
+            if h is not None:
+                x = acts_ND[off : off + sc_nU.shape[0]].to(scorer.sae.dtype)
+                h.add(x, scorer.sae.decode(sc_nU.to(scorer.sae.dtype)))
+        n_tok = int(batch.flat_N.numel())
+        if rule.mode in ("topscore", "positive"):
+            key_SU = select_from_max(max_SU, rule)
+        else:
+            key_SU = torch.zeros(B, scorer.n_units, dtype=torch.bool, device=dev)
+            for b in range(B):
+                units, vals = merge_candidates(cands[b], dev)
+                chosen = topk_entries(vals, units, k, rule.positive_only)
+                if rule.mode == "topk":
+                    key_SU[b, units[chosen]] = True
+                else:
+                    # Keep this layer's own top-k entries; the choice across layers is made at the end.
+                    global_cands.setdefault(batch.sample_index[b], []).append(
+                        (torch.full((chosen.numel(),), scorer.layer), units[chosen].cpu(), vals[chosen].cpu())
+                    )
+        counter.update(scorer.layer, batch.sample_index, key_SU, fire_U, n_tok)
+
+    with torch.inference_mode():
+        backend.run(
+            batch.input_ids_BT,
+            batch.attention_mask_BT,
+            list(by_site),
+            on_activation,
+            position_ids_BT=batch.position_ids_BT,
+        )
+
+
+def _finish_global(
+    global_cands, rule: KeyRule, counter: UtilizationCounter, layers: list[int], n_units: int
+) -> None:
+    k = rule.k_for(n_units)
+    row = {lay: i for i, lay in enumerate(layers)}
+    for s, parts in global_cands.items():
+        lay = torch.cat([p[0] for p in parts])
+        unit = torch.cat([p[1] for p in parts])
+        val = torch.cat([p[2] for p in parts])
+        rows = torch.tensor([row[int(x)] for x in lay], dtype=torch.long)
+        chosen = topk_entries(val, rows * n_units + unit, k, rule.positive_only)
+        for r in range(len(layers)):
+            pick = unit[chosen][rows[chosen] == r]
+            key = torch.zeros(n_units, dtype=torch.bool)
+            key[pick] = True
+            counter.union_LU[r] |= key.to(counter.union_LU.device)
+            counter.keyfreq_LU[r] += key.long().to(counter.keyfreq_LU.device)
+            if counter.keep_sets:
+                counter.sets[(s, r)] = np.sort(pick.numpy().astype(np.int32))
+
+
+def _build_result(
+    lm, samples, encoded, cfg, rule, suite, counter, health, n_tok, elapsed, t_fwd
+) -> MUIResult:
+    L = len(counter.layers)
+    fire = counter.fire_LU.cpu().numpy()
+    n_tokens_L = counter.n_tokens_L.numpy()
+    per_layer_health = None
+    if cfg.units == "sae":
+        per_layer_health = []
+        for r, layer in enumerate(counter.layers):
+            nt = max(int(n_tokens_L[r]), 1)
+            dens = fire[r] / nt
+            row = {
+                "layer": layer,
+                "l0": float(fire[r].sum() / nt),
+                "dead_fraction": float((fire[r] == 0).mean()),
+                "dense_fraction": float((dens > 0.1).mean()),
+                "freq_over_1_percent": float((dens > 0.01).mean()),
+                "freq_over_10_percent": float((dens > 0.1).mean()),
+            }
+            row.update(health.get(layer, {}))
+            per_layer_health.append(row)
+    rows = []
+    for e, s in zip(encoded, samples):
+        rows.append(
+            {
+                "index": e.index,
+                "id": s.id,
+                "correct": s.correct,
+                "n_response_tokens": e.n_response_tokens,
+                "n_scored": len(e.score_pos),
+                "truncated": e.truncated,
+            }
+        )
+    indptr, units = (
+        counter.sets_csr(len(samples)) if cfg.keep_sets else (np.zeros(0, np.int64), np.zeros(0, np.int32))
+    )
+    arrays = {
+        "union_LU": counter.union_LU.numpy(),
+        "fire_LU": fire,
+        "keyfreq_LU": counter.keyfreq_LU.numpy(),
+        "n_tokens_L": n_tokens_L,
+        "set_indptr": indptr,
+        "set_units": units,
+    }
+    labelled = [s for s in samples if s.correct is not None]
+    summary = {
+        "schema_version": SCHEMA_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "mui": counter.mui(),
+        "mui_percent": 100.0 * counter.mui(),
+        "per_layer": counter.per_layer(),
+        "layers": list(counter.layers),
+        "n_samples": len(samples),
+        "n_tokens": n_tok,
+        "n_empty_samples": sum(1 for e in encoded if not e.score_pos),
+        "n_truncated_samples": sum(1 for e in encoded if e.truncated),
+        "accuracy": (sum(s.correct for s in labelled) / len(labelled)) if labelled else None,
+        "n_labelled": len(labelled),
+        "selection": rule.describe(),
+        "units": {
+            "kind": cfg.units,
+            "n_units": counter.n_units,
+            "n_layers": L,
+            "basis": (suite.name if suite else f"neurons:{cfg.neuron_site}"),
+            "sae_ids": {str(e.layer): e.sae_id for e in suite.entries if e.layer in counter.layers}
+            if suite
+            else None,
+            "sae_source": suite.source if suite else None,
+        },
+        "model": {
+            "name": lm.name,
+            "hf_id": lm.hf_id,
+            "provenance": lm.provenance,
+            "n_layers": lm.n_layers,
+            "d_model": lm.d_model,
+            "d_mlp": lm.d_mlp,
+            "dtype": str(lm.dtype).replace("torch.", ""),
+            "device": str(lm.device),
+        },
+        "dtypes": {
+            "model": str(lm.dtype).replace("torch.", ""),
+            "sae": (cfg.sae_dtype or "float32") if suite else None,
+            "scores": "float32",
+        },
+        "config": asdict(cfg),
+        "sae_health": per_layer_health,
+        "timing": {
+            "seconds_total": elapsed,
+            "seconds_forward_and_score": t_fwd,
+            "tokens_per_second": (sum(len(e.ids) for e in encoded) / t_fwd) if t_fwd > 0 else None,
+            "note": "wall-clock on the machine below; compare ratios from one run, not absolutes",
+        },
+        "machine": machine_info(),
+        "versions": package_versions(),
+    }
+    if cfg.keep_sets and labelled:
+        correct = [i for i, s in enumerate(samples) if s.correct]
+        summary["mui_correct"] = None
+        if correct:
+            res = MUIResult(summary, arrays, rows)
+            summary["mui_correct"] = res.subset_mui(correct)
+            summary["n_correct"] = len(correct)
+    return MUIResult(summary, arrays, rows)

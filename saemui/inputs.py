@@ -1,0 +1,193 @@
+"""From (prompt, response) records to token ids, scored positions and padded batches.
+
+Prompt and response are tokenized separately and concatenated as ids: re-tokenizing ``prompt + response`` and
+cutting at ``len(tok(prompt))`` shifts the boundary when BPE merges across it (official-code bug 6). The chat
+template comes from the tokenizer (``apply_chat_template`` with ``add_generation_prompt``), so a template's
+literal BOS is not doubled. Which positions are scored:
+- ``response`` (paper alignment): the response tokens' own positions; a neuron's target token is the token at
+  that position (what the official code computed).
+- ``predicting`` (corrected alignment): the positions whose *next* token is a response token (from the last
+  prompt token to the second-to-last response token); the target is that next token (the paper's equation).
+Special tokens (BOS, EOS, chat markers, pads) are never scored, nor targets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from saemui.errors import SaemuiError
+from saemui.records import Sample
+
+log = logging.getLogger(__name__)
+
+ALIGNMENTS = ("response", "predicting")
+PROMPT_FORMATS = ("auto", "chat", "raw")
+
+
+@dataclass
+class Encoded:
+    """One sample as ids. ``score_pos``/``target`` are aligned lists of scored positions and their targets."""
+
+    index: int
+    ids: list[int]
+    response_start: int
+    score_pos: list[int]
+    target: list[int]
+    n_response_tokens: int
+    truncated: int
+
+
+def special_ids(tokenizer) -> set[int]:
+    ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for i, tok in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        if getattr(tok, "special", False):
+            ids.add(int(i))
+    return ids
+
+
+def prompt_ids(tokenizer, prompt: str, prompt_format: str) -> list[int]:
+    if prompt_format not in PROMPT_FORMATS:
+        raise SaemuiError(
+            f"prompt format {prompt_format!r} unknown (expected one of {', '.join(PROMPT_FORMATS)})"
+        )
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if prompt_format == "chat" and not has_template:
+        raise SaemuiError(
+            "prompt format 'chat' requested but the tokenizer has no chat template (use --prompt-format raw)"
+        )
+    if prompt_format == "chat" or (prompt_format == "auto" and has_template):
+        out = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=True, add_generation_prompt=True
+        )
+        if hasattr(out, "keys"):  # transformers 5 may return a BatchEncoding
+            out = out["input_ids"]
+        return list(out)
+    return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+
+
+def encode_sample(
+    tokenizer,
+    index: int,
+    sample: Sample,
+    alignment: str,
+    prompt_format: str,
+    max_length: int,
+    specials: set[int],
+) -> Encoded:
+    if alignment not in ALIGNMENTS:
+        raise SaemuiError(
+            f"alignment {alignment!r} unknown (expected 'response' (paper) or 'predicting' (corrected))"
+        )
+    p = prompt_ids(tokenizer, sample.prompt, prompt_format)
+    r = list(tokenizer(sample.response, add_special_tokens=False)["input_ids"]) if sample.response else []
+    if len(p) >= max_length:
+        raise SaemuiError(
+            f"sample {sample.id!r}: prompt alone has {len(p)} tokens, not below max_length={max_length} "
+            "(raise --max-length or shorten the prompt)"
+        )
+    truncated = max(0, len(p) + len(r) - max_length)
+    if truncated:
+        r = r[: len(r) - truncated]
+    ids = p + r
+    start, end = len(p), len(ids)
+    if alignment == "response":
+        pos = [i for i in range(start, end) if ids[i] not in specials]
+        tgt = [ids[i] for i in pos]
+    else:
+        pos = [i - 1 for i in range(start, end) if ids[i] not in specials]
+        tgt = [ids[i + 1] for i in pos]
+    return Encoded(index, ids, start, pos, tgt, len(r), truncated)
+
+
+def encode_samples(
+    tokenizer, samples: Sequence[Sample], alignment: str, prompt_format: str = "auto", max_length: int = 2048
+) -> list[Encoded]:
+    specials = special_ids(tokenizer)
+    enc = [
+        encode_sample(tokenizer, i, s, alignment, prompt_format, max_length, specials)
+        for i, s in enumerate(samples)
+    ]
+    n_trunc = sum(1 for e in enc if e.truncated)
+    if n_trunc:
+        log.warning(
+            "%d sample(s) longer than max_length=%d: response tails truncated (recorded per sample)",
+            n_trunc,
+            max_length,
+        )
+    n_empty = sum(1 for e in enc if not e.score_pos)
+    if n_empty:
+        log.warning("%d sample(s) have no scored response tokens; they add no key units", n_empty)
+    return enc
+
+
+@dataclass
+class Batch:
+    """Right- (or left-) padded ids with flat indices of scored tokens.
+
+    flat_N: index into the flattened [B·T] positions of each scored token; seg_N: its row in the batch;
+    target_N: its target token id; sample_index: original sample index of each row.
+    """
+
+    input_ids_BT: torch.Tensor
+    attention_mask_BT: torch.Tensor
+    position_ids_BT: torch.Tensor
+    flat_N: torch.Tensor
+    seg_N: torch.Tensor
+    target_N: torch.Tensor
+    sample_index: list[int]
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.flat_N.numel())
+
+
+def make_batches(
+    encoded: Sequence[Encoded],
+    pad_id: int,
+    max_batch_tokens: int = 4096,
+    max_batch_size: int = 32,
+    padding_side: str = "right",
+    device: str | torch.device = "cpu",
+) -> Iterator[Batch]:
+    """Length-sorted batches under a padded-token budget; order does not affect MUI (a union)."""
+    if padding_side not in ("right", "left"):
+        raise SaemuiError(f"padding side {padding_side!r} unknown (expected right or left)")
+    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i].ids), encoded[i].index))
+    group: list[Encoded] = []
+    for i in order:
+        e = encoded[i]
+        longest = max([len(g.ids) for g in group] + [len(e.ids)])
+        if group and (longest * (len(group) + 1) > max_batch_tokens or len(group) >= max_batch_size):
+            yield _collate(group, pad_id, padding_side, device)
+            group = []
+        group.append(e)
+    if group:
+        yield _collate(group, pad_id, padding_side, device)
+
+
+def _collate(group: list[Encoded], pad_id: int, padding_side: str, device) -> Batch:
+    B, T = len(group), max(len(e.ids) for e in group)
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.long)
+    flat, seg, tgt = [], [], []
+    for b, e in enumerate(group):
+        off = T - len(e.ids) if padding_side == "left" else 0
+        ids[b, off : off + len(e.ids)] = torch.tensor(e.ids)
+        mask[b, off : off + len(e.ids)] = 1
+        flat.extend(b * T + off + p for p in e.score_pos)
+        seg.extend([b] * len(e.score_pos))
+        tgt.extend(e.target)
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    return Batch(
+        input_ids_BT=ids.to(device),
+        attention_mask_BT=mask.to(device),
+        position_ids_BT=pos.to(device),
+        flat_N=torch.tensor(flat, dtype=torch.long, device=device),
+        seg_N=torch.tensor(seg, dtype=torch.long, device=device),
+        target_N=torch.tensor(tgt, dtype=torch.long, device=device),
+        sample_index=[e.index for e in group],
+    )

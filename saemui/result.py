@@ -1,0 +1,154 @@
+"""MUI result files: a JSON summary plus compact arrays, written atomically, readable with numpy/pandas.
+
+Layout of a result directory::
+
+    summary.json   schema version, config, versions, dtypes, model/SAE ids, mui, per_layer, counts, health
+    arrays.npz     union_LU (bool), fire_LU, keyfreq_LU (int64), n_tokens_L, set_indptr (int64), set_units (int32)
+    samples.csv    one row per sample: index, id, correct, n_response_tokens, n_scored, truncated
+
+The directory is assembled under a temporary name and renamed into place, and ``summary.json`` carries
+``"complete": true``: a crashed run never leaves something that loads as a finished result.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from saemui.errors import SaemuiError
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class MUIResult:
+    """A finished MUI measurement.
+
+    summary: everything JSON (see module docstring); arrays: name → numpy array; samples: per-sample rows.
+    Rows of the per-layer arrays follow ``summary['layers']`` (model layer indices).
+    """
+
+    summary: dict
+    arrays: dict[str, np.ndarray]
+    samples: list[dict] = field(default_factory=list)
+
+    @property
+    def mui(self) -> float:
+        return float(self.summary["mui"])
+
+    @property
+    def per_layer(self) -> list[float]:
+        return list(self.summary["per_layer"])
+
+    @property
+    def layers(self) -> list[int]:
+        return list(self.summary["layers"])
+
+    @property
+    def n_units(self) -> int:
+        return int(self.summary["units"]["n_units"])
+
+    def sample_sets(self, sample: int) -> list[np.ndarray]:
+        """Key units of one sample (by position), one array per layer row."""
+        ip, units = self._sets()
+        L = len(self.layers)
+        return [units[ip[sample * L + r] : ip[sample * L + r + 1]] for r in range(L)]
+
+    def subset_union(self, samples: list[int] | np.ndarray) -> np.ndarray:
+        """Union of key sets over the given sample positions: bool [L, U]."""
+        ip, units = self._sets()
+        L, U = len(self.layers), self.n_units
+        out = np.zeros((L, U), dtype=bool)
+        for s in np.asarray(samples, dtype=np.int64):
+            for r in range(L):
+                out[r, units[ip[s * L + r] : ip[s * L + r + 1]]] = True
+        return out
+
+    def subset_mui(self, samples: list[int] | np.ndarray) -> float:
+        """MUI over a subset of samples (e.g. the correctly answered ones); needs kept per-sample sets."""
+        u = self.subset_union(samples)
+        return float(u.sum()) / u.size
+
+    def correct_indices(self) -> list[int]:
+        return [i for i, s in enumerate(self.samples) if s.get("correct") is True]
+
+    def _sets(self) -> tuple[np.ndarray, np.ndarray]:
+        if "set_indptr" not in self.arrays or self.arrays["set_indptr"].size == 0:
+            raise SaemuiError(
+                "this result kept no per-sample key sets (run with keep_sets=True / without --no-sets)"
+            )
+        return self.arrays["set_indptr"], self.arrays["set_units"]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically: assemble in a temp directory beside ``path``, then rename over it."""
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+        except OSError as e:
+            raise SaemuiError(f"{path}: output directory not writable ({e.strerror})") from None
+        try:
+            buf = io.BytesIO()
+            np.savez_compressed(buf, **self.arrays)
+            (tmp / "arrays.npz").write_bytes(buf.getvalue())
+            with open(tmp / "samples.csv", "w", newline="", encoding="utf-8") as f:
+                cols = ["index", "id", "correct", "n_response_tokens", "n_scored", "truncated"]
+                w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(self.samples)
+            summary = dict(self.summary, complete=True)
+            (tmp / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            if path.exists():
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise SaemuiError(f"{path}: could not write result ({e.strerror or e})") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+
+def load_result(path: str | os.PathLike) -> MUIResult:
+    """Read a result directory written by :meth:`MUIResult.save`."""
+    path = Path(path)
+    sfile = path / "summary.json"
+    if not sfile.is_file():
+        raise SaemuiError(f"{path}: no summary.json (not a saemui result directory, or an unfinished run)")
+    try:
+        summary = json.loads(sfile.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise SaemuiError(f"{sfile}: malformed JSON ({e.msg})") from None
+    if not summary.get("complete"):
+        raise SaemuiError(f"{sfile}: result is not marked complete")
+    if summary.get("schema_version") != SCHEMA_VERSION:
+        raise SaemuiError(
+            f"{sfile}: schema_version {summary.get('schema_version')} unsupported (expected {SCHEMA_VERSION})"
+        )
+    with np.load(path / "arrays.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    with open(path / "samples.csv", newline="", encoding="utf-8") as f:
+        rows = []
+        for r in csv.DictReader(f):
+            r["index"] = int(r["index"])
+            r["correct"] = {"True": True, "False": False}.get(r["correct"])
+            for k in ("n_response_tokens", "n_scored", "truncated"):
+                r[k] = int(r[k])
+            rows.append(r)
+    return MUIResult(summary, arrays, rows)

@@ -1,0 +1,364 @@
+"""SAE loading: sae-lens registry releases, sae-lens directories and saemui bundles, behind one loader.
+
+Specs accepted by :func:`open_suite`:
+- a saemui bundle directory (``manifest.json``, one sae-lens directory per layer, e.g. ``saes/…``);
+- a sae-lens directory (``cfg.json`` + ``sae_weights.safetensors``) or a directory of such directories;
+- ``RELEASE`` (per layer the SAE whose average L0 is closest to ``target_l0``), ``RELEASE:SAE_ID`` or
+  ``RELEASE:SAE_ID,SAE_ID,…`` from the sae-lens registry (weights need the Hub: online users only).
+
+A suite is lazy: SAEs are loaded a group at a time by the engine, and ``encoder_only`` reads no decoder weights
+from local files, so peak memory is the model plus a fixed number of encoders. Every SAE passes
+:func:`check_compatible` before it encodes anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from saemui.capture import parse_site
+from saemui.errors import SaemuiError
+
+BUNDLE_FORMAT = "saemui-sae-bundle/1"
+# TransformerLens processing flags: an SAE trained with any of these on expects processed activations.
+_PROCESSING_FLAGS = (
+    "center_writing_weights",
+    "fold_ln",
+    "center_unembed",
+    "fold_value_biases",
+    "refactor_factored_attn_matrices",
+)
+
+
+@dataclass
+class SAEEntry:
+    """One SAE of a suite, not yet loaded.
+
+    layer/hook_name: where it reads (hook_name is confirmed against the SAE's own config on load).
+    sae_id: provenance string (path or release/id). load: returns a sae-lens SAE on the given device/dtype.
+    """
+
+    layer: int
+    hook_name: str
+    sae_id: str
+    load: Callable[[str, str, bool], object]
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class SAESuite:
+    """A named set of SAEs over layers (one per layer), loaded lazily."""
+
+    name: str
+    entries: list[SAEEntry]
+    source: dict = field(default_factory=dict)
+
+    @property
+    def layers(self) -> list[int]:
+        return [e.layer for e in self.entries]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_sae_dir(path: Path, device: str = "cpu", dtype: str = "float32", encoder_only: bool = False):
+    """Load a sae-lens directory; with ``encoder_only`` skip the decoder matrix (not needed to encode)."""
+    from sae_lens import SAE
+
+    path = Path(path)
+    for f in ("cfg.json", "sae_weights.safetensors"):
+        if not (path / f).is_file():
+            raise SaemuiError(f"{path}: missing {f} (expected a sae-lens SAE directory)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if not encoder_only:
+                return SAE.load_from_disk(path, device=device, dtype=dtype)
+            return _load_encoder_only(path, device, dtype)
+    except SaemuiError:
+        raise
+    except Exception as e:
+        raise SaemuiError(
+            f"{path}: could not load SAE ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
+
+
+def _load_encoder_only(path: Path, device: str, dtype: str):
+    from sae_lens import SAE
+    from sae_lens.loading.pretrained_sae_loaders import (
+        get_sae_lens_config_from_disk,
+        handle_config_defaulting,
+    )
+    from sae_lens.util import str_to_dtype
+    from safetensors import safe_open
+
+    cfg_dict = handle_config_defaulting(get_sae_lens_config_from_disk(path, device, {"dtype": dtype}))
+    cfg_cls = SAE.get_sae_config_class_for_architecture(cfg_dict["architecture"])
+    cfg = cfg_cls.from_dict(cfg_dict)
+    needs_dec = bool(cfg_dict.get("rescale_acts_by_decoder_norm"))
+    sae_cls = SAE.get_sae_class_for_architecture(cfg.architecture())
+    cfg.device = "meta"
+    sae = sae_cls(cfg)
+    cfg.device = device
+    state = {}
+    with safe_open(str(path / "sae_weights.safetensors"), framework="pt", device=device) as f:
+        for k in f.keys():  # noqa: SIM118
+            if k == "W_dec" and not needs_dec:
+                # A 0-row placeholder keeps the module valid; encode never reads it for these architectures.
+                state[k] = torch.empty(0, cfg.d_in, dtype=str_to_dtype(dtype), device=device)
+                continue
+            state[k] = f.get_tensor(k).to(str_to_dtype(dtype))
+    sae.load_state_dict(state, assign=True, strict=True)
+    return sae.to(dtype=str_to_dtype(dtype), device=device)
+
+
+def _local_entry(path: Path, meta: dict | None = None) -> SAEEntry:
+    cfg = json.loads((path / "cfg.json").read_text())
+    hook = (cfg.get("metadata") or {}).get("hook_name") or cfg.get("hook_name")
+    if not hook:
+        raise SaemuiError(
+            f"{path / 'cfg.json'}: no metadata.hook_name (needed to know which activations it encodes)"
+        )
+    layer, _ = parse_site(hook)
+    return SAEEntry(
+        layer, hook, str(path), lambda dev, dt, enc, p=path: load_sae_dir(p, dev, dt, enc), meta or {}
+    )
+
+
+def _open_bundle(root: Path, verify: bool) -> SAESuite:
+    mpath = root / "manifest.json"
+    try:
+        man = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise SaemuiError(f"{mpath}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    if man.get("format") != BUNDLE_FORMAT:
+        raise SaemuiError(f"{mpath}: field 'format' is {man.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+    entries = []
+    for i, s in enumerate(man.get("saes") or []):
+        for key in ("layer", "hook_name", "path"):
+            if key not in s:
+                raise SaemuiError(f"{mpath}: saes[{i}] lacks field {key!r}")
+        # Paths from files are not trusted: stay inside the bundle.
+        sub = (root / s["path"]).resolve()
+        if root.resolve() not in sub.parents:
+            raise SaemuiError(f"{mpath}: saes[{i}].path {s['path']!r} points outside the bundle")
+        if verify:
+            for fname, digest in (s.get("files") or {}).items():
+                f = sub / fname
+                if not f.is_file():
+                    raise SaemuiError(f"{f}: listed in {mpath} but missing")
+                if _sha256(f) != digest:
+                    raise SaemuiError(f"{f}: sha256 differs from {mpath} (corrupt or modified file)")
+        e = _local_entry(sub, meta=s)
+        if e.hook_name != s["hook_name"] or e.layer != s["layer"]:
+            raise SaemuiError(
+                f"{sub / 'cfg.json'}: hook {e.hook_name!r} disagrees with {mpath} ({s['hook_name']!r})"
+            )
+        entries.append(e)
+    if not entries:
+        raise SaemuiError(f"{mpath}: field 'saes' is empty")
+    return SAESuite(
+        man.get("name", root.name),
+        sorted(entries, key=lambda e: e.layer),
+        {"kind": "bundle", "path": str(root), "manifest": {k: v for k, v in man.items() if k != "saes"}},
+    )
+
+
+_LAYER_PATTERNS = [
+    re.compile(p) for p in (r"layer_(\d+)", r"^l(\d+)[a-z]", r"blocks\.(\d+)\.", r"layer(\d+)", r"^(\d+)-")
+]
+_L0_PATTERN = re.compile(r"l0_(\d+)")
+
+
+def registry_layer(sae_id: str) -> int | None:
+    for p in _LAYER_PATTERNS:
+        m = p.search(sae_id)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def registry_l0(lookup, sae_id: str) -> float | None:
+    m = _L0_PATTERN.search(sae_id)
+    if m:
+        return float(m.group(1))
+    v = (lookup.expected_l0 or {}).get(sae_id)
+    return float(v) if v else None
+
+
+def select_closest_l0(lookup, target_l0: float = 50.0, contains: str | None = None) -> dict[int, str]:
+    """Per layer, the id whose average L0 is closest to ``target_l0`` (the paper's Gemma Scope rule).
+
+    Ties (e.g. Gemma Scope 9B layer 16: 35 vs 65) go to the lower L0, then the lexically smaller id, so the
+    choice never depends on directory order (official-code bug 15).
+    """
+    best: dict[int, tuple[float, float, str]] = {}
+    for sid in lookup.saes_map:
+        if contains and contains not in sid:
+            continue
+        layer, l0 = registry_layer(sid), registry_l0(lookup, sid)
+        if layer is None or l0 is None:
+            continue
+        key = (abs(l0 - target_l0), l0, sid)
+        if layer not in best or key < best[layer]:
+            best[layer] = key
+    return {layer: v[2] for layer, v in sorted(best.items())}
+
+
+def _registry_suite(spec: str, target_l0: float, contains: str | None) -> SAESuite:
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    release, _, ids = spec.partition(":")
+    directory = get_pretrained_saes_directory()
+    if release not in directory:
+        close = [r for r in directory if release.split("-")[0] in r][:5]
+        raise SaemuiError(
+            f"SAE release {release!r} is not in the sae-lens registry (similar: {', '.join(close) or 'none'})"
+        )
+    lookup = directory[release]
+    if ids:
+        chosen = {}
+        for sid in ids.split(","):
+            if sid not in lookup.saes_map:
+                raise SaemuiError(
+                    f"SAE id {sid!r} is not in release {release!r} ({len(lookup.saes_map)} ids; e.g. {next(iter(lookup.saes_map))!r})"
+                )
+            layer = registry_layer(sid)
+            if layer is None:
+                raise SaemuiError(f"SAE id {sid!r}: cannot tell its layer from the id")
+            chosen[layer] = sid
+    else:
+        chosen = select_closest_l0(lookup, target_l0, contains)
+        if not chosen:
+            raise SaemuiError(
+                f"release {release!r}: no ids with a known layer and L0 to choose from; pass RELEASE:SAE_ID"
+            )
+
+    def loader(dev, dt, enc, sid):
+        from sae_lens import SAE
+
+        try:
+            return SAE.from_pretrained(release, sid, device=dev, dtype=dt)
+        except Exception as e:  # network, auth, missing file: report one line
+            raise SaemuiError(
+                f"could not download SAE {release}:{sid} ({type(e).__name__}; offline? weights live on the Hugging Face Hub)"
+            ) from None
+
+    entries = []
+    for layer, sid in chosen.items():
+        entries.append(
+            SAEEntry(
+                layer,
+                f"blocks.{layer}.hook_resid_post",
+                f"{release}:{sid}",
+                lambda dev, dt, enc, sid=sid: loader(dev, dt, enc, sid),
+                {
+                    "neuronpedia_id": (lookup.neuronpedia_id or {}).get(sid),
+                    "registry_l0": registry_l0(lookup, sid),
+                    "hook_from_registry": False,
+                },
+            )
+        )
+    return SAESuite(
+        release,
+        entries,
+        {
+            "kind": "sae-lens-registry",
+            "release": release,
+            "repo_id": lookup.repo_id,
+            "model": lookup.model,
+            "ids": {str(k): v for k, v in chosen.items()},
+            "config_overrides": lookup.config_overrides,
+        },
+    )
+
+
+def open_suite(
+    spec: str | Path, target_l0: float = 50.0, contains: str | None = None, verify: bool = True
+) -> SAESuite:
+    """Resolve an SAE spec (see module docstring) without loading weights."""
+    path = Path(spec)
+    if path.is_dir():
+        if (path / "manifest.json").is_file():
+            return _open_bundle(path, verify)
+        if (path / "cfg.json").is_file():
+            e = _local_entry(path)
+            return SAESuite(path.name, [e], {"kind": "sae-lens-dir", "path": str(path)})
+        subs = sorted(p for p in path.iterdir() if (p / "cfg.json").is_file())
+        if not subs:
+            raise SaemuiError(
+                f"{path}: no manifest.json, cfg.json or SAE subdirectories (expected an SAE bundle or sae-lens directory)"
+            )
+        entries = sorted((_local_entry(p) for p in subs), key=lambda e: e.layer)
+        return SAESuite(path.name, entries, {"kind": "sae-lens-dirs", "path": str(path)})
+    if path.exists() or str(spec).startswith((".", "/", "~")):
+        raise SaemuiError(f"{spec}: not an SAE directory")
+    return _registry_suite(str(spec), target_l0, contains)
+
+
+def check_compatible(
+    sae, entry: SAEEntry, d_model: int, d_mlp: int, n_layers: int, allow_processing_mismatch: bool = False
+) -> None:
+    """Refuse SAEs that would silently give wrong features on saemui's activations."""
+    md = sae.cfg.metadata
+    hook = md.hook_name  # SAEMetadata returns None for a missing key rather than raising
+    if not hook:
+        raise SaemuiError(
+            f"SAE {entry.sae_id}: config metadata has no hook_name (cannot tell which activations it encodes)"
+        )
+    layer, kind = parse_site(hook)
+    if not 0 <= layer < n_layers:
+        raise SaemuiError(f"SAE {entry.sae_id}: hook {hook!r} names layer {layer}, the model has {n_layers}")
+    if hook != entry.hook_name and entry.meta.get("hook_from_registry", True):
+        raise SaemuiError(
+            f"SAE {entry.sae_id}: its config says hook {hook!r}, the suite expected {entry.hook_name!r}"
+        )
+    entry.hook_name, entry.layer = hook, layer
+    want = d_mlp if kind in ("mlp_post", "gate_act") else d_model
+    if sae.cfg.d_in != want:
+        raise SaemuiError(
+            f"SAE {entry.sae_id}: d_in={sae.cfg.d_in} but {hook} has width {want} (SAE trained for another model?)"
+        )
+    kwargs = md.model_from_pretrained_kwargs or {}
+    processed = sorted(k for k in _PROCESSING_FLAGS if kwargs.get(k))
+    if processed and not allow_processing_mismatch:
+        raise SaemuiError(
+            f"SAE {entry.sae_id}: trained on TransformerLens-processed activations ({', '.join(processed)}); saemui captures "
+            "raw Hugging Face activations, so its features would be wrong (allow_processing_mismatch overrides)"
+        )
+    if not torch.is_floating_point(next(iter(sae.parameters()))):
+        raise SaemuiError(f"SAE {entry.sae_id}: weights are not floating point")
+
+
+def bundle_search_paths() -> list[Path]:
+    """Where shipped SAE bundles are looked for: $SAEMUI_SAES, the repository's saes/ (editable installs)."""
+    paths = []
+    env = os.environ.get("SAEMUI_SAES")
+    if env:
+        paths.append(Path(env))
+    paths.append(Path(__file__).resolve().parent.parent / "saes")
+    return [p for p in paths if p.is_dir()]
+
+
+def find_bundles(model_name: str) -> list[Path]:
+    """Shipped bundles whose manifest names ``model_name`` (registry name or HF id), best (widest) first."""
+    found = []
+    for root in bundle_search_paths():
+        for m in sorted(root.glob("*/manifest.json")):
+            try:
+                man = json.loads(m.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            model = man.get("model") or {}
+            if model_name in (model.get("name"), model.get("hf_id")):
+                found.append(m.parent)
+    return found

@@ -1,0 +1,169 @@
+"""Key-unit selection per (sample, layer) on the pooled (position × unit) score matrix.
+
+Rules (MUI-Eval conventions, docs/mui-method.md §1.2):
+- ``topscore``: every unit with some score ≥ η·max, max over that sample/layer's matrix; a max ≤ 0 gives ∅.
+- ``topk``: the k largest *entries* of the flattened matrix; their units form the set (≤ k distinct units).
+  k is absolute (int ≥ 1) or a fraction of the units (``int(frac·U)``, floored, at least 1).
+- ``positive``: every unit whose score is > 0 at some scored position.
+- ``global_topk``: the k largest entries over all layers of the sample jointly.
+Ties are broken deterministically: larger value first, then lower layer, then lower unit index.
+``positive_only`` restricts topk/global_topk to entries > 0 (an SAE feature at 0 is inactive, never key).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from saemui.errors import SaemuiError
+
+MODES = ("topscore", "topk", "positive", "global_topk")
+
+
+@dataclass(frozen=True)
+class KeyRule:
+    """How key units are chosen.
+
+    mode: one of topscore, topk, positive, global_topk.
+    eta: threshold factor for topscore, in (0, 1]; the paper uses 0.9 (SAE) and 0.8–0.95 grids.
+    k: for topk/global_topk, an absolute count (≥ 1) or a fraction in (0, 1) of the units per layer
+       (0.001 for neurons, as in the paper: floored, at least 1).
+    positive_only: topk considers only entries > 0 (default for SAE features).
+    """
+
+    mode: str = "topscore"
+    eta: float = 0.9
+    k: float = 0.001
+    positive_only: bool = False
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise SaemuiError(f"selection mode {self.mode!r} unknown (expected one of {', '.join(MODES)})")
+        if self.mode == "topscore" and not (0.0 < self.eta <= 1.0):
+            raise SaemuiError(f"threshold eta={self.eta} out of range (expected 0 < eta <= 1)")
+        if self.mode in ("topk", "global_topk") and not (self.k >= 1 or 0 < self.k < 1):
+            raise SaemuiError(
+                f"top-k k={self.k} out of range (expected an integer >= 1 or a fraction in (0, 1))"
+            )
+        if self.mode in ("topk", "global_topk") and self.k >= 1 and self.k != int(self.k):
+            raise SaemuiError(f"top-k k={self.k} must be a whole number when >= 1")
+
+    def k_for(self, n_units: int) -> int:
+        return int(self.k) if self.k >= 1 else max(1, int(self.k * n_units))
+
+    def describe(self) -> str:
+        if self.mode == "topscore":
+            return f"topscore:{self.eta:g}"
+        if self.mode in ("topk", "global_topk"):
+            return f"{self.mode}:{self.k:g}" + (":pos" if self.positive_only else "")
+        return "positive"
+
+    @classmethod
+    def parse(cls, text: str, positive_only: bool = False) -> KeyRule:
+        """``topscore:0.9``, ``topk:0.001``, ``topk:5``, ``global_topk:10``, ``positive``."""
+        mode, _, arg = text.partition(":")
+        try:
+            if mode == "topscore":
+                return cls(mode, eta=float(arg or 0.9), positive_only=positive_only)
+            if mode in ("topk", "global_topk"):
+                return cls(mode, k=float(arg or 0.001), positive_only=positive_only)
+        except ValueError:
+            raise SaemuiError(f"--threshold {text!r}: {arg!r} is not a number") from None
+        if mode == "positive" and not arg:
+            return cls("positive", positive_only=positive_only)
+        raise SaemuiError(
+            f"--threshold {text!r} not understood (expected topscore:ETA, topk:K, global_topk:K or positive)"
+        )
+
+
+def topk_entries(values_E: torch.Tensor, keys_E: torch.Tensor, k: int, positive_only: bool) -> torch.Tensor:
+    """Indices into E of the k best entries under (value desc, key asc); keys encode (layer, unit) order.
+
+    torch.topk's tie order is unspecified, so it only finds the k-th value; the boundary is then resolved
+    explicitly among the (few) entries tied with it.
+    """
+    valid = torch.isfinite(values_E)
+    if positive_only:
+        valid &= values_E > 0
+    idx = valid.nonzero().squeeze(1)
+    if idx.numel() <= k:
+        return idx
+    v = values_E[idx]
+    kth = torch.topk(v, k, sorted=False).values.min()
+    above = idx[v > kth]
+    tied = idx[v == kth]
+    tied = tied[torch.argsort(keys_E[tied], stable=True)][: k - above.numel()]
+    return torch.cat([above, tied])
+
+
+Cands = list[list[tuple[torch.Tensor, torch.Tensor]]]  # per sample: parts of (units, values) candidates
+
+
+def reduce_scores(
+    scores_NU: torch.Tensor, seg_N: torch.Tensor, n_seg: int, k: int | None, positive_only: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, Cands | None]:
+    """Per-sample summaries of one layer's scores over scored tokens (``seg_N`` sorted: samples are contiguous).
+
+    Returns max_SU (per-unit max, -inf for samples without tokens), fire_U (tokens with score > 0) and, when k is
+    given, per sample the candidate entries (units, values) with value ≥ its k-th largest value — every entry
+    that can be among the sample's top k, ties included, so chunks and layers merge exactly.
+    """
+    U = scores_NU.shape[1]
+    s = scores_NU.float()
+    max_SU = torch.full((n_seg, U), float("-inf"), device=s.device)
+    max_SU.scatter_reduce_(0, seg_N[:, None].expand(-1, U), s, reduce="amax", include_self=True)
+    fire_U = (s > 0).sum(0)
+    cands: Cands | None = None
+    if k is not None:
+        cands = [[] for _ in range(n_seg)]
+        counts = torch.bincount(seg_N, minlength=n_seg).tolist()
+        off = 0
+        for b, c in enumerate(counts):
+            if c:
+                flat = s[off : off + c].reshape(-1)
+                cands[b].append(_candidates(flat, U, k, positive_only))
+            off += c
+    return max_SU, fire_U, cands
+
+
+def _candidates(flat: torch.Tensor, U: int, k: int, positive_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    # Scores of scored tokens are finite (activations are checked upstream), so no -inf filtering is needed.
+    if positive_only:
+        idx = (flat > 0).nonzero().squeeze(1)
+        vals = flat[idx]
+    else:
+        idx, vals = None, flat
+    if vals.numel() > k:
+        top = torch.topk(vals, k, sorted=False)
+        kth = top.values.min()
+        # Usually nothing else ties with the k-th value and topk's own indices are the candidates.
+        keep = (
+            top.indices
+            if int((vals == kth).sum()) == int((top.values == kth).sum())
+            else (vals >= kth).nonzero().squeeze(1)
+        )
+        vals = vals[keep]
+        idx = keep if idx is None else idx[keep]
+    elif idx is None:
+        idx = torch.arange(vals.numel(), device=flat.device)
+    return idx % U, vals
+
+
+def merge_candidates(
+    parts: list[tuple[torch.Tensor, torch.Tensor]], device=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if not parts:
+        e = torch.empty(0, dtype=torch.long, device=device)
+        return e, torch.empty(0, device=device)
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def select_from_max(max_SU: torch.Tensor, rule: KeyRule) -> torch.Tensor:
+    """topscore / positive key sets from per-unit maxima: bool [S, U]."""
+    if rule.mode == "positive":
+        return max_SU > 0
+    if rule.mode == "topscore":
+        row_max = max_SU.max(dim=1, keepdim=True).values
+        return (max_SU >= rule.eta * row_max) & (row_max > 0)
+    raise ValueError(rule.mode)
