@@ -64,11 +64,11 @@ def extract_choice(response: str, labels: Sequence[str], options: Sequence[str] 
     1. "answer/choice ... is X", "answer: X", "choose X" (not when negated: "the answer is not X");
     2. "X is correct/right" (not "X is not correct");
     3. the response starts with "X." / "X," / "X:" or is just "X";
-    4. the first standalone label;
+    4. the first standalone label not directly negated ("not A");
     5. the option text quoted in the response, then a difflib close match of the response to an option text.
 
     Deviations: the labels are the item's own (``A``-``E``, ``1``-``4``), not always A-D; in step 4 a
-    sentence-initial article "A" and digits inside larger numbers are skipped; step 5 returns None when nothing
+    sentence-initial article "A", a label right after "not" and digits inside larger numbers are skipped; step 5 returns None when nothing
     is similar enough instead of always guessing (thefuzz ``extractOne`` always returns an option).
     """
     labels = [str(x) for x in labels]
@@ -91,7 +91,8 @@ def extract_choice(response: str, labels: Sequence[str], options: Sequence[str] 
         if m:
             return m.group(1)
     for m in re.finditer(rf"{lb}({alt}){la}", response):
-        if not _is_article(response, m):
+        negated = re.search(r"(?:\bnot|n't)\s+(?:option\s+)?\(?$", response[: m.start(1)], re.IGNORECASE)
+        if not _is_article(response, m) and not negated:
             return m.group(1)
     return match_option_text(response, labels, options)
 
