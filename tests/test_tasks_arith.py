@@ -32,7 +32,11 @@ def test_same_seed_same_items_and_different_seeds_differ(level: int) -> None:
 
 def test_known_first_items_for_seed_0() -> None:
     # pins the generator: a change of draw order would silently change every published arith number
-    assert [it.fields["question"] for it in generate(1, 3, 0)] == ["What is 6 + 6?", "What is 0 + 4?", "What is 8 + 7?"]
+    assert [it.fields["question"] for it in generate(1, 3, 0)] == [
+        "What is 6 + 6?",
+        "What is 0 + 4?",
+        "What is 8 + 7?",
+    ]
 
 
 def _recompute(question: str) -> int:

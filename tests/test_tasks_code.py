@@ -107,7 +107,9 @@ def test_memory_network_and_early_exit_fail() -> None:
 
 
 def test_runs_in_a_fresh_temp_dir() -> None:
-    program = "import os\nassert os.getcwd() != " + repr(os.getcwd()) + "\nassert 'HTTP_PROXY' not in os.environ\n"
+    program = (
+        "import os\nassert os.getcwd() != " + repr(os.getcwd()) + "\nassert 'HTTP_PROXY' not in os.environ\n"
+    )
     os.environ.setdefault("HTTP_PROXY", "http://127.0.0.1:9")
     try:
         assert run_program(program).passed

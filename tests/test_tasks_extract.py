@@ -92,7 +92,16 @@ def test_extract_choice_numeric_labels_and_five_options() -> None:
 
 def test_arc_task_numeric_item() -> None:
     task = get_task("arc")
-    rec = {"id": "x", "question": "Q?", "answer": "2", "label": ["1", "2", "3", "4"], "1": "a", "2": "b", "3": "c", "4": "d"}
+    rec = {
+        "id": "x",
+        "question": "Q?",
+        "answer": "2",
+        "label": ["1", "2", "3", "4"],
+        "1": "a",
+        "2": "b",
+        "3": "c",
+        "4": "d",
+    }
     item = task.item_from_record(rec, 0)
     assert task.format_prompt(item, "chat") == "Q?\n1. a\n2. b\n3. c\n4. d\n"
     assert task.score("The answer is 2", item)
@@ -114,7 +123,12 @@ MC_INPUT = "Which?\nOptions:\n(A) red\n(B) blue\n(C) green"
         ("So the answer is (C).", "(B)", "date_understanding", False),
         ("So the answer is blue.", "(B)", "date_understanding", True),  # option text mapped to its letter
         ("So the answer is no.", "no", "sports_understanding", True),
-        ("So the answer is not plausible.", "no", "sports_understanding", False),  # official: "no" in "not ..."
+        (
+            "So the answer is not plausible.",
+            "no",
+            "sports_understanding",
+            False,
+        ),  # official: "no" in "not ..."
         ("So the answer is yes.", "no", "sports_understanding", False),
         ("So the answer is True.", "True", "boolean_expressions", True),
         ("So the answer is invalid.", "valid", "formal_fallacies", False),
@@ -124,7 +138,12 @@ MC_INPUT = "Which?\nOptions:\n(A) red\n(B) blue\n(C) green"
         ("So the answer is ])}", "] ) }", "dyck_languages", True),
         ("So the answer is ] }.", "] ) }", "dyck_languages", False),
         ("So the answer is apple banana cherry.", "apple banana cherry", "word_sorting", True),
-        ("So the answer is apple, banana, cherry.", "apple banana cherry", "word_sorting", True),  # no comma cut
+        (
+            "So the answer is apple, banana, cherry.",
+            "apple banana cherry",
+            "word_sorting",
+            True,
+        ),  # no comma cut
         ("So the answer is banana apple cherry.", "apple banana cherry", "word_sorting", False),
         ("I am not sure.", "(A)", "date_understanding", False),
     ],

@@ -92,7 +92,9 @@ class CodeTask(Task):
             # MBPP tasks 380 and 462 of the shared copy: entry_point holds a slice of the JSON and the test is cut off
             defs = re.findall(r"^def\s+([A-Za-z_]\w*)\s*\(", fields["prompt"], re.MULTILINE)
             if not defs:
-                raise SaemuiError(f"{where}: entry_point is not a Python identifier and the prompt has no def")
+                raise SaemuiError(
+                    f"{where}: entry_point is not a Python identifier and the prompt has no def"
+                )
             fields["entry_point"], broken = defs[-1], True
         try:
             compile(fields["test"], f"{where} test", "exec")
