@@ -46,10 +46,14 @@ _KNOWN = {"prompt", "response", "id", "correct", "meta"}
 def sample_from_dict(obj: object, where: str) -> Sample:
     """Validate one decoded JSON object; ``where`` (e.g. ``file.jsonl:12``) prefixes every error."""
     if not isinstance(obj, dict):
-        raise SaemuiError(f"{where}: expected a JSON object with 'prompt' and 'response', got {type(obj).__name__}")
+        raise SaemuiError(
+            f"{where}: expected a JSON object with 'prompt' and 'response', got {type(obj).__name__}"
+        )
     for key in ("prompt", "response"):
         if key not in obj:
-            raise SaemuiError(f"{where}: missing field '{key}' (each record needs 'prompt' and 'response' strings)")
+            raise SaemuiError(
+                f"{where}: missing field '{key}' (each record needs 'prompt' and 'response' strings)"
+            )
         if not isinstance(obj[key], str):
             raise SaemuiError(f"{where}: field '{key}' must be a string, got {type(obj[key]).__name__}")
     correct = obj.get("correct")
@@ -76,7 +80,9 @@ def read_samples(path: str | os.PathLike) -> list[Sample]:
         raw = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise SaemuiError(f"{path}:{line}: not valid UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
+        raise SaemuiError(
+            f"{path}:{line}: not valid UTF-8 (byte {e.start}); re-encode the file as UTF-8"
+        ) from None
     samples = []
     for n, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
@@ -87,7 +93,9 @@ def read_samples(path: str | os.PathLike) -> list[Sample]:
             raise SaemuiError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
         samples.append(sample_from_dict(obj, f"{path}:{n}"))
     if not samples:
-        raise SaemuiError(f"{path}: no records (expected one JSON object per line with 'prompt' and 'response')")
+        raise SaemuiError(
+            f"{path}: no records (expected one JSON object per line with 'prompt' and 'response')"
+        )
     return assign_ids(samples)
 
 
