@@ -58,7 +58,7 @@ def classify_phases(
         measurement noise (e.g. a bootstrap SD of P and MUI over samples).
     checkpoints: optional names (e.g. "0.5T"); default 0..n-1.
 
-    Returns one row per step: step, checkpoint_from, checkpoint_to, perf_from, perf_to, mui_from, mui_to,
+    Returns one row per step: step and step_to (positions of the two checkpoints), checkpoint_from, checkpoint_to, perf_from, perf_to, mui_from, mui_to,
     dP, dMUI, p_dir, mui_dir (+1 / 0 / -1 after the dead band) and phase.
     """
     p = as_1d(perf_series, "perf_series", min_len=2)
@@ -74,6 +74,7 @@ def classify_phases(
     return pd.DataFrame(
         {
             "step": np.arange(n - 1),
+            "step_to": np.arange(1, n),
             "checkpoint_from": names[:-1],
             "checkpoint_to": names[1:],
             "perf_from": p[:-1],
@@ -125,6 +126,7 @@ def classify_trajectory(
         out = classify_phases(g[perf_col], g[mui_col], dead_band, checkpoints=g[checkpoint_col].tolist())
         # steps are positions in the global checkpoint order so tasks with gaps still line up on one axis
         out["step"] = g["_pos"].to_numpy()[:-1]
+        out["step_to"] = g["_pos"].to_numpy()[1:]
         out.insert(0, "task", task)
         parts.append(out)
     if overall:
