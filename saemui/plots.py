@@ -138,6 +138,7 @@ def plot_trajectory(df_phases: pd.DataFrame, tasks: Sequence[str] | None = None)
         df_phases,
         [
             "step",
+            "step_to",
             "checkpoint_from",
             "checkpoint_to",
             "perf_from",
