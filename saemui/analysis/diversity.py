@@ -103,7 +103,7 @@ class CoverageCurve:
     total: union size of all samples (the last point of a full random-order curve).
     n_items: number of samples available.
     n_perm: random orders drawn (0 for a fixed order).
-    level: coverage of the band.
+    level: coverage of the band (meaningless when n_perm is 0: lo = mean = hi).
     """
 
     k: np.ndarray = field(repr=False)
@@ -225,7 +225,7 @@ class GreedyResult:
     def curve(self) -> CoverageCurve:
         """The selection's union-growth curve, for ``plots.plot_coverage``."""
         c = self.covered.astype(float)
-        return CoverageCurve(np.arange(1, len(c) + 1), c, c, c, self.total, len(self.order), 0, 1.0 - 1e-9)
+        return CoverageCurve(np.arange(1, len(c) + 1), c, c, c, self.total, len(self.order), 0, 1.0)
 
 
 def _gather(ptr: np.ndarray, order: np.ndarray, keys: np.ndarray) -> np.ndarray:
