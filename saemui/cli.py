@@ -12,6 +12,9 @@ from saemui.errors import SaemuiError
 
 BUILTIN_SAMPLES = Path(__file__).parent / "data" / "default_samples.jsonl"
 
+# Modules that add subcommands: each defines ``add_parser(subparsers)`` (one line per feature keeps merges clean).
+SUBCOMMAND_MODULES: list[str] = []
+
 
 def parse_layers(text: str | None) -> list[int] | None:
     """``"0,3,5"`` or ``"0-29"`` or ``"0-9,20"`` → sorted layer list."""
@@ -188,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     _add_run(sub)
+    import importlib
+
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
     return ap
 
 

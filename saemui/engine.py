@@ -182,8 +182,25 @@ def _sae_groups(lm: LoadedModel, suite: SAESuite, cfg: RunConfig):
         yield _Group(scorers, {s.layer: _Health() for s in scorers} if cfg.health else {})
 
 
+class Observer:
+    """Sees every chunk of unit scores during a run (e.g. to keep max-activating contexts per feature).
+
+    ``observe`` gets the model layer, the batch, the offset of the chunk among the batch's scored tokens and the
+    scores [n, U] (float32, on the run's device). Observers must not modify the scores.
+    """
+
+    def observe(
+        self, layer: int, batch: Batch, offset: int, scores_nU: torch.Tensor
+    ) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
 def compute_mui(
-    lm: LoadedModel, samples: Sequence[Sample], config: RunConfig | None = None, progress: bool = True
+    lm: LoadedModel,
+    samples: Sequence[Sample],
+    config: RunConfig | None = None,
+    progress: bool = True,
+    observers: Sequence[Observer] = (),
 ) -> MUIResult:
     """Measure MUI of ``lm`` on ``samples`` (their responses' tokens) with the given unit basis."""
     cfg = (config or RunConfig()).resolved()
@@ -238,7 +255,7 @@ def compute_mui(
         by_site = {s.site: s for s in group.scorers}
         for batch in batches:
             tb = time.perf_counter()
-            _run_batch(backend, batch, by_site, rule, counter, global_cands, group.health, cfg)
+            _run_batch(backend, batch, by_site, rule, counter, global_cands, group.health, cfg, observers)
             t_fwd += time.perf_counter() - tb
             bar.update(1)
         for layer, h in group.health.items():
@@ -263,6 +280,7 @@ def _run_batch(
     global_cands: dict,
     health: dict[int, _Health],
     cfg: RunConfig,
+    observers: Sequence[Observer] = (),
 ) -> None:
     B = len(batch.sample_index)
 
@@ -283,6 +301,8 @@ def _run_batch(
         h = health.get(scorer.layer)
         for off, sc_nU in scorer.scores(acts_ND, batch.target_N, cfg.encode_chunk):
             seg = batch.seg_N[off : off + sc_nU.shape[0]]
+            for obs in observers:
+                obs.observe(scorer.layer, batch, off, sc_nU)
             m, f, c = reduce_scores(sc_nU, seg, B, k, rule.positive_only)
             max_SU = torch.maximum(max_SU, m)
             fire_U += f
