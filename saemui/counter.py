@@ -122,9 +122,9 @@ class UtilizationCounter:
     @classmethod
     def from_state_dict(cls, d: dict, device: str | torch.device = "cpu") -> UtilizationCounter:
         c = cls(list(d["layers"]), int(d["n_units"]), device=device, keep_sets=bool(d["keep_sets"]))
-        c.union_LU = d["union_LU"].to(device)
-        c.fire_LU = d["fire_LU"].to(device)
-        c.keyfreq_LU = d["keyfreq_LU"].to(device)
+        c.union_LU = d["union_LU"].to(device).clone()
+        c.fire_LU = d["fire_LU"].to(device).clone()
+        c.keyfreq_LU = d["keyfreq_LU"].to(device).clone()
         c.n_tokens_L = d["n_tokens_L"].clone()
         c.samples_seen = set(d["samples_seen"])
         c.sets = {tuple(int(x) for x in k.split(",")): v.numpy() for k, v in d["sets"].items()}
