@@ -118,6 +118,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     ).resolved()
     out = Path(args.out) if args.out else _default_out(args.model, cfg)
     _check_writable(out)
+    if args.quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
     result = compute_mui(lm, samples, cfg, progress=not args.quiet)
     result.save(out)
@@ -140,6 +144,8 @@ def _check_writable(out: Path) -> None:
     parent = out.resolve().parent
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        raise SaemuiError(f"{out}: output directory not writable ({parent} is a file, not a directory)")
     if not os.access(parent, os.W_OK):
         raise SaemuiError(f"{out}: output directory not writable ({parent} is read-only for this user)")
 

@@ -96,6 +96,9 @@ class RunConfig:
             raise SaemuiError("units='sae' needs an SAE spec (--saes PATH|RELEASE[:ID]); or use --neurons")
         if self.max_length < 2:
             raise SaemuiError(f"max_length={self.max_length} too small")
+        KeyRule.parse(out.threshold)  # validate now, before any model is loaded
+        if out.alignment not in ("response", "predicting"):
+            raise SaemuiError(f"alignment {out.alignment!r} unknown (expected 'response' or 'predicting')")
         return out
 
 

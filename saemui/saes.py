@@ -87,9 +87,8 @@ def load_sae_dir(path: Path, device: str = "cpu", dtype: str = "float32", encode
     except SaemuiError:
         raise
     except Exception as e:
-        raise SaemuiError(
-            f"{path}: could not load SAE ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-        ) from None
+        detail = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())[:300]
+        raise SaemuiError(f"{path}: could not load SAE ({type(e).__name__}: {detail})") from None
 
 
 def _load_encoder_only(path: Path, device: str, dtype: str):
@@ -109,6 +108,8 @@ def _load_encoder_only(path: Path, device: str, dtype: str):
     cfg.device = "meta"
     sae = sae_cls(cfg)
     cfg.device = device
+    if not needs_dec:
+        sae.W_dec = torch.nn.Parameter(torch.empty(0, cfg.d_in, device="meta"), requires_grad=False)
     state = {}
     with safe_open(str(path / "sae_weights.safetensors"), framework="pt", device=device) as f:
         for k in f.keys():  # noqa: SIM118

@@ -13,7 +13,7 @@ from saemui.selection import KeyRule, merge_candidates, reduce_scores, select_fr
 def _fixed_scores(seed=0, n_samples=5, n_layers=3, U=12):
     rng = np.random.default_rng(seed)
     data = []
-    for s in range(n_samples):
+    for _ in range(n_samples):
         T = int(rng.integers(0, 7))  # includes samples with no scored tokens
         # Rounded values create many exact ties, the hard case for top-k.
         data.append([np.round(rng.normal(size=(T, U)), 1).astype(np.float32) for _ in range(n_layers)])

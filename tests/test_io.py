@@ -1,0 +1,98 @@
+"""Records, result files and atomic writes: clear errors, round trips, nothing half-written."""
+
+import json
+
+import numpy as np
+import pytest
+
+from saemui.engine import RunConfig, compute_mui
+from saemui.errors import SaemuiError
+from saemui.records import Sample, read_samples, write_samples
+from saemui.result import load_result
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b'{"prompt": "a", "response": "b"}\n{"prompt": "a"\n', r":2: malformed JSON"),
+        (b'{"prompt": "a", "response": "b"}\n{"prompt": "a"}\n', r":2: missing field 'response'"),
+        (b'{"prompt": 3, "response": "b"}\n', r":1: field 'prompt' must be a string"),
+        (b'{"prompt": "a", "response": "b", "correct": "yes"}\n', r"'correct' must be true, false or null"),
+        (b'["prompt"]\n', r":1: expected a JSON object"),
+        (b"\n\n", r"no records"),
+        (b'{"prompt": "caf\xe9", "response": "b"}\n', r":1: not valid UTF-8"),
+        (
+            b'{"prompt": "a", "response": "b", "id": 1}\n{"prompt": "a", "response": "b", "id": 1}\n',
+            r"duplicate id",
+        ),
+    ],
+)
+def test_bad_jsonl_is_one_line_error(tmp_path, content, match):
+    f = tmp_path / "in.jsonl"
+    f.write_bytes(content)
+    with pytest.raises(SaemuiError, match=match) as e:
+        read_samples(f)
+    assert "\n" not in str(e.value)
+
+
+def test_records_roundtrip(tmp_path):
+    s = [Sample("p", "r", id="a", correct=True, meta={"x": 1}), Sample("q", "s")]
+    write_samples(tmp_path / "o.jsonl", s)
+    back = read_samples(tmp_path / "o.jsonl")
+    assert back[0] == s[0] and back[1].id == "1" and back[0].meta == {"x": 1}
+
+
+def test_result_roundtrip_and_subset(tiny_llama, tmp_path):
+    samples = [
+        Sample("Hi", "Paris is nice.", correct=True),
+        Sample("Code", "def f(x): return x", correct=False),
+    ]
+    res = compute_mui(tiny_llama, samples, RunConfig(units="neurons", threshold="topk:2"), progress=False)
+    res.save(tmp_path / "r")
+    back = load_result(tmp_path / "r")
+    assert back.mui == res.mui and back.per_layer == res.per_layer
+    for k, v in res.arrays.items():
+        assert np.array_equal(back.arrays[k], v), k
+    assert back.samples[0]["correct"] is True and back.samples[1]["correct"] is False
+    assert back.subset_mui([0]) == res.summary["mui_correct"]
+    assert back.subset_mui([0, 1]) == back.mui
+    s = json.loads((tmp_path / "r/summary.json").read_text())
+    for key in (
+        "schema_version",
+        "config",
+        "versions",
+        "dtypes",
+        "model",
+        "units",
+        "mui",
+        "per_layer",
+        "n_samples",
+        "n_tokens",
+        "machine",
+    ):
+        assert key in s, key
+    assert s["versions"]["torch"] and s["dtypes"]["scores"] == "float32"
+    res.save(tmp_path / "r")  # overwriting an existing result works and leaves no temp dirs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_failed_save_leaves_nothing_complete(tiny_llama, tmp_path, monkeypatch):
+    res = compute_mui(tiny_llama, [Sample("Hi", "Paris.")], RunConfig(units="neurons"), progress=False)
+    import saemui.result as rmod
+
+    def boom(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rmod.np, "savez_compressed", boom)
+    with pytest.raises(SaemuiError, match="No space left"):
+        res.save(tmp_path / "r")
+    assert not (tmp_path / "r").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_incomplete_result_refused(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r/summary.json").write_text(json.dumps({"schema_version": 1, "mui": 0.1}))
+    with pytest.raises(SaemuiError, match="not marked complete"):
+        load_result(tmp_path / "r")
+    with pytest.raises(SaemuiError, match="no summary.json"):
+        load_result(tmp_path / "nothing")
