@@ -79,7 +79,16 @@ def _add_run(sub) -> None:
     p.set_defaults(func=cmd_run)
 
 
+def _is_local(spec: str | None) -> bool:
+    from saemui.models import MODEL_SOURCES
+
+    return spec is None or spec in MODEL_SOURCES or Path(spec).exists()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if _is_local(args.model) and _is_local(args.saes):
+        # Everything is on disk: make sure no library reaches for the Hub behind our back.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from saemui.engine import RunConfig, compute_mui
     from saemui.models import load_model
     from saemui.records import read_samples
