@@ -75,6 +75,12 @@ def _add_run(sub) -> None:
     p.add_argument("--sae-group-size", type=int, help="SAEs held in memory at once (default: all)")
     p.add_argument("--no-sets", action="store_true", help="do not keep per-sample key sets")
     p.add_argument("--no-health", action="store_true", help="skip SAE health metrics (encoder-only loading)")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=20,
+        help="save resumable progress every N batches beside --out (default 20; 0 = never)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
@@ -131,9 +137,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+    if args.checkpoint_every < 0:
+        raise SaemuiError(
+            f"--checkpoint-every {args.checkpoint_every}: expected 0 (off) or a positive number"
+        )
+    from saemui import checkpoint
+
+    ckpt_dir = checkpoint.checkpoint_dir_for(out) if args.checkpoint_every else None
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
-    result = compute_mui(lm, samples, cfg, progress=not args.quiet)
+    result = compute_mui(
+        lm,
+        samples,
+        cfg,
+        progress=not args.quiet,
+        checkpoint_dir=ckpt_dir,
+        checkpoint_every=args.checkpoint_every or 1,
+    )
     result.save(out)
+    if ckpt_dir is not None:
+        checkpoint.clear(ckpt_dir)
     print(format_summary(result, out))
     return 0
 
@@ -183,9 +205,10 @@ def format_summary(result, out: Path | None = None) -> str:
             f"SAE health median L0 {statistics.median(l0):.1f}"
             + (f", median explained variance {statistics.median(ev):.3f}" if ev else "")
         )
-    tps = s["timing"]["tokens_per_second"]
+    run = result.run_info or {}
+    tps = (run.get("timing") or {}).get("tokens_per_second")
     lines.append(
-        f"speed      {tps:.0f} tokens/s (forward + scoring, {s['machine']['cpu_count']} CPUs)"
+        f"speed      {tps:.0f} tokens/s (forward + scoring, {run['machine']['cpu_count']} CPUs)"
         if tps
         else "speed      n/a"
     )

@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from saemui import checkpoint as ckpt
 from saemui.capture import get_backend
 from saemui.counter import UtilizationCounter
 from saemui.errors import SaemuiError
@@ -144,6 +146,16 @@ class _Health:
         self.l2_ratio_sum += float((xh.norm(dim=1) / xn).sum())
         self.cos_sum += float(torch.nn.functional.cosine_similarity(x, xh, dim=1).sum())
 
+    def state(self) -> dict:
+        return {
+            "sse": self.sse,
+            "sum_sq": self.sum_sq,
+            "sum_x": self.sum_x,
+            "n": self.n,
+            "l2_ratio_sum": self.l2_ratio_sum,
+            "cos_sum": self.cos_sum,
+        }
+
     def summary(self) -> dict:
         if not self.n:
             return {"explained_variance": None, "mse": None, "l2_ratio": None, "cossim": None}
@@ -164,7 +176,7 @@ class _Group:
     health: dict[int, _Health] = field(default_factory=dict)
 
 
-def _sae_groups(lm: LoadedModel, suite: SAESuite, cfg: RunConfig):
+def _sae_entry_groups(suite: SAESuite, cfg: RunConfig) -> list[list]:
     entries = [e for e in suite.entries if cfg.layers is None or e.layer in cfg.layers]
     if cfg.layers is not None:
         missing = sorted(set(cfg.layers) - {e.layer for e in entries})
@@ -175,14 +187,16 @@ def _sae_groups(lm: LoadedModel, suite: SAESuite, cfg: RunConfig):
     if not entries:
         raise SaemuiError(f"SAE suite {suite.name!r} is empty")
     size = cfg.sae_group_size or len(entries)
-    dt = cfg.sae_dtype or "float32"
-    for i in range(0, len(entries), size):
-        scorers = []
-        for e in entries[i : i + size]:
-            sae = e.load(str(lm.device), dt, not cfg.health)
-            check_compatible(sae, e, lm.d_model, lm.d_mlp, lm.n_layers, cfg.allow_processing_mismatch)
-            scorers.append(SAEFeatures(sae, e.layer, e.hook_name, lm.device))
-        yield _Group(scorers, {s.layer: _Health() for s in scorers} if cfg.health else {})
+    return [entries[i : i + size] for i in range(0, len(entries), size)]
+
+
+def _load_sae_group(lm: LoadedModel, entries: list, cfg: RunConfig) -> _Group:
+    scorers = []
+    for e in entries:
+        sae = e.load(str(lm.device), cfg.sae_dtype or "float32", not cfg.health)
+        check_compatible(sae, e, lm.d_model, lm.d_mlp, lm.n_layers, cfg.allow_processing_mismatch)
+        scorers.append(SAEFeatures(sae, e.layer, e.hook_name, lm.device))
+    return _Group(scorers, {s.layer: _Health() for s in scorers} if cfg.health else {})
 
 
 class Observer:
@@ -204,8 +218,14 @@ def compute_mui(
     config: RunConfig | None = None,
     progress: bool = True,
     observers: Sequence[Observer] = (),
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 20,
 ) -> MUIResult:
-    """Measure MUI of ``lm`` on ``samples`` (their responses' tokens) with the given unit basis."""
+    """Measure MUI of ``lm`` on ``samples`` (their responses' tokens) with the given unit basis.
+
+    With ``checkpoint_dir`` the run saves its state every ``checkpoint_every`` batches and resumes from a matching
+    checkpoint left by an interrupted run (see :mod:`saemui.checkpoint`); the checkpoint is removed at the end.
+    """
     cfg = (config or RunConfig()).resolved()
     samples = assign_ids([Sample(s.prompt, s.response, s.id, s.correct, dict(s.meta)) for s in samples])
     if not samples:
@@ -216,16 +236,20 @@ def compute_mui(
     suite = None
     if cfg.units == "sae":
         suite = open_suite(cfg.saes, target_l0=cfg.target_l0)
-        layers = [e.layer for e in suite.entries if cfg.layers is None or e.layer in cfg.layers]
-        groups = _sae_groups(lm, suite, cfg)
-        n_groups = -(-len(layers) // (cfg.sae_group_size or max(1, len(layers))))
+        entry_groups = _sae_entry_groups(suite, cfg)
+        layers = [e.layer for g in entry_groups for e in g]
+        n_groups = len(entry_groups)
     else:
         layers = sorted(cfg.layers) if cfg.layers is not None else list(range(lm.n_layers))
         bad = [lay for lay in layers if not 0 <= lay < lm.n_layers]
         if bad:
             raise SaemuiError(f"layers {bad} out of range (model has {lm.n_layers} layers)")
-        groups = iter([_Group([MLPNeurons(lm, lay, cfg.neuron_site) for lay in layers])])
         n_groups = 1
+
+    def load_group(g: int) -> _Group:
+        if suite is not None:
+            return _load_sae_group(lm, entry_groups[g], cfg)
+        return _Group([MLPNeurons(lm, lay, cfg.neuron_site) for lay in layers])
 
     encoded = encode_samples(lm.tokenizer, samples, cfg.alignment, cfg.prompt_format, cfg.max_length)
     batches = list(
@@ -244,8 +268,52 @@ def compute_mui(
     health: dict[int, dict] = {}
     n_units = None
     t_fwd = 0.0
-    bar = tqdm(total=len(batches) * n_groups, desc="MUI", unit="batch", disable=not progress)
-    for group in groups:
+    start = (0, 0)
+    health_acc: dict = {}
+
+    fp = None
+    if checkpoint_dir is not None:
+        fp = ckpt.fingerprint(_fingerprint_components(lm, samples, cfg, suite))
+        state = ckpt.load(Path(checkpoint_dir), fp)
+        if state is not None:
+            start = tuple(state["next"])
+            n_units = state["n_units"]
+            counter = UtilizationCounter.from_state_dict(state["counter"], device=lm.device)
+            global_cands = {int(k): [tuple(p) for p in v] for k, v in state["global_cands"].items()}
+            health = {int(k): v for k, v in state["health_done"].items()}
+            health_acc = {int(k): v for k, v in state["health_acc"].items()}
+            t_fwd = float(state["t_fwd"])
+            for obs, st in zip(observers, state.get("observers", [])):
+                obs.load_state_dict(st)
+            log.info("resuming from %s at group %d, batch %d", checkpoint_dir, *start)
+
+    def save_checkpoint(next_pos: tuple[int, int], group: _Group | None) -> None:
+        acc = {str(k): h.state() for k, h in group.health.items()} if group is not None else {}
+        ckpt.save(
+            Path(checkpoint_dir),
+            {
+                "fingerprint": fp,
+                "next": list(next_pos),
+                "n_units": n_units,
+                "counter": counter.state_dict(),
+                "global_cands": {str(k): [list(p) for p in v] for k, v in global_cands.items()},
+                "health_done": {str(k): v for k, v in health.items()},
+                "health_acc": acc,
+                "t_fwd": t_fwd,
+                "observers": [obs.state_dict() for obs in observers if hasattr(obs, "state_dict")],
+            },
+        )
+        log.info("checkpoint: group %d, batch %d", *next_pos)
+
+    bar = tqdm(
+        total=len(batches) * n_groups,
+        initial=start[0] * len(batches) + start[1],
+        desc="MUI",
+        unit="batch",
+        disable=not progress,
+    )
+    for g in range(start[0], n_groups):
+        group = load_group(g)
         if n_units is None:
             n_units = group.scorers[0].n_units
             counter = UtilizationCounter(layers, n_units, device=lm.device, keep_sets=cfg.keep_sets)
@@ -255,14 +323,25 @@ def compute_mui(
                     f"layer {s.layer} has {s.n_units} units but layer {layers[0]} has {n_units}: MUI's denominator "
                     "needs the same width on every layer (select layers or SAEs of one width)"
                 )
+        first = start[1] if g == start[0] else 0
+        if first:
+            for layer, st in health_acc.items():
+                if layer in group.health:
+                    group.health[layer] = _Health(**st)
         by_site = {s.site: s for s in group.scorers}
-        for batch in batches:
+        for b in range(first, len(batches)):
             tb = time.perf_counter()
-            _run_batch(backend, batch, by_site, rule, counter, global_cands, group.health, cfg, observers)
+            _run_batch(
+                backend, batches[b], by_site, rule, counter, global_cands, group.health, cfg, observers
+            )
             t_fwd += time.perf_counter() - tb
             bar.update(1)
+            if checkpoint_dir is not None and (b + 1) % checkpoint_every == 0 and b + 1 < len(batches):
+                save_checkpoint((g, b + 1), group)
         for layer, h in group.health.items():
             health[layer] = h.summary()
+        if checkpoint_dir is not None and g + 1 < n_groups:
+            save_checkpoint((g + 1, 0), None)
         del group
     bar.close()
 
@@ -272,6 +351,24 @@ def compute_mui(
     n_tok = int(counter.n_tokens_L[0]) if len(layers) else 0
     elapsed = time.perf_counter() - t0
     return _build_result(lm, samples, encoded, cfg, rule, suite, counter, health, n_tok, elapsed, t_fwd)
+
+
+def _fingerprint_components(lm: LoadedModel, samples: Sequence[Sample], cfg: RunConfig, suite) -> dict:
+    return {
+        "model": {
+            "hf_id": lm.hf_id,
+            "provenance": lm.provenance,
+            "dtype": str(lm.dtype),
+            "device": lm.device.type,
+        },
+        "sae suite": None
+        if suite is None
+        else {"source": suite.source, "ids": [e.sae_id for e in suite.entries]},
+        "threshold": cfg.threshold,
+        "settings": {k: v for k, v in asdict(cfg).items() if k not in ("threshold", "saes")},
+        "data": [(s.id, s.prompt, s.response, s.correct) for s in samples],
+        "saemui version": package_versions().get("saemui"),
+    }
 
 
 def _run_batch(
@@ -411,7 +508,6 @@ def _build_result(
     labelled = [s for s in samples if s.correct is not None]
     summary = {
         "schema_version": SCHEMA_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "mui": counter.mui(),
         "mui_percent": 100.0 * counter.mui(),
         "per_layer": counter.per_layer(),
@@ -450,13 +546,6 @@ def _build_result(
         },
         "config": asdict(cfg),
         "sae_health": per_layer_health,
-        "timing": {
-            "seconds_total": elapsed,
-            "seconds_forward_and_score": t_fwd,
-            "tokens_per_second": (sum(len(e.ids) for e in encoded) / t_fwd) if t_fwd > 0 else None,
-            "note": "wall-clock on the machine below; compare ratios from one run, not absolutes",
-        },
-        "machine": machine_info(),
         "versions": package_versions(),
     }
     if cfg.keep_sets and labelled:
@@ -466,4 +555,14 @@ def _build_result(
             res = MUIResult(summary, arrays, rows)
             summary["mui_correct"] = res.subset_mui(correct)
             summary["n_correct"] = len(correct)
-    return MUIResult(summary, arrays, rows)
+    run_info = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timing": {
+            "seconds_total": elapsed,
+            "seconds_forward_and_score": t_fwd,
+            "tokens_per_second": (sum(len(e.ids) for e in encoded) / t_fwd) if t_fwd > 0 else None,
+            "note": "wall-clock on this machine; compare ratios from one run, not absolutes",
+        },
+        "machine": machine_info(),
+    }
+    return MUIResult(summary, arrays, rows, run_info)

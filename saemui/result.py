@@ -5,6 +5,10 @@ Layout of a result directory::
     summary.json   schema version, config, versions, dtypes, model/SAE ids, mui, per_layer, counts, health
     arrays.npz     union_LU (bool), fire_LU, keyfreq_LU (int64), n_tokens_L, set_indptr (int64), set_units (int32)
     samples.csv    one row per sample: index, id, correct, n_response_tokens, n_scored, truncated
+    run.json       what varies between identical runs: creation time, wall-clock timing, machine
+
+The first three are deterministic: the same inputs give byte-identical files (npz members carry a fixed
+timestamp), whether the run was interrupted and resumed or not.
 
 The directory is assembled under a temporary name and renamed into place, and ``summary.json`` carries
 ``"complete": true``: a crashed run never leaves something that loads as a finished result.
@@ -18,6 +22,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +44,7 @@ class MUIResult:
     summary: dict
     arrays: dict[str, np.ndarray]
     samples: list[dict] = field(default_factory=list)
+    run_info: dict = field(default_factory=dict)
 
     @property
     def mui(self) -> float:
@@ -96,9 +102,8 @@ class MUIResult:
         except OSError as e:
             raise SaemuiError(f"{path}: output directory not writable ({e.strerror})") from None
         try:
-            buf = io.BytesIO()
-            np.savez_compressed(buf, **self.arrays)
-            (tmp / "arrays.npz").write_bytes(buf.getvalue())
+            (tmp / "arrays.npz").write_bytes(npz_bytes(self.arrays))
+            (tmp / "run.json").write_text(json.dumps(self.run_info, indent=2) + "\n")
             with open(tmp / "samples.csv", "w", newline="", encoding="utf-8") as f:
                 cols = ["index", "id", "correct", "n_response_tokens", "n_scored", "truncated"]
                 w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
@@ -123,6 +128,19 @@ class MUIResult:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return path
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """A compressed .npz whose bytes depend only on the arrays (np.savez stamps members with the current time)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(arrays):
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, member.getvalue())
+    return buf.getvalue()
 
 
 def load_result(path: str | os.PathLike) -> MUIResult:
@@ -151,4 +169,6 @@ def load_result(path: str | os.PathLike) -> MUIResult:
             for k in ("n_response_tokens", "n_scored", "truncated"):
                 r[k] = int(r[k])
             rows.append(r)
-    return MUIResult(summary, arrays, rows)
+    run_file = path / "run.json"
+    run_info = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    return MUIResult(summary, arrays, rows, run_info)

@@ -74,6 +74,12 @@ def test_result_roundtrip_and_subset(tiny_llama, tmp_path):
     assert s["versions"]["torch"] and s["dtypes"]["scores"] == "float32"
     res.save(tmp_path / "r")  # overwriting an existing result works and leaves no temp dirs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
+        "arrays.npz",
+        "run.json",
+        "samples.csv",
+        "summary.json",
+    ]
 
 
 def test_failed_save_leaves_nothing_complete(tiny_llama, tmp_path, monkeypatch):
