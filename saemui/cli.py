@@ -13,7 +13,9 @@ from saemui.errors import SaemuiError
 BUILTIN_SAMPLES = Path(__file__).parent / "data" / "default_samples.jsonl"
 
 # Modules that add subcommands: each defines ``add_parser(subparsers)`` (one line per feature keeps merges clean).
-SUBCOMMAND_MODULES: list[str] = []
+SUBCOMMAND_MODULES: list[str] = [
+    "saemui.report",
+]
 
 
 def parse_layers(text: str | None) -> list[int] | None:
@@ -76,6 +78,11 @@ def _add_run(sub) -> None:
     p.add_argument("--no-sets", action="store_true", help="do not keep per-sample key sets")
     p.add_argument("--no-health", action="store_true", help="skip SAE health metrics (encoder-only loading)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--explore",
+        action="store_true",
+        help="also keep max-activating contexts, histograms and logit-lens tokens (contexts.npz, for saemui report)",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -119,8 +126,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out(args.model, cfg)
     _check_writable(out)
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
-    result = compute_mui(lm, samples, cfg, progress=not args.quiet)
-    result.save(out)
+    if args.explore:
+        from saemui.explore import explore_run
+
+        result, _ = explore_run(lm, samples, cfg, out, progress=not args.quiet)
+    else:
+        result = compute_mui(lm, samples, cfg, progress=not args.quiet)
+        result.save(out)
     print(format_summary(result, out))
     return 0
 
