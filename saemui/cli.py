@@ -13,7 +13,9 @@ from saemui.errors import SaemuiError
 BUILTIN_SAMPLES = Path(__file__).parent / "data" / "default_samples.jsonl"
 
 # Modules that add subcommands: each defines ``add_parser(subparsers)`` (one line per feature keeps merges clean).
-SUBCOMMAND_MODULES: list[str] = []
+SUBCOMMAND_MODULES: list[str] = [
+    "saemui.report",
+]
 
 
 def parse_layers(text: str | None) -> list[int] | None:
@@ -82,6 +84,11 @@ def _add_run(sub) -> None:
         help="save resumable progress every N batches beside --out (default 20; 0 = never)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--explore",
+        action="store_true",
+        help="also keep max-activating contexts, histograms and logit-lens tokens (contexts.npz, for saemui report)",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -145,15 +152,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     ckpt_dir = checkpoint.checkpoint_dir_for(out) if args.checkpoint_every else None
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
-    result = compute_mui(
-        lm,
-        samples,
-        cfg,
-        progress=not args.quiet,
-        checkpoint_dir=ckpt_dir,
-        checkpoint_every=args.checkpoint_every or 1,
-    )
-    result.save(out)
+    if args.explore:
+        from saemui.explore import explore_run
+
+        # The context collector is not checkpointed: an --explore run restarts from scratch after a crash.
+        result, _ = explore_run(lm, samples, cfg, out, progress=not args.quiet)
+    else:
+        result = compute_mui(
+            lm,
+            samples,
+            cfg,
+            progress=not args.quiet,
+            checkpoint_dir=ckpt_dir,
+            checkpoint_every=args.checkpoint_every or 1,
+        )
+        result.save(out)
     if ckpt_dir is not None:
         checkpoint.clear(ckpt_dir)
     print(format_summary(result, out))
