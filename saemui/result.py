@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from saemui.errors import SaemuiError
+from saemui.io import default_mode
 
 SCHEMA_VERSION = 1
 
@@ -99,6 +100,7 @@ class MUIResult:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+            os.chmod(tmp, default_mode(directory=True))
         except OSError as e:
             raise SaemuiError(f"{path}: output directory not writable ({e.strerror})") from None
         try:

@@ -102,3 +102,17 @@ def test_incomplete_result_refused(tmp_path):
         load_result(tmp_path / "r")
     with pytest.raises(SaemuiError, match="no summary.json"):
         load_result(tmp_path / "nothing")
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from saemui.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
