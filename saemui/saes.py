@@ -221,7 +221,9 @@ def _registry_suite(spec: str, target_l0: float, contains: str | None) -> SAESui
     release, _, ids = spec.partition(":")
     directory = get_pretrained_saes_directory()
     if release not in directory:
-        close = [r for r in directory if release.split("-")[0] in r][:5]
+        import difflib
+
+        close = difflib.get_close_matches(release, list(directory), n=5, cutoff=0.5)
         raise SaemuiError(
             f"SAE release {release!r} is not in the sae-lens registry (similar: {', '.join(close) or 'none'})"
         )
@@ -302,7 +304,8 @@ def open_suite(
         entries = sorted((_local_entry(p) for p in subs), key=lambda e: e.layer)
         return SAESuite(path.name, entries, {"kind": "sae-lens-dirs", "path": str(path)})
     if path.exists() or str(spec).startswith((".", "/", "~")):
-        raise SaemuiError(f"{spec}: not an SAE directory")
+        what = "not a directory" if path.exists() else "no such directory"
+        raise SaemuiError(f"{spec}: {what} (expected an SAE bundle, a sae-lens directory, or RELEASE[:ID])")
     return _registry_suite(str(spec), target_l0, contains)
 
 

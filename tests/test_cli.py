@@ -56,7 +56,7 @@ def test_run_writes_result_and_prints_summary(tiny_path, samples_file, tmp_path,
         (["--threshold", "topscore:2"], "out of range"),
         (["--layers", "a-b"], "--layers"),
         (["--limit", "0"], "--limit"),
-        (["--saes", "/nonexistent/sae"], "not an SAE directory"),
+        (["--saes", "/nonexistent/sae"], "no such directory"),
         (["--model", "/nonexistent/model.gguf"], "no such GGUF file"),
     ],
 )

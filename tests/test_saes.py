@@ -82,7 +82,7 @@ def test_bad_manifest_and_dirs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SaemuiError, match="no manifest.json"):
         open_suite(tmp_path / "empty")
-    with pytest.raises(SaemuiError, match="not an SAE directory"):
+    with pytest.raises(SaemuiError, match="no such directory"):
         open_suite(str(tmp_path / "missing"))
 
 
