@@ -51,13 +51,6 @@ _KEY_NONE = torch.iinfo(torch.int64).max
 _POS_BITS = 32  # key = sample << 32 | position: one int64 orders contexts by (sample, position)
 
 
-def readable_by_umask(path: Path) -> None:
-    """Give a file written through a private temp file the permissions a plain ``open`` would have."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
 @dataclass
 class _LayerState:
     """Streaming state of one layer.
@@ -398,7 +391,6 @@ class ContextCollector(Observer):
         np.savez_compressed(buf, **self.arrays())
         path = Path(path)
         atomic_write_bytes(path, buf.getvalue())
-        readable_by_umask(path)
         return path
 
     @classmethod

@@ -13,17 +13,7 @@ from tqdm.auto import tqdm
 
 from saemui.inputs import prompt_ids
 from saemui.models import LoadedModel
-
-
-def cut_at_stop(text: str, stops: Sequence[str]) -> str:
-    """Cut ``text`` at the earliest stop sequence (the stop itself is dropped)."""
-    cut = len(text)
-    for s in stops:
-        if s:
-            i = text.find(s)
-            if i != -1:
-                cut = min(cut, i)
-    return text[:cut]
+from saemui.tasks.base import truncate_at_stop
 
 
 @torch.inference_mode()
@@ -62,5 +52,5 @@ def generate(
         )
         for b, i in enumerate(idx):
             text = tok.decode(gen[b, T:], skip_special_tokens=True)
-            out[i] = cut_at_stop(text, stop).strip()
+            out[i] = truncate_at_stop(text, stop).strip()
     return out

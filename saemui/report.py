@@ -31,7 +31,6 @@ from saemui.explore import (
     correct_vs_incorrect,
     load_contexts,
     neuronpedia_ids,
-    readable_by_umask,
     top_features,
     unique_features,
 )
@@ -598,7 +597,6 @@ def write_report(
             r.name = f"{r.name} ({seen[r.name]})"
     out = Path(out)
     atomic_write_text(out, build_report(runs, **kwargs))
-    readable_by_umask(out)  # a report is meant to be shared
     return out
 
 
