@@ -7,13 +7,19 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from saemui.errors import SaemuiError
+
+if TYPE_CHECKING:
+    from saemui.engine import RunConfig
 
 BUILTIN_SAMPLES = Path(__file__).parent / "data" / "default_samples.jsonl"
 
 # Modules that add subcommands: each defines ``add_parser(subparsers)`` (one line per feature keeps merges clean).
-SUBCOMMAND_MODULES: list[str] = []
+SUBCOMMAND_MODULES: list[str] = [
+    "saemui.tasks.cli",  # score, tasks; adds --task to run
+]
 
 
 def parse_layers(text: str | None) -> list[int] | None:
@@ -80,16 +86,30 @@ def _add_run(sub) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from saemui.engine import RunConfig, compute_mui
+    from saemui.engine import compute_mui
     from saemui.models import load_model
     from saemui.records import read_samples
-    from saemui.saes import find_bundles
 
     samples = read_samples(args.samples or BUILTIN_SAMPLES)
     if args.limit is not None:
         if args.limit < 1:
             raise SaemuiError(f"--limit {args.limit}: expected a positive number of records")
         samples = samples[: args.limit]
+    cfg = run_config(args)
+    out = Path(args.out) if args.out else _default_out(args.model, cfg)
+    _check_writable(out)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype)
+    result = compute_mui(lm, samples, cfg, progress=not args.quiet)
+    result.save(out)
+    print(format_summary(result, out))
+    return 0
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The resolved RunConfig of ``saemui run`` arguments (SAE bundle lookup included)."""
+    from saemui.engine import RunConfig
+    from saemui.saes import find_bundles
+
     saes = args.saes
     if not args.neurons and not saes:
         bundles = find_bundles(args.model) or find_bundles(_hf_id(args.model))
@@ -101,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     units = "sae" if (saes and not args.neurons) else "neurons"
-    cfg = RunConfig(
+    return RunConfig(
         units=units,
         saes=saes if units == "sae" else None,
         threshold=args.threshold,
@@ -116,13 +136,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         health=not args.no_health,
         keep_sets=not args.no_sets,
     ).resolved()
-    out = Path(args.out) if args.out else _default_out(args.model, cfg)
-    _check_writable(out)
-    lm = load_model(args.model, device=args.device, dtype=args.dtype)
-    result = compute_mui(lm, samples, cfg, progress=not args.quiet)
-    result.save(out)
-    print(format_summary(result, out))
-    return 0
 
 
 def _hf_id(model: str) -> str:
@@ -155,6 +168,9 @@ def format_summary(result, out: Path | None = None) -> str:
         + (f", {s['n_truncated_samples']} truncated" if s["n_truncated_samples"] else ""),
         f"MUI        {s['mui_percent']:.4f} %  (per layer min {100 * min(pl):.3f} %, max {100 * max(pl):.3f} %)",
     ]
+    if s.get("task"):
+        t = s["task"]
+        lines.insert(3, f"task       {t['name']} ({t['style']} style), {t['n_items']} items")
     if s.get("accuracy") is not None:
         lines.append(f"accuracy   {100 * s['accuracy']:.1f} % of {s['n_labelled']} labelled")
     if s.get("mui_correct") is not None:

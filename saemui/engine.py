@@ -5,14 +5,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
+from typing import Any
 
 import numpy as np
 import torch
@@ -201,9 +203,20 @@ def compute_mui(
     config: RunConfig | None = None,
     progress: bool = True,
     observers: Sequence[Observer] = (),
+    extra_summary: Mapping[str, Any] | None = None,
 ) -> MUIResult:
-    """Measure MUI of ``lm`` on ``samples`` (their responses' tokens) with the given unit basis."""
+    """Measure MUI of ``lm`` on ``samples`` (their responses' tokens) with the given unit basis.
+
+    extra_summary: JSON-serializable entries added to the result's summary (e.g. the task the samples came
+        from); they may not replace the engine's own keys.
+    """
     cfg = (config or RunConfig()).resolved()
+    extra = dict(extra_summary or {})
+    try:
+        json.dumps(extra)
+    except (TypeError, ValueError) as e:
+        # checked before the forward passes: save() would fail only after the whole run
+        raise SaemuiError(f"extra_summary is not JSON-serializable ({e})") from None
     samples = assign_ids([Sample(s.prompt, s.response, s.id, s.correct, dict(s.meta)) for s in samples])
     if not samples:
         raise SaemuiError("no samples to evaluate")
@@ -268,7 +281,14 @@ def compute_mui(
 
     n_tok = int(counter.n_tokens_L[0]) if len(layers) else 0
     elapsed = time.perf_counter() - t0
-    return _build_result(lm, samples, encoded, cfg, rule, suite, counter, health, n_tok, elapsed, t_fwd)
+    result = _build_result(lm, samples, encoded, cfg, rule, suite, counter, health, n_tok, elapsed, t_fwd)
+    clash = sorted(set(extra) & set(result.summary))
+    if clash:
+        raise SaemuiError(
+            f"extra_summary key(s) {', '.join(clash)} would replace the engine's own summary keys"
+        )
+    result.summary.update(extra)
+    return result
 
 
 def _run_batch(
