@@ -7,14 +7,19 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from saemui.errors import SaemuiError
+
+if TYPE_CHECKING:
+    from saemui.engine import RunConfig
 
 BUILTIN_SAMPLES = Path(__file__).parent / "data" / "default_samples.jsonl"
 
 # Modules that add subcommands: each defines ``add_parser(subparsers)`` (one line per feature keeps merges clean).
 SUBCOMMAND_MODULES: list[str] = [
     "saemui.report",
+    "saemui.tasks.cli",  # score, tasks; adds --task to run
 ]
 
 
@@ -98,20 +103,75 @@ def _is_local(spec: str | None) -> bool:
     return spec is None or spec in MODEL_SOURCES or Path(spec).exists()
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def prepare_run(args: argparse.Namespace) -> None:
+    """Process-wide settings of a run, before any model library is used."""
     if _is_local(args.model) and _is_local(args.saes):
         # Everything is on disk: make sure no library reaches for the Hub behind our back.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from saemui.engine import RunConfig, compute_mui
+    if args.checkpoint_every < 0:
+        raise SaemuiError(
+            f"--checkpoint-every {args.checkpoint_every}: expected 0 (off) or a positive number"
+        )
+    if args.quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
+def execute_run(args: argparse.Namespace, lm, samples, cfg, out: Path, extra_summary: dict | None = None):
+    """compute → save (checkpointed unless --checkpoint-every 0; --explore adds feature contexts) → result."""
+    from saemui import checkpoint
+    from saemui.engine import compute_mui
+
+    ckpt_dir = checkpoint.checkpoint_dir_for(out) if args.checkpoint_every else None
+    if getattr(args, "explore", False):
+        from saemui.explore import explore_run
+
+        # The context collector is not checkpointed: an --explore run restarts from scratch after a crash.
+        result, _ = explore_run(lm, samples, cfg, out, progress=not args.quiet)
+        if extra_summary:
+            result.summary.update(extra_summary)
+            result.save(out)
+    else:
+        result = compute_mui(
+            lm,
+            samples,
+            cfg,
+            progress=not args.quiet,
+            checkpoint_dir=ckpt_dir,
+            checkpoint_every=args.checkpoint_every or 1,
+            extra_summary=extra_summary,
+        )
+        result.save(out)
+    if ckpt_dir is not None:
+        checkpoint.clear(ckpt_dir)
+    return result
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    prepare_run(args)
     from saemui.models import load_model
     from saemui.records import read_samples
-    from saemui.saes import find_bundles
 
     samples = read_samples(args.samples or BUILTIN_SAMPLES)
     if args.limit is not None:
         if args.limit < 1:
             raise SaemuiError(f"--limit {args.limit}: expected a positive number of records")
         samples = samples[: args.limit]
+    cfg = run_config(args)
+    out = Path(args.out) if args.out else _default_out(args.model, cfg)
+    _check_writable(out)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype)
+    result = execute_run(args, lm, samples, cfg, out)
+    print(format_summary(result, out))
+    return 0
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The resolved RunConfig of ``saemui run`` arguments (SAE bundle lookup included)."""
+    from saemui.engine import RunConfig
+    from saemui.saes import find_bundles
+
     saes = args.saes
     if not args.neurons and not saes:
         bundles = find_bundles(args.model) or find_bundles(_hf_id(args.model))
@@ -123,7 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     units = "sae" if (saes and not args.neurons) else "neurons"
-    cfg = RunConfig(
+    return RunConfig(
         units=units,
         saes=saes if units == "sae" else None,
         threshold=args.threshold,
@@ -138,39 +198,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         health=not args.no_health,
         keep_sets=not args.no_sets,
     ).resolved()
-    out = Path(args.out) if args.out else _default_out(args.model, cfg)
-    _check_writable(out)
-    if args.quiet:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    if args.checkpoint_every < 0:
-        raise SaemuiError(
-            f"--checkpoint-every {args.checkpoint_every}: expected 0 (off) or a positive number"
-        )
-    from saemui import checkpoint
-
-    ckpt_dir = checkpoint.checkpoint_dir_for(out) if args.checkpoint_every else None
-    lm = load_model(args.model, device=args.device, dtype=args.dtype)
-    if args.explore:
-        from saemui.explore import explore_run
-
-        # The context collector is not checkpointed: an --explore run restarts from scratch after a crash.
-        result, _ = explore_run(lm, samples, cfg, out, progress=not args.quiet)
-    else:
-        result = compute_mui(
-            lm,
-            samples,
-            cfg,
-            progress=not args.quiet,
-            checkpoint_dir=ckpt_dir,
-            checkpoint_every=args.checkpoint_every or 1,
-        )
-        result.save(out)
-    if ckpt_dir is not None:
-        checkpoint.clear(ckpt_dir)
-    print(format_summary(result, out))
-    return 0
 
 
 def _hf_id(model: str) -> str:
@@ -205,6 +232,9 @@ def format_summary(result, out: Path | None = None) -> str:
         + (f", {s['n_truncated_samples']} truncated" if s["n_truncated_samples"] else ""),
         f"MUI        {s['mui_percent']:.4f} %  (per layer min {100 * min(pl):.3f} %, max {100 * max(pl):.3f} %)",
     ]
+    if s.get("task"):
+        t = s["task"]
+        lines.insert(3, f"task       {t['name']} ({t['style']} style), {t['n_items']} items")
     if s.get("accuracy") is not None:
         lines.append(f"accuracy   {100 * s['accuracy']:.1f} % of {s['n_labelled']} labelled")
     if s.get("mui_correct") is not None:

@@ -5,15 +5,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -220,13 +222,22 @@ def compute_mui(
     observers: Sequence[Observer] = (),
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int = 20,
+    extra_summary: Mapping[str, Any] | None = None,
 ) -> MUIResult:
     """Measure MUI of ``lm`` on ``samples`` (their responses' tokens) with the given unit basis.
 
     With ``checkpoint_dir`` the run saves its state every ``checkpoint_every`` batches and resumes from a matching
     checkpoint left by an interrupted run (see :mod:`saemui.checkpoint`); the checkpoint is removed at the end.
+    extra_summary: JSON-serializable entries added to the result's summary (e.g. the task the samples came
+        from); they may not replace the engine's own keys.
     """
     cfg = (config or RunConfig()).resolved()
+    extra = dict(extra_summary or {})
+    try:
+        json.dumps(extra)
+    except (TypeError, ValueError) as e:
+        # checked before the forward passes: save() would fail only after the whole run
+        raise SaemuiError(f"extra_summary is not JSON-serializable ({e})") from None
     samples = assign_ids([Sample(s.prompt, s.response, s.id, s.correct, dict(s.meta)) for s in samples])
     if not samples:
         raise SaemuiError("no samples to evaluate")
@@ -350,7 +361,14 @@ def compute_mui(
 
     n_tok = int(counter.n_tokens_L[0]) if len(layers) else 0
     elapsed = time.perf_counter() - t0
-    return _build_result(lm, samples, encoded, cfg, rule, suite, counter, health, n_tok, elapsed, t_fwd)
+    result = _build_result(lm, samples, encoded, cfg, rule, suite, counter, health, n_tok, elapsed, t_fwd)
+    clash = sorted(set(extra) & set(result.summary))
+    if clash:
+        raise SaemuiError(
+            f"extra_summary key(s) {', '.join(clash)} would replace the engine's own summary keys"
+        )
+    result.summary.update(extra)
+    return result
 
 
 def _fingerprint_components(lm: LoadedModel, samples: Sequence[Sample], cfg: RunConfig, suite) -> dict:

@@ -1,0 +1,407 @@
+"""Generate a task's responses with a model, score them, and hand scored ``Sample`` records to the MUI engine.
+
+>>> from saemui import load_model
+>>> from saemui.tasks import get_task
+>>> from saemui.tasks.runner import generate_task
+>>> lm, task = load_model(), get_task("arith-1")
+>>> samples = generate_task(lm, task, task.load_items(limit=8), "auto", cache_path="runs/arith-1.gen.jsonl")
+
+Generation is greedy (:func:`saemui.generate.generate`) with the task's stop sequences and ``max_new_tokens``.
+The prompt text comes from :meth:`Task.format_prompt`; it is tokenized exactly as the engine will tokenize it:
+style ``"chat"`` goes through the tokenizer's chat template (``prompt_format="chat"``), style ``"base"`` is fed
+as raw text (``prompt_format="raw"``). :func:`prompt_format_for` gives the engine setting that matches a style.
+
+Resumable: with a ``cache_path`` every finished batch is appended to a JSONL cache (one line per item, a single
+``write`` + ``fsync`` per batch). A rerun reuses cached items whose configuration fingerprint (model weights,
+task name and options, style, prompt format, ``max_new_tokens``, stops) matches and generates only the rest; a
+cache written under another configuration is refused. Responses are cached raw and rescored on every run, so a
+scorer fix never needs regeneration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from saemui.errors import SaemuiError
+from saemui.generate import generate
+from saemui.inputs import prompt_ids
+from saemui.models import LoadedModel
+from saemui.records import Sample, assign_ids, read_samples
+from saemui.tasks.base import Item, Task, check_style, get_task, task_options
+from saemui.tasks.imports import detect_format, make_sample, score_file
+from saemui.tasks.sources import read_records
+
+log = logging.getLogger(__name__)
+
+#: version of the cache line layout; bump when the meaning of a cached response changes
+CACHE_VERSION = 1
+#: bytes read from each end of a weight file for the quick local-weights digest
+_DIGEST_EDGE = 1 << 20
+
+
+def resolve_style(lm: LoadedModel, style: str) -> str:
+    """``"auto"`` → ``"chat"`` when the tokenizer has a chat template, else ``"base"``; checks the others."""
+    if style == "auto":
+        return "chat" if lm.is_chat else "base"
+    check_style(style)
+    if style == "chat" and not lm.is_chat:
+        raise SaemuiError(
+            f"style 'chat' needs a chat template but the tokenizer of {lm.name!r} has none (use --style base)"
+        )
+    return style
+
+
+def prompt_format_for(style: str) -> str:
+    """The engine's ``prompt_format`` matching a task prompt style (the scored prompt must be the one answered)."""
+    return "chat" if check_style(style) == "chat" else "raw"
+
+
+def _weights_digest(path: Path) -> str:
+    # A full hash of multi-GB checkpoints on every run would cost more than generating a few items; size plus
+    # the first and last MiB of each weight file changes with any retraining or re-quantization.
+    h = hashlib.sha256()
+    files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf", ".pt"))
+    for p in [path / "config.json", *files]:
+        if not p.is_file():
+            continue
+        size = p.stat().st_size
+        h.update(f"{p.name}:{size}:".encode())
+        with open(p, "rb") as f:
+            h.update(f.read(_DIGEST_EDGE))
+            if size > 2 * _DIGEST_EDGE:
+                f.seek(size - _DIGEST_EDGE)
+                h.update(f.read(_DIGEST_EDGE))
+    return h.hexdigest()
+
+
+def model_fingerprint(lm: LoadedModel) -> dict[str, Any]:
+    """What identifies the model's greedy outputs: weights (sha256 or digest), dtype and chat template."""
+    prov = lm.provenance or {}
+    out: dict[str, Any] = {"hf_id": lm.hf_id, "dtype": str(lm.dtype).replace("torch.", "")}
+    if prov.get("sha256"):
+        out["sha256"] = prov["sha256"]
+    elif Path(lm.name).is_dir():
+        out["weights_digest"] = _weights_digest(Path(lm.name))
+    else:
+        # a hub id: the snapshot commit pins the weights when transformers recorded it
+        out["commit"] = getattr(lm.model.config, "_commit_hash", None)
+    template = getattr(lm.tokenizer, "chat_template", None)
+    if isinstance(template, str):
+        out["chat_template_sha256"] = hashlib.sha256(template.encode()).hexdigest()[:16]
+    return out
+
+
+def generation_fingerprint(lm: LoadedModel, task: Task, style: str) -> dict[str, Any]:
+    """Everything that determines a cached response (batch size is left out: greedy output does not depend
+    on it beyond float rounding, and resuming with another batch size should be allowed)."""
+    return {
+        "cache_version": CACHE_VERSION,
+        "model": model_fingerprint(lm),
+        "task": task.name,
+        "options": json.loads(json.dumps(task_options(task), default=str)),
+        "style": style,
+        "prompt_format": prompt_format_for(style),
+        "max_new_tokens": int(task.max_new_tokens),
+        "stops": list(task.stop_sequences(style)),
+        "decoding": "greedy",
+    }
+
+
+def fingerprint_id(fp: dict[str, Any]) -> str:
+    """Short stable hash of a fingerprint (used in default cache file names)."""
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class GenerationCache:
+    """A JSONL file of finished generations, one object per line: ``id``, ``prompt``, ``response``,
+    ``fingerprint``. Appends are one ``write`` of whole lines followed by ``fsync``; a torn last line left
+    by a crash is ignored and cut off before the next append.
+
+    path: the cache file (created with its parent directories on first append).
+    fingerprint: the configuration every line must carry.
+    """
+
+    path: Path
+    fingerprint: dict[str, Any]
+    entries: dict[str, dict] = field(default_factory=dict, init=False)
+    _valid_bytes: int = field(default=0, init=False)
+
+    def load(self) -> GenerationCache:
+        """Read existing lines; refuse a cache written under another configuration."""
+        if not self.path.exists():
+            return self
+        if not self.path.is_file():
+            raise SaemuiError(f"{self.path}: generation cache path exists but is not a file")
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            log.warning("%s: ignoring a torn last line (interrupted write)", self.path)
+        self._valid_bytes = end
+        for n, raw in enumerate(data[:end].split(b"\n")[:-1], start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise SaemuiError(
+                    f"{self.path}:{n}: corrupt generation cache line (delete the file)"
+                ) from None
+            if not isinstance(obj, dict) or not {"id", "prompt", "response", "fingerprint"} <= set(obj):
+                raise SaemuiError(
+                    f"{self.path}:{n}: not a saemui generation cache line (expected id/prompt/response/fingerprint)"
+                )
+            if obj["fingerprint"] != self.fingerprint:
+                raise SaemuiError(
+                    f"{self.path}: generation cache was written with a different configuration "
+                    f"(differs in: {', '.join(_diff_keys(obj['fingerprint'], self.fingerprint))}); "
+                    "delete it or pass another cache path"
+                )
+            self.entries.setdefault(str(obj["id"]), obj)
+        return self
+
+    def append(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        """Append ``(id, prompt, response)`` rows durably (one write, then fsync)."""
+        if not rows:
+            return
+        lines = []
+        for rid, prompt, response in rows:
+            obj = {"id": rid, "prompt": prompt, "response": response, "fingerprint": self.fingerprint}
+            lines.append(json.dumps(obj, ensure_ascii=False) + "\n")
+            self.entries[rid] = obj
+        data = "".join(lines).encode("utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            created = not self.path.exists()
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise SaemuiError(f"{self.path}: cannot write generation cache ({e.strerror})") from None
+        try:
+            if os.fstat(fd).st_size != self._valid_bytes:
+                # drop a torn tail so the new lines start on a line boundary
+                os.ftruncate(fd, self._valid_bytes)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            self._valid_bytes += len(data)
+        finally:
+            os.close(fd)
+        if created:
+            _fsync_dir(self.path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".") or "fingerprint"]
+
+
+@dataclass
+class GenerationOutput:
+    """Result of :func:`run_generation`.
+
+    samples: scored records, one per item, in item order.
+    style / prompt_format: the resolved prompt style and the engine ``prompt_format`` that matches it.
+    fingerprint: the generation configuration (as stored in the cache).
+    n_cached / n_generated: items taken from the cache / generated in this call.
+    seconds: wall-clock time spent generating.
+    """
+
+    samples: list[Sample]
+    style: str
+    prompt_format: str
+    fingerprint: dict[str, Any]
+    n_cached: int
+    n_generated: int
+    seconds: float
+
+
+def run_generation(
+    lm: LoadedModel,
+    task: Task | str,
+    items: Sequence[Item],
+    style: str = "auto",
+    cache_path: str | os.PathLike | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> GenerationOutput:
+    """Like :func:`generate_task`, also reporting the resolved style, fingerprint and cache statistics."""
+    task = get_task(task)
+    style = resolve_style(lm, style)
+    fmt = prompt_format_for(style)
+    if batch_size < 1:
+        raise SaemuiError(f"batch_size must be >= 1, got {batch_size}")
+    ids = [str(it.id) for it in items]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise SaemuiError(f"task {task.name}: duplicate item id {dup!r}")
+    fp = generation_fingerprint(lm, task, style)
+    cache = GenerationCache(Path(cache_path), fp).load() if cache_path is not None else None
+    prompts = [task.format_prompt(it, style) for it in items]
+    responses: dict[str, str] = {}
+    if cache is not None:
+        for rid, prompt in zip(ids, prompts):
+            hit = cache.entries.get(rid)
+            if hit is None:
+                continue
+            if hit["prompt"] != prompt:
+                raise SaemuiError(
+                    f"{cache.path}: item {rid!r} was cached with another prompt (other data source?); "
+                    "delete the cache or pass another cache path"
+                )
+            responses[rid] = hit["response"]
+    n_cached = len(responses)
+
+    # Batches are planned over all items (longest prompts first, like generate()) and only their missing
+    # members are generated: a run resumed after a crash regenerates exactly the batches it lost, with the same
+    # padding, so its responses match an uninterrupted run.
+    tok = lm.tokenizer
+    lengths = [len(prompt_ids(tok, p, fmt)) for p in prompts]
+    order = sorted(range(len(items)), key=lambda i: (-lengths[i], i))
+    stops = task.stop_sequences(style)
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(items) - n_cached, desc=f"generate {task.name}", unit="item", disable=not progress)
+    n_generated = 0
+    for start in range(0, len(order), batch_size):
+        todo = [i for i in order[start : start + batch_size] if ids[i] not in responses]
+        if not todo:
+            continue
+        out = generate(
+            lm,
+            [prompts[i] for i in todo],
+            max_new_tokens=task.max_new_tokens,
+            stop=stops,
+            prompt_format=fmt,
+            batch_size=len(todo),
+            progress=False,
+        )
+        for i, r in zip(todo, out):
+            responses[ids[i]] = r
+        if cache is not None:
+            cache.append([(ids[i], prompts[i], r) for i, r in zip(todo, out)])
+        n_generated += len(todo)
+        bar.update(len(todo))
+    bar.close()
+    seconds = time.perf_counter() - t0
+    samples = assign_ids(
+        make_sample(task, it, responses[rid], p, style) for it, rid, p in zip(items, ids, prompts)
+    )
+    return GenerationOutput(samples, style, fmt, fp, n_cached, n_generated, seconds)
+
+
+def generate_task(
+    lm: LoadedModel,
+    task: Task | str,
+    items: Sequence[Item],
+    style: str = "auto",
+    cache_path: str | os.PathLike | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> list[Sample]:
+    """Greedy responses of ``lm`` to ``items``, scored by ``task``: one :class:`Sample` per item, in item order.
+
+    style: "chat" (chat template; needs one), "base" (raw few-shot text) or "auto" (chat when the tokenizer
+        has a template). Pass ``prompt_format_for(style)`` as the engine's ``RunConfig.prompt_format``.
+    cache_path: JSONL generation cache; items already in it (same configuration) are not regenerated.
+    batch_size: prompts generated together.
+    """
+    return run_generation(lm, task, items, style, cache_path, batch_size, progress).samples
+
+
+# ----- scoring response files ------------------------------------------------------------------------------
+
+_RECORD_KEYS = {"prompt", "response", "id", "correct", "meta"}
+RESPONSE_FORMATS = ("auto", "paper", "lm-eval", "jsonl")
+
+
+def import_records(path: str | os.PathLike, task: Task | str, source: Any = None) -> list[Sample]:
+    """Rescore saemui records (``{prompt, response, id}`` JSONL, e.g. a run's ``responses.jsonl``).
+
+    Each record's ``id`` must be the id of one of the task's items (from ``source``, see
+    :meth:`Task.load_items`); the record's prompt is kept, ``correct`` is recomputed.
+    """
+    task = get_task(task)
+    records = read_samples(path)
+    items = {str(it.id): it for it in task.load_items(source)}
+    out = []
+    for n, s in enumerate(records, start=1):
+        item = items.get(str(s.id))
+        if item is None:
+            raise SaemuiError(
+                f"{path}: record {n} has id {s.id!r}, which is not an item of task {task.name} "
+                "(records need the task's item ids; use --format paper/lm-eval for benchmark-field files)"
+            )
+        sample = make_sample(task, item, s.response, s.prompt, s.meta.get("style"))
+        out.append(sample)
+    return assign_ids(out)
+
+
+def detect_response_format(path: str | os.PathLike) -> str:
+    """``"jsonl"`` for saemui records (only prompt/response/id/correct/meta keys), else
+    :func:`saemui.tasks.imports.detect_format` (``"lm-eval"`` or ``"paper"``)."""
+    keys = set(read_records(path)[0])
+    if {"prompt", "response"} <= keys <= _RECORD_KEYS:
+        return "jsonl"
+    return detect_format(path)
+
+
+def score_responses(
+    task: Task | str, path: str | os.PathLike, fmt: str = "auto", source: Any = None
+) -> tuple[float, list[Sample], str]:
+    """Score a response file with ``task``'s scorer: ``(accuracy, samples, detected format)``.
+
+    fmt: "auto", "paper" (MUI-Eval result files), "lm-eval" (``--log_samples``) or "jsonl" (saemui records).
+    """
+    if fmt not in RESPONSE_FORMATS:
+        raise SaemuiError(
+            f"response format {fmt!r} is unknown (expected one of {', '.join(RESPONSE_FORMATS)})"
+        )
+    if fmt == "auto":
+        fmt = detect_response_format(path)
+    if fmt == "jsonl":
+        samples = import_records(path, task, source)
+        return sum(bool(s.correct) for s in samples) / len(samples), samples, fmt
+    acc, samples = score_file(task, path, fmt)
+    return acc, samples, fmt
+
+
+__all__ = [
+    "GenerationCache",
+    "GenerationOutput",
+    "detect_response_format",
+    "generate_task",
+    "generation_fingerprint",
+    "import_records",
+    "model_fingerprint",
+    "prompt_format_for",
+    "resolve_style",
+    "run_generation",
+    "score_responses",
+]
