@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -72,10 +73,5 @@ def load(ckpt_dir: Path, expected: dict[str, str]) -> dict | None:
 
 
 def clear(ckpt_dir: Path) -> None:
-    path = Path(ckpt_dir) / CKPT_NAME
-    if path.exists():
-        path.unlink()
-    try:
-        Path(ckpt_dir).rmdir()
-    except OSError:
-        pass
+    """Remove the checkpoint directory, including temp files a kill during a checkpoint write left behind."""
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
