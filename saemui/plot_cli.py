@@ -147,16 +147,17 @@ def reproduce_comparison(results: Path | None, out: Path, n_boot: int = 2000) ->
 
 
 def reproduce_diversity(results: Path | None, out: Path, n_boot: int = 2000) -> list[Path]:
-    """Coverage curves (random and greedy) of the first root model, task overlap, mixed vs single-task MUI."""
+    """Per root model: coverage curves (random orders and greedy); task overlap; mixed vs single-task MUI."""
     recs = az.load_records(results)
-    roots = [r["model"] for r in recs if r["derivation"] == "none"]
-    res = az.diversity_analysis(recs, model=roots[0] if roots else None)
-    written = [
-        _csv(res["jaccard"], out / "diversity_jaccard.csv", index=True),
-        _csv(res["mix"], out / "diversity_mix.csv"),
-    ]
-    fig = plot_coverage(res["curves"], title=f"Key-unit coverage of {res['model']} (MUI %)")
-    written += save_figure(fig, out / "diversity")
+    roots = list(dict.fromkeys(r["model"] for r in recs if r["derivation"] == "none"))
+    written = []
+    for i, root in enumerate(roots or [None]):
+        res = az.diversity_analysis(recs, model=root)
+        if i == 0:
+            written.append(_csv(res["mix"], out / "diversity_mix.csv"))
+        written.append(_csv(res["jaccard"], out / f"diversity_jaccard_{res['model']}.csv", index=True))
+        fig = plot_coverage(res["curves"], title=f"Key-unit coverage of {res['model']} (MUI %)")
+        written += save_figure(fig, out / f"diversity_{res['model']}")
     return written
 
 

@@ -173,7 +173,8 @@ def test_tiny_zoo_end_to_end(tiny_zoo_build, tmp_path, capsys):
         "training_llama-lora-arith",
         "contamination_llama-contam-arith1",
         "comparison",
-        "diversity",
+        "diversity_tiny-llama",
+        "diversity_tiny-gemma",
         "sensitivity",
     ):
         assert (out / f"{stem}.png").stat().st_size > 0 and (out / f"{stem}.pdf").is_file()
