@@ -452,6 +452,7 @@ class Stage:
 
     fingerprint: digest of everything that determines the output; done: a matching record exists.
     cost_s: estimated CPU seconds (from ``Rates``); record: where the stage's JSON record lives.
+    measured_s: wall-clock seconds the stage took when it ran (from its timing record), for calibrating rates.
     """
 
     id: str
@@ -463,6 +464,7 @@ class Stage:
     record: Path
     done: bool = False
     needed: bool = True
+    measured_s: float | None = None
 
 
 def _digest(obj: object) -> str:
@@ -572,6 +574,9 @@ def plan(
             if dict(spec.saes).get(spec.root_of(m).name):
                 mui *= 1 + 1 / (1 + len(spec.extra_selections))
             st = Stage(f"eval:{m.name}:{t.name}", "eval", m.name, t.name, fp, gen + mui, rec, done, not done)
+            timing = _read_json(root_dir / "stages" / f"eval__{m.name}__{t.name}.json")
+            if done and timing and timing.get("fingerprint") == fp:
+                st.measured_s = timing.get("seconds_generate", 0.0) + timing.get("seconds_mui", 0.0)
             evals.append(st)
             if not done and m.derivation != "none":
                 pending_weights.add(m.base if m.derivation == "checkpoint-of" else m.name)
@@ -587,7 +592,9 @@ def plan(
         if m.name not in pending_weights and not done:
             continue  # nobody needs it now
         cost = _train_tokens(m, spec) * rates.train_factor / rates.fwd(spec.root_of(m).base)
-        stages.append(Stage(f"train:{m.name}", "train", m.name, None, fp, cost, rec, done, not done))
+        st = Stage(f"train:{m.name}", "train", m.name, None, fp, cost, rec, done, not done)
+        st.measured_s = old.get("seconds") if done and old else None
+        stages.append(st)
     return stages + evals
 
 
@@ -597,12 +604,13 @@ def format_plan(spec: ZooSpec, stages: list[Stage], rates: Rates | None = None) 
     lines = [
         f"zoo {spec.name!r}: {len(spec.models)} models × {len(spec.tasks)} tasks, N={spec.n_items} per task"
     ]
-    lines.append(f"{'stage':<48} {'status':<7} {'est. CPU':>9}")
+    lines.append(f"{'stage':<48} {'status':<7} {'est. CPU':>9} {'measured':>9}")
     todo = 0.0
     roots = set()
     for s in stages:
         status = "done" if s.done else "todo"
-        lines.append(f"{s.id:<48} {status:<7} {_fmt_s(s.cost_s):>9}")
+        took = _fmt_s(s.measured_s) if s.measured_s is not None else "-"
+        lines.append(f"{s.id:<48} {status:<7} {_fmt_s(s.cost_s):>9} {took:>9}")
         if s.needed:
             todo += s.cost_s
             roots.add(spec.root_of(spec.model(s.model)).base)
@@ -613,6 +621,13 @@ def format_plan(spec: ZooSpec, stages: list[Stage], rates: Rates | None = None) 
         f"remaining: {sum(s.needed for s in stages)} of {len(stages)} stages, ≈ {_fmt_s(todo + loads)} "
         f"(incl. {_fmt_s(loads)} model loads); all stages from scratch ≈ {_fmt_s(total)}"
     )
+    timed = [s for s in stages if s.measured_s]
+    if timed:
+        ratio = sum(s.measured_s for s in timed) / sum(s.cost_s for s in timed)
+        lines.append(
+            f"measured / estimated over {len(timed)} finished stage(s): {ratio:.2f} "
+            "(scale the remaining estimate, or pass measured --rate values)"
+        )
     lines.append(
         "rates: forward "
         + ", ".join(f"{k} {v:.0f} tok/s" for k, v in rates.fwd_tok_s)
