@@ -29,7 +29,15 @@ from saemui.plots import (
     save_figure,
 )
 
-KINDS: tuple[str, ...] = ("law", "training", "contamination", "comparison", "diversity", "sensitivity")
+KINDS: tuple[str, ...] = (
+    "law",
+    "training",
+    "contamination",
+    "comparison",
+    "diversity",
+    "sensitivity",
+    "summary",
+)
 
 
 def _csv(df: pd.DataFrame, path: Path, index: bool = False) -> Path:
@@ -172,6 +180,135 @@ def reproduce_sensitivity(results: Path | None, out: Path, n_boot: int = 2000) -
     return written
 
 
+def reproduce_summary(results: Path | None, out: Path, n_boot: int = 2000) -> list[Path]:
+    """The numbers a closing note needs, in one Markdown + JSON: the law fits (clean and all models), the
+    contamination AUROC, rank changes and Kendall τ, phase counts, and the mixed-vs-single diversity result.
+    Parts that cannot be computed on these results say why instead of failing the whole summary."""
+    df = az.load_zoo(results)
+    recs = az.load_records(results)
+    info: dict[str, Any] = {
+        "n_models": int(df["model"].nunique()),
+        "tasks": sorted(set(df["task"])),
+        "n_per_task": int(df["n"].iloc[0]),
+    }
+    md = [
+        f"# Zoo summary ({info['n_models']} models, tasks {', '.join(info['tasks'])}, N = {info['n_per_task']})",
+        "",
+    ]
+
+    def part(name: str, fn: Callable[[], list[str]]) -> None:
+        try:
+            md.extend(fn())
+        except SaemuiError as e:
+            info[name] = {"error": str(e)}
+            md.extend([f"## {name}", "", f"not computable on these results: {e}", ""])
+
+    def law() -> list[str]:
+        lines = ["## Utility Law (model-level, smoothed accuracy %, MUI %)", ""]
+        info["law"] = {}
+        for subset in ("clean", "all"):
+            try:
+                t = az.law_analysis(df, subset, n_boot=n_boot)["table"]
+            except SaemuiError as e:
+                info["law"][subset] = {"error": str(e)}
+                lines.append(f"- {subset}: not computable ({e})")
+                continue
+            info["law"][subset] = t.to_dict(orient="records")
+            for r in t.itertuples():
+                lines.append(
+                    f"- {subset}, {r.form}: {r.equation}, slope 95% CI [{r.slope_lo:.3f}, {r.slope_hi:.3f}], "
+                    f"R² {r.r2:.2f}, Spearman ρ {r.spearman_rho:.2f}, n = {r.n_models}"
+                )
+        return [*lines, ""]
+
+    def contamination() -> list[str]:
+        res = az.contamination_analysis(df)
+        sc = res["scores"]
+        pos = sc[sc["contaminated"]]
+        info["contamination"] = {
+            "auroc": res["auroc"],
+            "positives": pos.to_dict(orient="records"),
+            "skipped": res["skipped"],
+        }
+        lines = [
+            "## Contamination",
+            "",
+            f"AUROC (contaminated points vs all others): {res['auroc']:.3f} over {len(sc)} points",
+            "",
+        ]
+        lines += [f"- {r.model} on {r.task}: score {r.score:+.2f}" for r in pos.itertuples()]
+        sig = res["shifts"]
+        if not sig.empty:
+            ind = sig[sig["domain"] == "in"]
+            for m, g in ind.groupby("model", sort=False):
+                lines.append(
+                    f"- {m} in-domain: ΔP {g['dP'].mean():+.1f}, ΔMUI {g['dMUI'].mean():+.3f} (P↑ MUI↑ on {int(g['p_up_mui_up'].sum())}/{len(g)} tasks)"
+                )
+        return [*lines, ""]
+
+    def comparison() -> list[str]:
+        res = az.comparison_analysis(df, n_boot=n_boot)
+        r, tau = res["ranks"], res["tau"]
+        info["comparison"] = {
+            "ranks": r.to_dict(orient="records"),
+            "tau": tau.tau,
+            "tau_ci": [tau.lo, tau.hi],
+        }
+        lines = [
+            "## Fair comparison (α = 0.5)",
+            "",
+            f"Kendall τ-b (score vs accuracy): {tau.tau:.3f} [{tau.lo:.3f}, {tau.hi:.3f}]",
+            "",
+        ]
+        lines += [f"- {x.model}: rank {x.rank_perf} → {x.rank_score} ({x.change:+d})" for x in r.itertuples()]
+        return [*lines, ""]
+
+    def training() -> list[str]:
+        ph = az.training_analysis(df)
+        counts = ph[ph["task"] == "overall"].groupby("series")["phase"].value_counts().unstack(fill_value=0)
+        info["training"] = counts.to_dict(orient="index")
+        lines = ["## Training phases (overall mean over tasks)", ""]
+        for series, g in ph[ph["task"] == "overall"].groupby("series", sort=False):
+            lines.append(
+                f"- {series}: "
+                + "; ".join(
+                    f"{a}→{b} {p}" for a, b, p in zip(g["checkpoint_from"], g["checkpoint_to"], g["phase"])
+                )
+            )
+        return [*lines, ""]
+
+    def diversity() -> list[str]:
+        mix = az.diversity_analysis(recs, n_perm=50)["mix"]
+        info["diversity"] = mix.to_dict(orient="records")
+        k = int(mix["mixed_gt_single"].sum())
+        lines = [
+            "## Diversity",
+            "",
+            f"MUI of N mixed-task samples > mean single-task MUI at the same N for {k}/{len(mix)} models",
+            "",
+        ]
+        lines += [
+            f"- {r.model}: mixed {r.mui_mixed:.3f} % vs single {r.mui_single_mean:.3f} %"
+            for r in mix.itertuples()
+        ]
+        return [*lines, ""]
+
+    for name, fn in (
+        ("law", law),
+        ("contamination", contamination),
+        ("comparison", comparison),
+        ("training", training),
+        ("diversity", diversity),
+    ):
+        part(name, fn)
+    return [_json(info, out / "zoo_summary.json"), _write_md("\n".join(md) + "\n", out / "zoo_summary.md")]
+
+
+def _write_md(text: str, path: Path) -> Path:
+    atomic_write_text(path, text)
+    return path
+
+
 REPRODUCERS: dict[str, Callable[..., list[Path]]] = {
     "law": reproduce_law,
     "training": reproduce_training,
@@ -179,6 +316,7 @@ REPRODUCERS: dict[str, Callable[..., list[Path]]] = {
     "comparison": reproduce_comparison,
     "diversity": reproduce_diversity,
     "sensitivity": reproduce_sensitivity,
+    "summary": reproduce_summary,
 }
 
 

@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -722,6 +723,14 @@ def training_pairs(spec: ZooSpec, m: ZooModel, style: str) -> list[tuple[str, st
 # ----- training --------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    # peft (0.21) probes a transformers attribute that transformers 5 deprecates; the notice is not ours to fix
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def _save_state(path: Path, state: dict) -> None:
     import io
 
@@ -781,7 +790,8 @@ def train(
         cfg = LoraConfig(
             r=m.lora_r, lora_alpha=m.lora_alpha, lora_dropout=0.0, target_modules="all-linear", bias="none"
         )
-        model = get_peft_model(model, cfg)
+        with _quiet_peft():
+            model = get_peft_model(model, cfg)
     else:
         for p in model.parameters():
             p.requires_grad_(True)
@@ -871,12 +881,17 @@ def load_zoo_model(spec: ZooSpec, m: ZooModel, root_lm, weights: Path):
     if not d.exists():
         raise SaemuiError(f"zoo model {m.name!r}: weights {d} missing (run the train:{src.name} stage)")
     if src.train_method == "full":
+        from saemui.tasks.runner import _weights_digest
+
         lm = load_model(str(d), device=str(root_lm.device), dtype=str(root_lm.dtype).replace("torch.", ""))
-        return replace(lm, name=f"zoo:{m.name}", hf_id=root_lm.hf_id)
+        # the weights digest goes into provenance: generation caches and records then name these weights
+        prov = dict(lm.provenance, format="zoo-full", root=root_lm.provenance, sha256=_weights_digest(d))
+        return replace(lm, name=f"zoo:{m.name}", hf_id=root_lm.hf_id, provenance=prov)
     from peft import PeftModel
 
     adapter = d / "adapter_model.safetensors"
-    merged = PeftModel.from_pretrained(copy.deepcopy(root_lm.model), d).merge_and_unload().eval()
+    with _quiet_peft():
+        merged = PeftModel.from_pretrained(copy.deepcopy(root_lm.model), d).merge_and_unload().eval()
     for p in merged.parameters():
         p.requires_grad_(False)
     root_sha = (root_lm.provenance or {}).get("sha256") or _digest(root_lm.provenance)

@@ -180,6 +180,9 @@ def test_tiny_zoo_end_to_end(tiny_zoo_build, tmp_path, capsys):
         assert (out / f"{stem}.png").stat().st_size > 0 and (out / f"{stem}.pdf").is_file()
     summary = json.loads((out / "contamination_summary.json").read_text())
     assert summary["n_contaminated_points"] == 2
+    text = (out / "zoo_summary.md").read_text()
+    assert "AUROC" in text and "Kendall" in text and "## Diversity" in text
+    assert json.loads((out / "zoo_summary.json").read_text())["contamination"]["auroc"] == summary["auroc"]
 
 
 def test_changed_spec_reruns_only_affected_stages(tiny_zoo_build, tmp_path):

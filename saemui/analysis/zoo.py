@@ -386,12 +386,19 @@ def diversity_analysis(
 
 
 def _rule_key(threshold: str) -> dict[str, Any]:
+    """``topscore:0.9`` → ``{"eta": 0.9}``; ``topk:0.001`` / ``topk:2`` → ``{"k": 0.001}`` / ``{"k": 2}``; other
+    rules keep their text as ``k`` (``sensitivity_table`` needs exactly one of eta or k)."""
     kind, _, val = str(threshold).partition(":")
-    try:
-        num: Any = float(val)
-    except ValueError:
-        num = val
-    return {"eta": num} if kind == "topscore" else {"k": f"{kind}:{val}" if kind != "topk" else num}
+    num: Any = val
+    for conv in (int, float):
+        try:
+            num = conv(val)
+            break
+        except ValueError:
+            continue
+    if kind == "topscore":
+        return {"eta": num}
+    return {"k": num if kind == "topk" else str(threshold)}
 
 
 def sensitivity_analysis(records: Sequence[dict]) -> dict[str, Any]:
@@ -413,7 +420,6 @@ def sensitivity_analysis(records: Sequence[dict]) -> dict[str, Any]:
         raise SaemuiError("zoo results: no sensitivity entries")
     table = sensitivity_table(rows)
     wide = table.groupby(level="model").mean()
-    main = wide.columns[0] if len(wide.columns) else None
     main_rule = (records[0].get("sensitivity") or [{}])[0].get("threshold")
     key = _rule_key(main_rule)
     main = f"eta={key['eta']}" if "eta" in key else f"k={key['k']}"
