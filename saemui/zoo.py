@@ -682,6 +682,14 @@ def _num(x: Any) -> str:
 
 def training_pairs(spec: ZooSpec, m: ZooModel, style: str) -> list[tuple[str, str]]:
     """(prompt, response) pairs for a fine-tune, prompts formatted in the root model's style."""
+    pairs = _training_pairs(spec, m, style)
+    if style == "base":
+        # base prompts end in "Answer:" and prompt/response are tokenized separately: the answer needs its space
+        pairs = [(p, r if p[-1:].isspace() else " " + r) for p, r in pairs]
+    return pairs
+
+
+def _training_pairs(spec: ZooSpec, m: ZooModel, style: str) -> list[tuple[str, str]]:
     from saemui.tasks import get_task
 
     d = m.data

@@ -118,6 +118,8 @@ def test_arith_training_data_never_contains_eval_questions():
 
     evalq = {it.fields["question"] for t in spec.tasks for it in eval_items(spec, t)}
     assert len(pairs) == clean.data.n and not evalq & {p for p, _ in pairs}
+    base = training_pairs(spec, clean, "base")
+    assert base[0][0].endswith("Answer:") and base[0][1].startswith(" The answer is")
     contam = training_pairs(spec, spec.model("llama-contam-arith1"), "chat")
     assert {p for p, _ in contam} <= evalq and len(contam) == spec.n_items
 
