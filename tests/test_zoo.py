@@ -206,11 +206,16 @@ def test_plot_cli(tiny_zoo_build, tmp_path):
     assert main(["plot", "law", "--results", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
 
 
-def test_training_resumes_after_interruption(tmp_path, tiny_llama, monkeypatch):
+def test_training_resumes_after_interruption(tmp_path, monkeypatch):
     import torch
+    from helpers import save_tiny_model
     from safetensors.torch import load_file
 
     from saemui import zoo
+    from saemui.models import load_model
+
+    # a fresh model: the session-wide tiny_llama may carry TransformerLens bridges from other tests
+    tiny_llama = load_model(str(save_tiny_model(tmp_path, "llama")), device="cpu")
 
     spec = tiny_zoo("unused-llama", "unused-gemma")
     m = replace(
