@@ -20,6 +20,7 @@ BUILTIN_SAMPLES = Path(__file__).parent / "data" / "default_samples.jsonl"
 SUBCOMMAND_MODULES: list[str] = [
     "saemui.report",
     "saemui.tasks.cli",  # score, tasks; adds --task to run
+    "saemui.plot_cli",  # plot (zoo figures from result files)
 ]
 
 

@@ -239,6 +239,40 @@ def plot_coverage(
     return fig
 
 
+def plot_rank_sweep(sweep: pd.DataFrame, title: str | None = None) -> Figure:
+    """Rank of each model (1 = best) against the weight α of ``utility_adjusted_score`` (``alpha_sensitivity``
+    output: columns ``alpha`` and ``rank:<model>``)."""
+    _need(sweep, ["alpha"], "sweep")
+    cols = [c for c in sweep.columns if str(c).startswith("rank:")]
+    if not cols:
+        raise SaemuiError("sweep: no rank:<model> columns (expected alpha_sensitivity output)")
+    fig, (ax,) = _figure(6.5, 4.5)
+    for c in cols:
+        ax.plot(sweep["alpha"], sweep[c], marker="o", ms=3, label=c.removeprefix("rank:"))
+    ax.invert_yaxis()
+    ax.set_xlabel("α (1 = accuracy only, 0 = fewest key units only)")
+    ax.set_ylabel("rank (1 = best)")
+    ax.set_title(title or "Ranking under α·z(P) − (1−α)·z(MUI)")
+    ax.legend(fontsize=7, ncols=2)
+    return fig
+
+
+def plot_sensitivity(model_means: pd.DataFrame, title: str | None = None) -> Figure:
+    """MUI of each model (rows) under each key-unit selection (columns), one line per model."""
+    if model_means.empty:
+        raise SaemuiError("model_means: no rows to plot")
+    fig, (ax,) = _figure(6, 4.5)
+    x = np.arange(len(model_means.columns))
+    for name, row in model_means.iterrows():
+        ax.plot(x, row.to_numpy(float), marker="o", ms=3, label=str(name))
+    ax.set_xticks(x, [str(c) for c in model_means.columns])
+    ax.set_xlabel("key-unit selection")
+    ax.set_ylabel("MUI")
+    ax.set_title(title or "MUI under different key-unit selections")
+    ax.legend(fontsize=7, ncols=2)
+    return fig
+
+
 def save_figure(
     fig: Figure, path: str | os.PathLike, formats: Sequence[str] = ("png", "pdf"), dpi: int = 150
 ) -> list[Path]:

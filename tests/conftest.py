@@ -52,3 +52,15 @@ def shared_data() -> Path:
     if not d.is_dir():
         pytest.skip(f"{d} not present (the shared benchmark copies live beside the repository)")
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo_build(tmp_path_factory):
+    """(results dir, cache dir, build_zoo module) of a tiny zoo built once by ``build_zoo.py --tiny``."""
+    from zoo_fixtures import load_script
+
+    base = tmp_path_factory.mktemp("tiny-zoo")
+    results, cache = base / "results", base / "cache"
+    mod = load_script("build_zoo")
+    assert mod.main(["--tiny", "--results", str(results), "--cache", str(cache)]) == 0
+    return results, cache, mod

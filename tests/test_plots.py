@@ -105,3 +105,21 @@ def test_save_figure_writes_png_and_pdf_atomically(tmp_path):
         "law.pdf",
         "law.png",
     ]  # no temp files left
+
+
+def test_plot_rank_sweep_and_sensitivity(tmp_path):
+    from saemui.analysis.comparison import alpha_sensitivity
+    from saemui.plots import plot_rank_sweep, plot_sensitivity
+
+    sweep = alpha_sensitivity(PERF, MUI, list("abcdef"), n_boot=10)
+    fig = plot_rank_sweep(sweep)
+    assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 6
+    assert fig.axes[0].yaxis_inverted()  # rank 1 on top
+    means = pd.DataFrame({"k=0.001": MUI, "k=0.002": MUI * 1.4}, index=list("abcdef"))
+    fig2 = plot_sensitivity(means)
+    assert len(fig2.axes[0].lines) == 6
+    assert all(p.stat().st_size > 0 for p in save_figure(fig2, tmp_path / "sens"))
+    with pytest.raises(SaemuiError, match="no rank:<model> columns"):
+        plot_rank_sweep(sweep[["alpha"]])
+    with pytest.raises(SaemuiError, match="no rows"):
+        plot_sensitivity(means.iloc[:0])

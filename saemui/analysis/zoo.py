@@ -1,0 +1,435 @@
+"""Glue between zoo result files (``results/zoo/<model>__<task>.json``) and the analysis functions.
+
+Nothing here computes a statistic itself: it selects points from the zoo and calls ``saemui.analysis.law``,
+``training``, ``contamination``, ``comparison``, ``diversity`` and ``sensitivity``. Choices made here are
+[OURS] and stated where they are made:
+
+* Performance for log fits is the add-half smoothed accuracy ``100 (k + 0.5) / (n + 1)`` % (``perf``), because
+  ln(0) is undefined and small zoos have models with 0 correct answers; raw accuracy is kept as ``accuracy``.
+* A model-level point is the unweighted mean of perf and of MUI (%) over the zoo's tasks (every model has every
+  task at the same N).
+* Points with MUI = 0 (no scored response token at all, e.g. a model that only emits EOS) cannot enter a log
+  fit; they are dropped and listed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from saemui.analysis.comparison import (
+    alpha_sensitivity,
+    law_residual_score,
+    rank_changes,
+    utility_adjusted_score,
+)
+from saemui.analysis.contamination import contamination_scores, shift_table
+from saemui.analysis.diversity import coverage_curve, greedy_max_coverage, jaccard
+from saemui.analysis.law import bootstrap_ci, check_comparable, fit_law
+from saemui.analysis.sensitivity import sensitivity_table
+from saemui.analysis.stats import auroc, kendall_tau, kendall_tau_ci
+from saemui.analysis.training import classify_trajectory
+from saemui.errors import SaemuiError
+
+RESULT_SCHEMA = "saemui-zoo-result/1"
+DEFAULT_RESULTS = "results/zoo"
+
+
+def results_dir(path: str | os.PathLike | None = None) -> Path:
+    """``path``, else ``$SAEMUI_ZOO_RESULTS``, else ``results/zoo`` (of the working directory, or of the
+    repository when run from elsewhere, e.g. a notebook in ``notebooks/``)."""
+    chosen = path or os.environ.get("SAEMUI_ZOO_RESULTS")
+    if chosen:
+        return Path(chosen)
+    here = Path(DEFAULT_RESULTS)
+    repo = Path(__file__).resolve().parents[2] / DEFAULT_RESULTS
+    return here if here.is_dir() or not repo.is_dir() else repo
+
+
+def load_records(results: str | os.PathLike | None = None) -> list[dict]:
+    """Every zoo result record in a directory (sorted by file name)."""
+    d = results_dir(results)
+    if not d.is_dir():
+        raise SaemuiError(f"{d}: no zoo results directory (build it with scripts/build_zoo.py)")
+    out = []
+    for f in sorted(d.glob("*__*.json")):
+        try:
+            rec = json.loads(f.read_text())
+        except json.JSONDecodeError as e:
+            raise SaemuiError(f"{f}: malformed JSON ({e.msg})") from None
+        if rec.get("schema") != RESULT_SCHEMA:
+            raise SaemuiError(
+                f"{f}: not a zoo result (schema {rec.get('schema')!r}, expected {RESULT_SCHEMA})"
+            )
+        out.append(rec)
+    if not out:
+        raise SaemuiError(f"{d}: no zoo result files (<model>__<task>.json)")
+    return out
+
+
+def smoothed_perf(n_correct: Any, n: Any) -> np.ndarray:
+    """Add-half smoothed accuracy in %: ``100 (k + 0.5) / (n + 1)`` (defined and > 0 at k = 0) [OURS]."""
+    k, m = np.asarray(n_correct, float), np.asarray(n, float)
+    return 100.0 * (k + 0.5) / (m + 1.0)
+
+
+def load_zoo(results: str | os.PathLike | Sequence[dict] | None = None) -> pd.DataFrame:
+    """One row per (model, task): model, task, root, derivation, parent, step, train_steps, n, n_correct,
+    accuracy (0-1), perf (smoothed %), mui and mui_correct (%), selection, basis, in_domain (the task is in the
+    model's training distribution), contaminated (its eval items were trained on), contaminated_model."""
+    recs = (
+        list(results)
+        if isinstance(results, Sequence) and not isinstance(results, str)
+        else load_records(results)
+    )
+    rows = []
+    for r in recs:
+        mc = r.get("mui_correct")
+        rows.append(
+            {
+                "model": r["model"],
+                "task": r["task"],
+                "root": r["root"],
+                "derivation": r["derivation"],
+                "parent": r.get("parent"),
+                "step": r.get("step"),
+                "train_steps": r.get("train_steps"),
+                "n": int(r["n"]),
+                "n_correct": int(r["n_correct"]),
+                "accuracy": float(r["accuracy"]),
+                "perf": float(smoothed_perf(r["n_correct"], r["n"])),
+                "mui": 100.0 * float(r["mui"]),
+                "mui_correct": None if mc is None else 100.0 * float(mc),
+                "selection": r["selection"],
+                "basis": r["basis"],
+                "in_domain": r["task"] in r.get("in_domain", []),
+                "contaminated": r["task"] in r.get("contaminated", []),
+                "contaminated_model": bool(r.get("contaminated")),
+            }
+        )
+    df = pd.DataFrame(rows)
+    if df.duplicated(["model", "task"]).any():
+        row = df[df.duplicated(["model", "task"])].iloc[0]
+        raise SaemuiError(f"zoo results: model {row['model']!r} has task {row['task']!r} twice")
+    return df
+
+
+def model_points(df: pd.DataFrame) -> pd.DataFrame:
+    """Model-level points (mean perf, accuracy and MUI over tasks); refuses unequal N, basis or selection and
+    models missing a task."""
+    check_comparable(
+        [
+            {"model": r.model, "n_samples": r.n, "basis": r.basis, "selection": r.selection}
+            for r in df.itertuples()
+        ]
+    )
+    tasks = sorted(set(df["task"]))
+    for model, g in df.groupby("model", sort=False):
+        missing = sorted(set(tasks) - set(g["task"]))
+        if missing:
+            raise SaemuiError(
+                f"model {model!r} lacks task(s) {', '.join(missing)}: model means would not compare"
+            )
+    agg = df.groupby("model", sort=False).agg(
+        perf=("perf", "mean"),
+        accuracy=("accuracy", "mean"),
+        mui=("mui", "mean"),
+        root=("root", "first"),
+        derivation=("derivation", "first"),
+        contaminated_model=("contaminated_model", "first"),
+        n=("n", "first"),
+    )
+    return agg.reset_index()
+
+
+# ----- the law ---------------------------------------------------------------------------------------------
+
+
+def law_analysis(
+    df: pd.DataFrame, subset: str = "clean", n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, Any]:
+    """Both law forms with bootstrap CIs on model-level points.
+
+    subset: ``"clean"`` (models never trained on eval items: the law as a reference) or ``"all"``.
+    Returns points (DataFrame), fits and boots (form → LawFit / LawBootstrap) and a flat summary table.
+    """
+    if subset not in ("clean", "all"):
+        raise SaemuiError(f"subset: expected 'clean' or 'all', got {subset!r}")
+    pts = model_points(df)
+    if subset == "clean":
+        pts = pts[~pts["contaminated_model"]].reset_index(drop=True)
+    dropped = pts[pts["mui"] <= 0]["model"].tolist()
+    pts = pts[pts["mui"] > 0].reset_index(drop=True)
+    fits, boots, rows = {}, {}, []
+    for form in ("mui_from_perf", "perf_from_mui"):
+        fit = fit_law(pts["perf"], pts["mui"], form=form, labels=pts["model"])
+        boot = bootstrap_ci(fit, n_boot=n_boot, seed=seed, level=level)
+        fits[form], boots[form] = fit, boot
+        rows.append(
+            {
+                "subset": subset,
+                "form": form,
+                "equation": fit.equation,
+                "slope": fit.slope,
+                "slope_lo": boot.slope_ci[0],
+                "slope_hi": boot.slope_ci[1],
+                "intercept": fit.intercept,
+                "intercept_lo": boot.intercept_ci[0],
+                "intercept_hi": boot.intercept_ci[1],
+                "r2": fit.r2,
+                "r2_lo": boot.r2_ci[0],
+                "r2_hi": boot.r2_ci[1],
+                "pearson_r": fit.pearson_r,
+                "spearman_rho": fit.spearman_rho,
+                "n_models": fit.n,
+            }
+        )
+    pts = pts.assign(resid_mui=fits["mui_from_perf"].residuals, resid_perf=fits["perf_from_mui"].residuals)
+    return {"points": pts, "fits": fits, "boots": boots, "table": pd.DataFrame(rows), "dropped": dropped}
+
+
+# ----- Corollary 1: checkpoint trajectories -----------------------------------------------------------------
+
+
+def trajectories(df: pd.DataFrame) -> pd.DataFrame:
+    """Long table of every fine-tune that has checkpoints: its root (step 0), checkpoints, final model.
+
+    Columns: series (the fine-tune), checkpoint (step as text), step, task, perf, mui, model.
+    """
+    parts = []
+    ckpts = df[df["derivation"] == "checkpoint-of"]
+    for series, g in ckpts.groupby("parent", sort=False):
+        final = df[df["model"] == series]
+        if final.empty:
+            continue
+        root = df[(df["model"] == final["parent"].iloc[0])].assign(step=0)
+        seq = pd.concat([root, g, final]).sort_values(["step", "task"], kind="stable")
+        parts.append(seq.assign(series=series, checkpoint=seq["step"].astype(int).astype(str)))
+    if not parts:
+        raise SaemuiError("zoo results: no checkpoint series (no checkpoint-of models with their fine-tune)")
+    cols = ["series", "checkpoint", "step", "task", "perf", "mui", "model"]
+    return pd.concat(parts, ignore_index=True)[cols]
+
+
+def training_analysis(df: pd.DataFrame, dead_band: tuple[float, float] | None = None) -> pd.DataFrame:
+    """Phases (Accumulating / Evolving / Coarsening / Collapsing / Stable) per series, task and overall.
+
+    dead_band: (dP in % points, dMUI in % points); default [OURS]: one item of accuracy (100 / N) and no MUI
+    band, so a change of a single answer never counts as a move.
+    """
+    traj = trajectories(df)
+    if dead_band is None:
+        dead_band = (100.0 / float(df["n"].iloc[0]), 0.0)
+    out = []
+    for series, g in traj.groupby("series", sort=False):
+        ph = classify_trajectory(g, dead_band, checkpoint_col="checkpoint")
+        ph.insert(0, "series", series)
+        out.append(ph)
+    return pd.concat(out, ignore_index=True)
+
+
+# ----- Corollary 2: contamination --------------------------------------------------------------------------
+
+
+def contamination_analysis(df: pd.DataFrame) -> dict[str, Any]:
+    """Per task, a ``perf_from_mui`` law on the points of models never trained on eval items scores every point
+    of that task (``contamination_scores``; positive = more P than the law predicts for that MUI).
+
+    Reference points are scored leave-one-out (a point inside its own fit pulls the line toward itself).
+    Scores are standardised by the fit's residual SD, or raw (% points) when that SD is 0 (a perfectly flat
+    reference, as in tiny zoos). AUROC: contaminated (model, task) points vs all others. Shift tables: each
+    fine-tune against its root, with its training tasks as in-domain.
+    """
+    rows, skipped = [], {}
+    for task, g in df[df["mui"] > 0].groupby("task", sort=False):
+        ref = g[~g["contaminated_model"]]
+        for r in g.itertuples():
+            fit_pts = ref[ref["model"] != r.model]
+            try:
+                fit = fit_law(fit_pts["perf"], fit_pts["mui"], form="perf_from_mui")
+            except SaemuiError as e:
+                skipped[task] = str(e)
+                break
+            std = fit.residual_sd > 1e-12
+            score = float(contamination_scores(fit, [r.perf], [r.mui], standardize=std)[0])
+            rows.append(
+                {
+                    "model": r.model,
+                    "task": task,
+                    "perf": r.perf,
+                    "mui": r.mui,
+                    "score": score,
+                    "standardized": std,
+                    "contaminated": bool(r.contaminated),
+                }
+            )
+    scores = pd.DataFrame(
+        rows, columns=["model", "task", "perf", "mui", "score", "standardized", "contaminated"]
+    )
+    scores = scores[~scores["task"].isin(list(skipped))].reset_index(drop=True)
+    y = scores["contaminated"].to_numpy(bool)
+    auc = auroc(scores["score"], y) if y.any() and (~y).any() else float("nan")
+    shifts = []
+    for m, g in df[df["derivation"] != "checkpoint-of"].groupby("model", sort=False):
+        if g["derivation"].iloc[0] == "none":
+            continue
+        before = df[df["model"] == g["parent"].iloc[0]]
+        ind = g[g["in_domain"]]["task"].tolist()
+        st = shift_table(before[["task", "perf", "mui"]], g[["task", "perf", "mui"]], ind)
+        st.insert(0, "model", m)
+        st.insert(1, "contaminated_model", bool(g["contaminated_model"].iloc[0]))
+        shifts.append(st)
+    shift = pd.concat(shifts, ignore_index=True) if shifts else pd.DataFrame()
+    return {"scores": scores, "auroc": auc, "skipped": skipped, "shifts": shift}
+
+
+# ----- Corollary 3: fair comparison ------------------------------------------------------------------------
+
+
+def comparison_analysis(
+    df: pd.DataFrame, alpha: float = 0.5, n_boot: int = 2000, seed: int = 0, subset: str = "all"
+) -> dict[str, Any]:
+    """``utility_adjusted_score`` ranking vs accuracy-only ranking on model-level points, Kendall tau-b (with a
+    bootstrap CI) between the two, the α sweep, and the law-residual score where a clean law fits."""
+    pts = model_points(df)
+    if subset == "clean":
+        pts = pts[~pts["contaminated_model"]].reset_index(drop=True)
+    score = utility_adjusted_score(pts["perf"], pts["mui"], alpha)
+    ranks = rank_changes(pts["model"], pts["perf"], score)
+    tau = kendall_tau_ci(score, pts["perf"], n_boot=n_boot, seed=seed)
+    sweep = alpha_sensitivity(pts["perf"], pts["mui"], pts["model"], n_boot=n_boot, seed=seed)
+    resid = None
+    try:
+        fit = fit_law(pts["perf"], pts["mui"], form="perf_from_mui")
+        resid = pd.DataFrame(
+            {"model": pts["model"], "law_residual": law_residual_score(fit, pts["perf"], pts["mui"])}
+        )
+    except SaemuiError:
+        pass
+    return {"alpha": alpha, "ranks": ranks, "tau": tau, "sweep": sweep, "law_residual": resid}
+
+
+# ----- Corollary 4: diversity ------------------------------------------------------------------------------
+
+
+def _sets(rec: dict) -> list[np.ndarray]:
+    if rec.get("sets") is None:
+        raise SaemuiError(
+            f"{rec['model']}__{rec['task']}: per-sample key sets were not kept (too large); diversity needs them"
+        )
+    return [np.asarray(s, dtype=np.int64) for s in rec["sets"]]
+
+
+def diversity_analysis(
+    records: Sequence[dict], model: str | None = None, n_perm: int = 200, seed: int = 0
+) -> dict[str, Any]:
+    """Coverage and diversity from per-sample key sets.
+
+    curves: task → random-order union-growth curve of ``model`` in MUI % (and a greedy curve per task);
+    jaccard: overlap of the task unions of ``model``; mix: for every model, the MUI of N samples drawn evenly
+    from all tasks vs the mean single-task MUI at the same N (the Corollary 4 claim: more diverse data, more
+    key units).
+    """
+    by_model: dict[str, dict[str, dict]] = {}
+    for r in records:
+        by_model.setdefault(r["model"], {})[r["task"]] = r
+    model = model or next(iter(by_model))
+    if model not in by_model:
+        raise SaemuiError(f"diversity: no results for model {model!r}")
+    mine = by_model[model]
+    curves, greedy = {}, {}
+    for task, r in mine.items():
+        denom = r["n_units"] * r["n_layers"]
+        sets = _sets(r)
+        curves[f"{task} (random)"] = coverage_curve(sets, n_perm=n_perm, seed=seed).as_mui(denom)
+        g = greedy_max_coverage(sets, budget=len(sets))
+        greedy[task] = g
+        curves[f"{task} (greedy)"] = g.curve().as_mui(denom)
+    tasks = sorted(mine)
+    jac = pd.DataFrame(
+        [[jaccard(_sets(mine[a]), _sets(mine[b])) for b in tasks] for a in tasks], index=tasks, columns=tasks
+    )
+    mix_rows = []
+    for m, recs in by_model.items():
+        ts = sorted(recs)
+        if len(ts) < 2 or any(recs[t].get("sets") is None for t in ts):
+            continue
+        n = min(len(recs[t]["sets"]) for t in ts)
+        denom = recs[ts[0]]["n_units"] * recs[ts[0]]["n_layers"]
+        per = n // len(ts)
+        mixed = [s for t in ts for s in _sets(recs[t])[:per]]
+        # the single-task unions use the same number of samples as the mixture
+        single = [
+            len(np.unique(np.concatenate(_sets(recs[t])[: per * len(ts)] or [np.zeros(0, np.int64)])))
+            for t in ts
+        ]
+        mixed_u = len(np.unique(np.concatenate(mixed))) if mixed else 0
+        mix_rows.append(
+            {
+                "model": m,
+                "n_samples": per * len(ts),
+                "mui_mixed": 100.0 * mixed_u / denom,
+                "mui_single_mean": 100.0 * float(np.mean(single)) / denom,
+                "mixed_gt_single": mixed_u > float(np.mean(single)),
+            }
+        )
+    return {"model": model, "curves": curves, "greedy": greedy, "jaccard": jac, "mix": pd.DataFrame(mix_rows)}
+
+
+# ----- selection sensitivity -------------------------------------------------------------------------------
+
+
+def _rule_key(threshold: str) -> dict[str, Any]:
+    """``topscore:0.9`` → ``{"eta": 0.9}``; ``topk:0.001`` / ``topk:2`` → ``{"k": 0.001}`` / ``{"k": 2}``; other
+    rules keep their text as ``k`` (``sensitivity_table`` needs exactly one of eta or k)."""
+    kind, _, val = str(threshold).partition(":")
+    num: Any = val
+    for conv in (int, float):
+        try:
+            num = conv(val)
+            break
+        except ValueError:
+            continue
+    if kind == "topscore":
+        return {"eta": num}
+    return {"k": num if kind == "topk" else str(threshold)}
+
+
+def sensitivity_analysis(records: Sequence[dict]) -> dict[str, Any]:
+    """MUI (%) per (model, task) under each measured key-unit rule (``sensitivity_table``), and how the model
+    ranking by mean MUI moves between rules (Kendall tau-b against the main rule)."""
+    rows = []
+    for r in records:
+        for s in r.get("sensitivity") or []:
+            rows.append(
+                {
+                    "model": r["model"],
+                    "task": r["task"],
+                    "basis": r["basis"],
+                    **_rule_key(s["threshold"]),
+                    "mui": 100.0 * s["mui"],
+                }
+            )
+    if not rows:
+        raise SaemuiError("zoo results: no sensitivity entries")
+    table = sensitivity_table(rows)
+    wide = table.groupby(level="model").mean()
+    main_rule = (records[0].get("sensitivity") or [{}])[0].get("threshold")
+    key = _rule_key(main_rule)
+    main = f"eta={key['eta']}" if "eta" in key else f"k={key['k']}"
+    taus = pd.DataFrame(
+        [
+            {
+                "selection": c,
+                "tau_vs_main": kendall_tau(wide[c], wide[main]) if len(wide) > 1 else float("nan"),
+            }
+            for c in wide.columns
+        ]
+    )
+    return {"table": table, "model_means": wide, "taus": taus, "main": main}

@@ -1,0 +1,375 @@
+"""``saemui plot KIND --results DIR --out DIR``: every zoo figure and table from committed result files.
+
+The ``scripts/reproduce_*.py`` scripts and the notebooks call the same ``reproduce_*`` functions, so a figure
+has exactly one code path. Each writes ``<out>/<name>.png`` and ``.pdf`` plus a small CSV/JSON table, and
+returns the written paths. Nothing here loads a model: only ``results/zoo/*.json`` is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from saemui.analysis import zoo as az
+from saemui.errors import SaemuiError
+from saemui.io import atomic_write_json, atomic_write_text
+from saemui.plots import (
+    plot_contamination,
+    plot_coverage,
+    plot_law,
+    plot_rank_sweep,
+    plot_sensitivity,
+    plot_task_bars,
+    plot_trajectory,
+    save_figure,
+)
+
+KINDS: tuple[str, ...] = (
+    "law",
+    "training",
+    "contamination",
+    "comparison",
+    "diversity",
+    "sensitivity",
+    "summary",
+)
+
+
+def _csv(df: pd.DataFrame, path: Path, index: bool = False) -> Path:
+    atomic_write_text(path, df.to_csv(index=index, float_format="%.6g"))
+    return path
+
+
+def _clean(obj: Any) -> Any:
+    # JSON has no NaN: write null so the tables stay valid for any reader
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item"):
+        return _clean(obj.item())
+    return obj
+
+
+def _json(obj: Any, path: Path) -> Path:
+    atomic_write_json(path, _clean(obj))
+    return path
+
+
+def reproduce_law(results: Path | None, out: Path, n_boot: int = 2000) -> list[Path]:
+    """Law fits (both forms, bootstrap CIs) on clean and on all models; scatter + band; per-task bars."""
+    df = az.load_zoo(results)
+    written, tables, errors, shown = [], [], {}, None
+    for subset in ("clean", "all"):
+        try:
+            res = az.law_analysis(df, subset, n_boot=n_boot)
+        except SaemuiError as e:
+            errors[subset] = str(e)
+            continue
+        tables.append(res["table"])
+        written.append(_csv(res["points"], out / f"law_points_{subset}.csv"))
+        if shown is None:
+            shown = (subset, res)
+    if shown is None:
+        raise SaemuiError(f"no law fit possible on these results: {errors}")
+    subset, res = shown
+    fit = res["fits"]["mui_from_perf"]
+    fig = plot_law(
+        fit, boot=res["boots"]["mui_from_perf"], title=f"Utility Law on the zoo ({subset} models, n={fit.n})"
+    )
+    written += save_figure(fig, out / "law")
+    written.append(_csv(pd.concat(tables, ignore_index=True), out / "law_fits.csv"))
+    written.append(
+        _json({"shown": subset, "errors": errors, "dropped_zero_mui": res["dropped"]}, out / "law_notes.json")
+    )
+    written += save_figure(plot_task_bars(df, "mui"), out / "tasks_mui")
+    written += save_figure(plot_task_bars(df, "perf"), out / "tasks_perf")
+    return written
+
+
+def reproduce_training(results: Path | None, out: Path, n_boot: int = 2000) -> list[Path]:
+    """Phases along every checkpoint series; one trajectory figure per series."""
+    df = az.load_zoo(results)
+    phases = az.training_analysis(df)
+    written = [_csv(phases, out / "training_phases.csv")]
+    for series, g in phases.groupby("series", sort=False):
+        fig = plot_trajectory(g.drop(columns="series"))
+        fig.suptitle(f"checkpoints of {series}")
+        written += save_figure(fig, out / f"training_{series}")
+    return written
+
+
+def reproduce_contamination(results: Path | None, out: Path, n_boot: int = 2000) -> list[Path]:
+    """Contamination scores, AUROC, and ΔP/ΔMUI shift plots of each fine-tune against its root."""
+    df = az.load_zoo(results)
+    res = az.contamination_analysis(df)
+    written = [_csv(res["scores"], out / "contamination_scores.csv")]
+    if not res["shifts"].empty:
+        written.append(_csv(res["shifts"], out / "contamination_shifts.csv"))
+        for model, g in res["shifts"].groupby("model", sort=False):
+            tag = "contaminated" if g["contaminated_model"].iloc[0] else "clean fine-tune"
+            fig = plot_contamination(g, title=f"{model} vs its base ({tag})")
+            written += save_figure(fig, out / f"contamination_{model}")
+    n_pos = int(res["scores"]["contaminated"].sum()) if not res["scores"].empty else 0
+    summary = {
+        "auroc": res["auroc"],
+        "n_contaminated_points": n_pos,
+        "n_points": len(res["scores"]),
+        "skipped_tasks": res["skipped"],
+    }
+    written.append(_json(summary, out / "contamination_summary.json"))
+    return written
+
+
+def reproduce_comparison(results: Path | None, out: Path, n_boot: int = 2000) -> list[Path]:
+    """Utility-adjusted ranking (α = 0.5), rank changes, Kendall τ vs accuracy, α sweep."""
+    df = az.load_zoo(results)
+    res = az.comparison_analysis(df, n_boot=n_boot)
+    tau = res["tau"]
+    written = [
+        _csv(res["ranks"], out / "comparison_ranks.csv"),
+        _csv(res["sweep"], out / "comparison_alpha_sweep.csv"),
+        _json(
+            {
+                "alpha": res["alpha"],
+                "kendall_tau_vs_accuracy": tau.tau,
+                "tau_lo": tau.lo,
+                "tau_hi": tau.hi,
+                "level": tau.level,
+                "n_boot": tau.n_boot,
+            },
+            out / "comparison_tau.json",
+        ),
+    ]
+    if res["law_residual"] is not None:
+        written.append(_csv(res["law_residual"], out / "comparison_law_residual.csv"))
+    written += save_figure(plot_rank_sweep(res["sweep"]), out / "comparison")
+    return written
+
+
+def reproduce_diversity(results: Path | None, out: Path, n_boot: int = 2000) -> list[Path]:
+    """Per root model: coverage curves (random orders and greedy); task overlap; mixed vs single-task MUI."""
+    recs = az.load_records(results)
+    roots = list(dict.fromkeys(r["model"] for r in recs if r["derivation"] == "none"))
+    written = []
+    for i, root in enumerate(roots or [None]):
+        res = az.diversity_analysis(recs, model=root)
+        if i == 0:
+            written.append(_csv(res["mix"], out / "diversity_mix.csv"))
+        written.append(_csv(res["jaccard"], out / f"diversity_jaccard_{res['model']}.csv", index=True))
+        fig = plot_coverage(res["curves"], title=f"Key-unit coverage of {res['model']} (MUI %)")
+        written += save_figure(fig, out / f"diversity_{res['model']}")
+    return written
+
+
+def reproduce_sensitivity(results: Path | None, out: Path, n_boot: int = 2000) -> list[Path]:
+    """MUI under each measured key-unit rule and the rank stability (Kendall τ) of models across rules."""
+    res = az.sensitivity_analysis(az.load_records(results))
+    written = [
+        _csv(res["table"], out / "sensitivity_table.csv", index=True),
+        _csv(res["taus"], out / "sensitivity_taus.csv"),
+    ]
+    written += save_figure(plot_sensitivity(res["model_means"]), out / "sensitivity")
+    return written
+
+
+def reproduce_summary(results: Path | None, out: Path, n_boot: int = 2000) -> list[Path]:
+    """The numbers a closing note needs, in one Markdown + JSON: the law fits (clean and all models), the
+    contamination AUROC, rank changes and Kendall τ, phase counts, and the mixed-vs-single diversity result.
+    Parts that cannot be computed on these results say why instead of failing the whole summary."""
+    df = az.load_zoo(results)
+    recs = az.load_records(results)
+    info: dict[str, Any] = {
+        "n_models": int(df["model"].nunique()),
+        "tasks": sorted(set(df["task"])),
+        "n_per_task": int(df["n"].iloc[0]),
+    }
+    md = [
+        f"# Zoo summary ({info['n_models']} models, tasks {', '.join(info['tasks'])}, N = {info['n_per_task']})",
+        "",
+    ]
+
+    def part(name: str, fn: Callable[[], list[str]]) -> None:
+        try:
+            md.extend(fn())
+        except SaemuiError as e:
+            info[name] = {"error": str(e)}
+            md.extend([f"## {name}", "", f"not computable on these results: {e}", ""])
+
+    def law() -> list[str]:
+        lines = ["## Utility Law (model-level, smoothed accuracy %, MUI %)", ""]
+        info["law"] = {}
+        for subset in ("clean", "all"):
+            try:
+                t = az.law_analysis(df, subset, n_boot=n_boot)["table"]
+            except SaemuiError as e:
+                info["law"][subset] = {"error": str(e)}
+                lines.append(f"- {subset}: not computable ({e})")
+                continue
+            info["law"][subset] = t.to_dict(orient="records")
+            for r in t.itertuples():
+                lines.append(
+                    f"- {subset}, {r.form}: {r.equation}, slope 95% CI [{r.slope_lo:.3f}, {r.slope_hi:.3f}], "
+                    f"R² {r.r2:.2f}, Spearman ρ {r.spearman_rho:.2f}, n = {r.n_models}"
+                )
+        return [*lines, ""]
+
+    def contamination() -> list[str]:
+        res = az.contamination_analysis(df)
+        sc = res["scores"]
+        pos = sc[sc["contaminated"]]
+        info["contamination"] = {
+            "auroc": res["auroc"],
+            "positives": pos.to_dict(orient="records"),
+            "skipped": res["skipped"],
+        }
+        lines = [
+            "## Contamination",
+            "",
+            f"AUROC (contaminated points vs all others): {res['auroc']:.3f} over {len(sc)} points",
+            "",
+        ]
+        lines += [f"- {r.model} on {r.task}: score {r.score:+.2f}" for r in pos.itertuples()]
+        sig = res["shifts"]
+        if not sig.empty:
+            ind = sig[sig["domain"] == "in"]
+            for m, g in ind.groupby("model", sort=False):
+                lines.append(
+                    f"- {m} in-domain: ΔP {g['dP'].mean():+.1f}, ΔMUI {g['dMUI'].mean():+.3f} (P↑ MUI↑ on {int(g['p_up_mui_up'].sum())}/{len(g)} tasks)"
+                )
+        return [*lines, ""]
+
+    def comparison() -> list[str]:
+        res = az.comparison_analysis(df, n_boot=n_boot)
+        r, tau = res["ranks"], res["tau"]
+        info["comparison"] = {
+            "ranks": r.to_dict(orient="records"),
+            "tau": tau.tau,
+            "tau_ci": [tau.lo, tau.hi],
+        }
+        lines = [
+            "## Fair comparison (α = 0.5)",
+            "",
+            f"Kendall τ-b (score vs accuracy): {tau.tau:.3f} [{tau.lo:.3f}, {tau.hi:.3f}]",
+            "",
+        ]
+        lines += [f"- {x.model}: rank {x.rank_perf} → {x.rank_score} ({x.change:+d})" for x in r.itertuples()]
+        return [*lines, ""]
+
+    def training() -> list[str]:
+        ph = az.training_analysis(df)
+        counts = ph[ph["task"] == "overall"].groupby("series")["phase"].value_counts().unstack(fill_value=0)
+        info["training"] = counts.to_dict(orient="index")
+        lines = ["## Training phases (overall mean over tasks)", ""]
+        for series, g in ph[ph["task"] == "overall"].groupby("series", sort=False):
+            lines.append(
+                f"- {series}: "
+                + "; ".join(
+                    f"{a}→{b} {p}" for a, b, p in zip(g["checkpoint_from"], g["checkpoint_to"], g["phase"])
+                )
+            )
+        return [*lines, ""]
+
+    def diversity() -> list[str]:
+        mix = az.diversity_analysis(recs, n_perm=50)["mix"]
+        info["diversity"] = mix.to_dict(orient="records")
+        k = int(mix["mixed_gt_single"].sum())
+        lines = [
+            "## Diversity",
+            "",
+            f"MUI of N mixed-task samples > mean single-task MUI at the same N for {k}/{len(mix)} models",
+            "",
+        ]
+        lines += [
+            f"- {r.model}: mixed {r.mui_mixed:.3f} % vs single {r.mui_single_mean:.3f} %"
+            for r in mix.itertuples()
+        ]
+        return [*lines, ""]
+
+    for name, fn in (
+        ("law", law),
+        ("contamination", contamination),
+        ("comparison", comparison),
+        ("training", training),
+        ("diversity", diversity),
+    ):
+        part(name, fn)
+    return [_json(info, out / "zoo_summary.json"), _write_md("\n".join(md) + "\n", out / "zoo_summary.md")]
+
+
+def _write_md(text: str, path: Path) -> Path:
+    atomic_write_text(path, text)
+    return path
+
+
+REPRODUCERS: dict[str, Callable[..., list[Path]]] = {
+    "law": reproduce_law,
+    "training": reproduce_training,
+    "contamination": reproduce_contamination,
+    "comparison": reproduce_comparison,
+    "diversity": reproduce_diversity,
+    "sensitivity": reproduce_sensitivity,
+    "summary": reproduce_summary,
+}
+
+
+def reproduce(
+    kind: str, results: str | Path | None = None, out: str | Path = "figures", n_boot: int = 2000
+) -> list[Path]:
+    """Write the figure(s) and table(s) of ``kind`` from the zoo results in ``results`` into ``out``."""
+    if kind not in REPRODUCERS:
+        raise SaemuiError(f"plot kind {kind!r} unknown (expected one of {', '.join(KINDS)})")
+    if n_boot < 1:
+        raise SaemuiError(f"--n-boot {n_boot}: expected a positive number of resamples")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return REPRODUCERS[kind](az.results_dir(results), out, n_boot)
+
+
+def script_main(kind: str, argv: list[str] | None = None) -> int:
+    """Entry point shared by ``scripts/reproduce_<kind>.py``."""
+    import sys
+
+    ap = argparse.ArgumentParser(
+        description=f"Reproduce the zoo's {kind} figure and table from result files."
+    )
+    ap.add_argument("--results", help="zoo results (default $SAEMUI_ZOO_RESULTS or results/zoo)")
+    ap.add_argument("--out", default="figures", help="output directory (default figures)")
+    ap.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    args = ap.parse_args(argv)
+    try:
+        for p in reproduce(kind, args.results, args.out, args.n_boot):
+            print(p)
+    except SaemuiError as e:
+        print(f"reproduce_{kind}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="zoo figures and tables from result files",
+        description="Regenerate a zoo figure (PNG + PDF) and its table from results/zoo/*.json; offline, no model.",
+    )
+    p.add_argument("kind", choices=KINDS)
+    p.add_argument("--results", help="zoo results directory (default $SAEMUI_ZOO_RESULTS or results/zoo)")
+    p.add_argument("--out", default="figures", help="output directory (default figures)")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    for path in reproduce(args.kind, args.results, args.out, args.n_boot):
+        print(path)
+    return 0
+
+
+__all__ = ["KINDS", "REPRODUCERS", "add_parser", "reproduce", "script_main"]

@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Build the model zoo (``saemui.zoo``): train the derived models, evaluate every (model, task) point.
+
+    python scripts/build_zoo.py --plan                 # stages, status and CPU estimate; does nothing
+    python scripts/build_zoo.py                        # run every pending stage (resumable; re-run after a kill)
+    python scripts/build_zoo.py --only 'smollm2*'      # only these models (and the trainings they need)
+    python scripts/build_zoo.py --tiny --results DIR   # seconds-long zoo of tiny random models (CI)
+
+Weights and generation caches go to ``$SAEMUI_CACHE/zoo/<zoo>/`` (default ``~/.cache/saemui``), never into the
+repository; results (small JSON per point) go to ``--results`` (default ``results/zoo``; ``--tiny`` defaults to
+the cache so it never overwrites the committed real results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from saemui.errors import SaemuiError  # noqa: E402
+
+
+def _rates(args: argparse.Namespace):
+    from saemui.zoo import Rates
+
+    base = Rates()
+    fwd = dict(base.fwd_tok_s)
+    for pair in args.rate or []:
+        name, sep, val = pair.partition("=")
+        try:
+            fwd[name] = float(val)
+        except ValueError:
+            raise SaemuiError(f"--rate {pair!r}: expected MODEL=TOKENS_PER_SECOND") from None
+        if not sep or fwd[name] <= 0:
+            raise SaemuiError(f"--rate {pair!r}: expected MODEL=TOKENS_PER_SECOND (> 0)")
+    return Rates(
+        fwd_tok_s=tuple(fwd.items()),
+        gen_factor=args.gen_factor or base.gen_factor,
+        train_factor=args.train_factor or base.train_factor,
+    )
+
+
+def tiny_spec(cache: Path):
+    """Two tiny random roots (tests/helpers.py) saved under the cache, and the tiny zoo on them."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from helpers import save_tiny_model
+
+    from saemui.zoo import tiny_zoo
+
+    root = cache / "zoo" / "tiny" / "roots"
+    root.mkdir(parents=True, exist_ok=True)
+    return tiny_zoo(save_tiny_model(root, "llama"), save_tiny_model(root, "gemma"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--plan", action="store_true", help="print stages, status and CPU estimate; run nothing")
+    ap.add_argument("--only", help="comma-separated model names or globs (default: all)")
+    ap.add_argument("--tiny", action="store_true", help="the tiny random-model zoo (seconds; for CI)")
+    ap.add_argument(
+        "--results", help="result directory (default results/zoo; --tiny: <cache>/zoo/tiny/results)"
+    )
+    ap.add_argument("--cache", help="cache root (default $SAEMUI_CACHE or ~/.cache/saemui)")
+    ap.add_argument("--device", help="cpu or cuda (a lent GPU machine); default: cuda when available")
+    ap.add_argument("--rate", action="append", metavar="MODEL=TOK_S", help="measured forward rate for --plan")
+    ap.add_argument("--gen-factor", type=float, help="generation is forward rate / this (default 4)")
+    ap.add_argument("--train-factor", type=float, help="a training token costs this many forward tokens (3)")
+    ap.add_argument(
+        "--saes",
+        action="append",
+        metavar="ROOT=BUNDLE",
+        help="also measure SAE-feature MUI of ROOT (e.g. smollm2) and its derived models with this bundle",
+    )
+    ap.add_argument("--progress", action="store_true", help="progress bars for generation and MUI")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from saemui.models import cache_dir
+        from saemui.zoo import build, format_plan, plan, real_zoo
+
+        cache = Path(args.cache) if args.cache else cache_dir()
+        spec = tiny_spec(cache) if args.tiny else real_zoo()
+        if args.saes:
+            from dataclasses import replace
+
+            from saemui.zoo import validate
+
+            pairs = []
+            for item in args.saes:
+                root, sep, bundle = item.partition("=")
+                if not sep or not root or not bundle:
+                    raise SaemuiError(f"--saes {item!r}: expected ROOT=BUNDLE_DIR")
+                pairs.append((root, bundle))
+            spec = validate(replace(spec, saes=tuple(pairs)))
+        if args.results:
+            results = Path(args.results)
+        elif args.tiny:
+            results = cache / "zoo" / "tiny" / "results"
+        else:
+            results = REPO / "results" / "zoo"
+        only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
+        rates = _rates(args)
+        if args.plan:
+            print(format_plan(spec, plan(spec, results, cache, rates, only), rates))
+            return 0
+        rep = build(spec, results, cache, only=only, device=args.device, progress=args.progress)
+        print(f"ran {len(rep.ran)} stage(s), skipped {len(rep.skipped)} already done; results in {results}")
+        return 0
+    except SaemuiError as e:
+        print(f"build_zoo: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

