@@ -179,6 +179,7 @@ def _sae_groups(lm: LoadedModel, suite: SAESuite, cfg: RunConfig):
             sae = e.load(str(lm.device), dt, not cfg.health)
             check_compatible(sae, e, lm.d_model, lm.d_mlp, lm.n_layers, cfg.allow_processing_mismatch)
             scorers.append(SAEFeatures(sae, e.layer, e.hook_name, lm.device))
+        del sae  # else the previous group's last SAE stays alive while the next group loads
         yield _Group(scorers, {s.layer: _Health() for s in scorers} if cfg.health else {})
 
 
@@ -260,7 +261,9 @@ def compute_mui(
             bar.update(1)
         for layer, h in group.health.items():
             health[layer] = h.summary()
-        del group
+        # Drop every reference to this group's SAEs before the generator loads the next group, or two groups
+        # are resident at once (by_site and the loop variable s would keep them alive).
+        del group, by_site, s
     bar.close()
 
     if rule.mode == "global_topk":

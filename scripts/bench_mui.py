@@ -180,6 +180,7 @@ def write_wide_suite(root: Path, d_in: int, d_sae: int, layers: list[int], seed:
     about 50 of 131k features fire per token whatever the random model's residual scale: Gemma/Llama Scope's L0.
     The file holds a real (zero) W_dec, which the encoder-only loader skips.
     """
+    import sae_lens
     from safetensors.torch import save_file
 
     root.mkdir(parents=True, exist_ok=True)
@@ -209,7 +210,10 @@ def write_wide_suite(root: Path, d_in: int, d_sae: int, layers: list[int], seed:
             "normalize_activations": "layer_norm",
             "reshape_activations": "none",
             "architecture": "jumprelu",
+            # sae-lens reads metadata only from configs that carry its version (else: legacy layout).
             "metadata": {
+                "sae_lens_version": sae_lens.__version__,
+                "sae_lens_training_version": sae_lens.__version__,
                 "hook_name": f"blocks.{layer}.hook_resid_post",
                 "model_name": "random",
                 "model_from_pretrained_kwargs": {},
@@ -740,7 +744,7 @@ def plan(args: argparse.Namespace) -> dict:
         "repeats": 2,
         "n_paper": 8,
         "mem": (200, 2000),
-        "n_precision": 48,
+        "n_precision": 32,
         "n_dist": 48,
         "big_width": 131072,
         "big_layers": None,
@@ -800,6 +804,13 @@ def orchestrate(args: argparse.Namespace) -> dict:
         "log": log,
     }
     C = out["cases"]
+
+    def checkpoint() -> None:
+        # Partial results survive an interrupted run (the full run takes ~30 min on 2 cores).
+        if args.out:
+            out["summary"] = summarize(out)
+            Path(args.out).write_text(json.dumps(out, indent=2, default=str) + "\n")
+
     main_spec = dict(base, n=p["n_main"], max_length=p["max_length"])
 
     if "main" in cases:
@@ -812,9 +823,11 @@ def orchestrate(args: argparse.Namespace) -> dict:
         runs["saemui_health"].append(spawn(dict(main_spec, case="saemui", label="health", health=True), log))
         C["main"] = {k: _best(v) for k, v in runs.items()} | {"all_runs": runs}
 
+    checkpoint()
     if "paper" in cases:
         C["paper"] = spawn(dict(base, case="paper", n=p["n_paper"], max_length=p["max_length"]), log)
 
+    checkpoint()
     if "memory" in cases:
         short = str(write_samples_file(work / "samples-short.jsonl", p["mem"][1], short=True))
         C["memory"] = {
@@ -833,6 +846,7 @@ def orchestrate(args: argparse.Namespace) -> dict:
             for n in p["mem"]
         }
 
+    checkpoint()
     if "precision" in cases:
         C["precision"] = spawn(
             dict(
@@ -845,6 +859,7 @@ def orchestrate(args: argparse.Namespace) -> dict:
             log,
         )
 
+    checkpoint()
     if "big" in cases:
         C["big"] = {}
         for shape, sh in SHAPES.items():
@@ -874,6 +889,7 @@ def orchestrate(args: argparse.Namespace) -> dict:
             if not args.keep_workdir:
                 shutil.rmtree(suite, ignore_errors=True)
 
+    checkpoint()
     if "sweep" in cases:
         shape = "llama3.1-8b"
         sh = SHAPES[shape]
@@ -898,9 +914,11 @@ def orchestrate(args: argparse.Namespace) -> dict:
             if not args.keep_workdir:
                 shutil.rmtree(suite, ignore_errors=True)
 
+    checkpoint()
     if "dist" in cases:
         C["dist"] = run_distributed(dict(base, n=p["n_dist"], max_length=p["max_length"]), [1, 2], log)
 
+    checkpoint()
     if "profile" in cases:
         C["profile"] = spawn(dict(base, case="profile", n=p["n_profile"], max_length=p["max_length"]), log)
 
