@@ -32,3 +32,21 @@ def test_non_finite_activation_is_refused(tiny_llama, tmp_path, bad):
             )
     finally:
         h.remove()
+
+
+def test_reduce_scores_per_sample_max_matches_naive():
+    import torch
+
+    from saemui.selection import reduce_scores
+
+    g = torch.Generator().manual_seed(0)
+    counts = [3, 0, 5, 1]
+    seg = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    s = torch.randn(int(sum(counts)), 17, generator=g)
+    max_SU, fire_U, _ = reduce_scores(s, seg, len(counts), None)
+    off = 0
+    for b, c in enumerate(counts):
+        want = s[off : off + c].amax(0) if c else torch.full((17,), float("-inf"))
+        assert torch.equal(max_SU[b], want)
+        off += c
+    assert torch.equal(fire_U, (s > 0).sum(0))
