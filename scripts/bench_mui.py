@@ -765,6 +765,8 @@ def orchestrate(args: argparse.Namespace) -> dict:
     from saemui.saes import find_bundles
 
     p = plan(args)
+    if args.mem_samples:
+        p["mem"] = tuple(int(x) for x in args.mem_samples.split(","))
     cases = args.cases.split(",") if args.cases else list(ALL_CASES)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="saemui-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -1192,6 +1194,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--model", default="smollm2", help="smollm2 (embedded default) or a model path/spec")
     ap.add_argument("--cases", default=None, help=f"comma-separated subset of {','.join(ALL_CASES)}")
+    ap.add_argument(
+        "--mem-samples", default=None, help="two sample counts for the memory case, e.g. 200,2000"
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per case (default: all cores)")
     ap.add_argument("--workdir", default=None, help="scratch directory (default: a temp dir, removed after)")
