@@ -353,7 +353,9 @@ def compute_mui(
             health[layer] = h.summary()
         if checkpoint_dir is not None and g + 1 < n_groups:
             save_checkpoint((g + 1, 0), None)
-        del group
+        # Drop every reference to this group's SAEs before the next group loads, or two groups are resident at
+        # once (group, by_site and the loop variable s would keep them alive).
+        del group, by_site, s
     bar.close()
 
     if rule.mode == "global_topk":
@@ -407,7 +409,9 @@ def _run_batch(
         if scorer is None:
             return
         acts_ND = acts_BTD.reshape(-1, acts_BTD.shape[-1])[batch.flat_N]
-        if not torch.isfinite(acts_ND).all():
+        # One float64 sum instead of an elementwise isfinite (5 passes over the activations): any NaN/Inf makes
+        # the sum non-finite, and finite fp32/fp16/bf16 values (< 3.4e38 each) cannot overflow a float64 sum.
+        if not torch.isfinite(acts_ND.sum(dtype=torch.float64)):
             raise SaemuiError(
                 f"non-finite activations (NaN/Inf) at {site}: check the model's dtype (fp16 overflow?)"
             )

@@ -108,14 +108,15 @@ def _load_encoder_only(path: Path, device: str, dtype: str):
     cfg.device = "meta"
     sae = sae_cls(cfg)
     cfg.device = device
-    if not needs_dec:
-        sae.W_dec = torch.nn.Parameter(torch.empty(0, cfg.d_in, device="meta"), requires_grad=False)
     state = {}
     with safe_open(str(path / "sae_weights.safetensors"), framework="pt", device=device) as f:
         for k in f.keys():  # noqa: SIM118
             if k == "W_dec" and not needs_dec:
-                # A 0-row placeholder keeps the module valid; encode never reads it for these architectures.
-                state[k] = torch.empty(0, cfg.d_in, dtype=str_to_dtype(dtype), device=device)
+                # load_state_dict checks shapes even with assign=True, so the placeholder needs W_dec's shape:
+                # a zero-stride view of one scalar has it and holds no memory; encode never reads it here.
+                state[k] = torch.zeros((), dtype=str_to_dtype(dtype), device=device).expand(
+                    cfg.d_sae, cfg.d_in
+                )
                 continue
             state[k] = f.get_tensor(k).to(str_to_dtype(dtype))
     sae.load_state_dict(state, assign=True, strict=True)

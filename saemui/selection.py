@@ -12,6 +12,7 @@ Ties are broken deterministically: larger value first, then lower layer, then lo
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -112,7 +113,12 @@ def reduce_scores(
     U = scores_NU.shape[1]
     s = scores_NU.float()
     max_SU = torch.full((n_seg, U), float("-inf"), device=s.device)
-    max_SU.scatter_reduce_(0, seg_N[:, None].expand(-1, U), s, reduce="amax", include_self=True)
+    # index_reduce_ over rows, not scatter_reduce_ with an expanded [N, U] index: same result, but scatter's CPU
+    # kernel collapses when its threads compete for cores (60 ms vs 1 ms for 4000 × 1024 on a busy 2-core box;
+    # it was the largest non-GEMM op in the profile, see docs/performance.md).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"index_reduce\(\) is in beta")
+        max_SU.index_reduce_(0, seg_N, s, "amax", include_self=True)
     fire_U = (s > 0).sum(0)
     cands: Cands | None = None
     if k is not None:

@@ -53,14 +53,25 @@ PROMPTS = [
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "saemui/data/default_samples.jsonl"))
+    ap.add_argument(
+        "--out", default=str(Path(__file__).resolve().parents[1] / "saemui/data/default_samples.jsonl")
+    )
     ap.add_argument("--max-new-tokens", type=int, default=48)
     args = ap.parse_args()
     lm = load_model()
     responses = generate(lm, [p for _, p in PROMPTS], max_new_tokens=args.max_new_tokens)
     samples = [
-        Sample(prompt=p, response=r, id=f"{cat}-{i:02d}", meta={"category": cat, "generator": "greedy",
-               "model": lm.hf_id, "max_new_tokens": args.max_new_tokens})
+        Sample(
+            prompt=p,
+            response=r,
+            id=f"{cat}-{i:02d}",
+            meta={
+                "category": cat,
+                "generator": "greedy",
+                "model": lm.hf_id,
+                "max_new_tokens": args.max_new_tokens,
+            },
+        )
         for i, ((cat, p), r) in enumerate(zip(PROMPTS, responses))
     ]
     write_samples(args.out, samples)

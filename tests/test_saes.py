@@ -37,7 +37,7 @@ def _bundle(root, layers=(0, 1, 2), d_in=64, d_sae=32, arch="standard"):
 def test_encoder_only_encode_equals_full(tmp_path, arch):
     save_synthetic_sae(tmp_path / "s", 32, 40, "blocks.0.hook_resid_post", arch=arch)
     full, enc = load_sae_dir(tmp_path / "s"), load_sae_dir(tmp_path / "s", encoder_only=True)
-    assert enc.W_dec.numel() == 0
+    assert enc.W_dec.untyped_storage().nbytes() <= 8  # decoder never materialised
     x = torch.randn(17, 32)
     with torch.no_grad():
         assert torch.equal(full.encode(x), enc.encode(x))

@@ -1,0 +1,112 @@
+"""MUI over many processes / GPUs: each rank measures a shard, counters merge by all-reduce, rank 0 saves.
+
+CPU (gloo), two processes on one machine::
+
+    torchrun --nproc_per_node 2 scripts/mui_distributed.py --saes PATH --samples FILE.jsonl --out runs/x
+
+GPUs (nccl): the same with one process per GPU; each rank uses ``cuda:LOCAL_RANK``. Without torchrun
+(no ``WORLD_SIZE`` in the environment) it runs as a single process, which is the reference the merge must equal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from saemui.cli import BUILTIN_SAMPLES  # noqa: E402
+from saemui.distributed import gather_result, shard_samples  # noqa: E402
+from saemui.engine import RunConfig, compute_mui  # noqa: E402
+from saemui.models import load_model  # noqa: E402
+from saemui.records import read_samples  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m-instruct", help="model spec (as for saemui run)")
+    p.add_argument("--samples", default=str(BUILTIN_SAMPLES), help="JSONL of prompt/response records")
+    p.add_argument("--limit", type=int, default=None, help="first N samples only")
+    p.add_argument("--saes", default=None, help="SAE bundle/dir (units=sae)")
+    p.add_argument("--neurons", action="store_true", help="MLP neurons instead of SAE features")
+    p.add_argument("--threshold", default=None)
+    p.add_argument("--sae-group-size", type=int, default=None)
+    p.add_argument("--no-health", action="store_true")
+    p.add_argument("--max-length", type=int, default=2048)
+    p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK when CUDA exists, else cpu")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads per rank (default: cores / local ranks)"
+    )
+    p.add_argument("--out", required=True, help="result directory (written by rank 0)")
+    p.add_argument("--timing-json", default=None, help="rank 0 also writes wall times here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    # Ranks on one machine share its cores: without a cap each would start cores-many threads and thrash.
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // local_world))
+    device = args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if world > 1:
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        if device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(device))
+        dist.init_process_group(backend, timeout=timedelta(minutes=30))
+
+    t0 = time.perf_counter()
+    lm = load_model(args.model, device=device)
+    samples = read_samples(args.samples)[: args.limit]
+    index, shard = shard_samples(samples, rank, world)
+    cfg = RunConfig(
+        units="neurons" if args.neurons else "sae",
+        saes=args.saes,
+        threshold=args.threshold,
+        sae_group_size=args.sae_group_size,
+        health=not args.no_health,
+        max_length=args.max_length,
+    )
+    t1 = time.perf_counter()
+    local = compute_mui(lm, shard, cfg, progress=rank == 0)
+    t2 = time.perf_counter()
+    result = gather_result(local, index) if world > 1 else local
+    t3 = time.perf_counter()
+    if rank == 0:
+        result.save(args.out)
+        times = {
+            "world_size": world,
+            "threads_per_rank": torch.get_num_threads(),
+            "seconds_setup": t1 - t0,
+            "seconds_mui": t2 - t1,
+            "seconds_merge": t3 - t2,
+            # The merge is collective, so rank 0 passes it only after the slowest rank: this is the run's wall time.
+            "seconds_wall": t3 - t1,
+            "mui": result.mui,
+            "n_samples": result.summary["n_samples"],
+            "n_tokens": result.summary["n_tokens"],
+            "response_tokens": sum(r["n_response_tokens"] for r in result.samples),
+        }
+        if args.timing_json:
+            Path(args.timing_json).write_text(json.dumps(times, indent=2) + "\n")
+        print(
+            f"MUI {100 * result.mui:.4f}% over {times['n_samples']} samples on {world} rank(s) -> {args.out}"
+        )
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
