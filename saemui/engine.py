@@ -25,7 +25,7 @@ from saemui import checkpoint as ckpt
 from saemui.capture import get_backend
 from saemui.counter import UtilizationCounter
 from saemui.errors import SaemuiError
-from saemui.inputs import Batch, encode_samples, make_batches
+from saemui.inputs import Batch, collate, encode_samples, plan_batches
 from saemui.models import LoadedModel
 from saemui.records import Sample, assign_ids
 from saemui.result import SCHEMA_VERSION, MUIResult
@@ -263,16 +263,10 @@ def compute_mui(
         return _Group([MLPNeurons(lm, lay, cfg.neuron_site) for lay in layers])
 
     encoded = encode_samples(lm.tokenizer, samples, cfg.alignment, cfg.prompt_format, cfg.max_length)
-    batches = list(
-        make_batches(
-            encoded,
-            lm.tokenizer.pad_token_id,
-            cfg.max_batch_tokens,
-            cfg.max_batch_size,
-            cfg.padding_side,
-            lm.device,
-        )
-    )
+    if cfg.padding_side not in ("right", "left"):
+        raise SaemuiError(f"padding side {cfg.padding_side!r} unknown (expected right or left)")
+    # Only the plan (sample positions per batch) is kept; tensors are built per batch when it runs.
+    batches = plan_batches(encoded, cfg.max_batch_tokens, cfg.max_batch_size)
     backend = get_backend(cfg.backend, lm)
     counter: UtilizationCounter | None = None
     global_cands: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
@@ -342,9 +336,10 @@ def compute_mui(
         by_site = {s.site: s for s in group.scorers}
         for b in range(first, len(batches)):
             tb = time.perf_counter()
-            _run_batch(
-                backend, batches[b], by_site, rule, counter, global_cands, group.health, cfg, observers
+            batch = collate(
+                [encoded[i] for i in batches[b]], lm.tokenizer.pad_token_id, cfg.padding_side, lm.device
             )
+            _run_batch(backend, batch, by_site, rule, counter, global_cands, group.health, cfg, observers)
             t_fwd += time.perf_counter() - tb
             bar.update(1)
             if checkpoint_dir is not None and (b + 1) % checkpoint_every == 0 and b + 1 < len(batches):
@@ -536,7 +531,7 @@ def _build_result(
         "layers": list(counter.layers),
         "n_samples": len(samples),
         "n_tokens": n_tok,
-        "n_empty_samples": sum(1 for e in encoded if not e.score_pos),
+        "n_empty_samples": sum(1 for e in encoded if len(e.score_pos) == 0),
         "n_truncated_samples": sum(1 for e in encoded if e.truncated),
         "accuracy": (sum(s.correct for s in labelled) / len(labelled)) if labelled else None,
         "n_labelled": len(labelled),

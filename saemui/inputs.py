@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from saemui.errors import SaemuiError
@@ -30,13 +31,16 @@ PROMPT_FORMATS = ("auto", "chat", "raw")
 
 @dataclass
 class Encoded:
-    """One sample as ids. ``score_pos``/``target`` are aligned lists of scored positions and their targets."""
+    """One sample as ids. ``score_pos``/``target`` are aligned arrays of scored positions and their targets.
+
+    int32 numpy arrays, not Python lists: a run keeps every sample encoded, and lists cost ~9× the memory.
+    """
 
     index: int
-    ids: list[int]
+    ids: np.ndarray
     response_start: int
-    score_pos: list[int]
-    target: list[int]
+    score_pos: np.ndarray
+    target: np.ndarray
     n_response_tokens: int
     truncated: int
 
@@ -100,7 +104,8 @@ def encode_sample(
     else:
         pos = [i - 1 for i in range(start, end) if ids[i] not in specials]
         tgt = [ids[i + 1] for i in pos]
-    return Encoded(index, ids, start, pos, tgt, len(r), truncated)
+    as_arr = lambda x: np.asarray(x, dtype=np.int32)  # noqa: E731
+    return Encoded(index, as_arr(ids), start, as_arr(pos), as_arr(tgt), len(r), truncated)
 
 
 def encode_samples(
@@ -118,7 +123,7 @@ def encode_samples(
             n_trunc,
             max_length,
         )
-    n_empty = sum(1 for e in enc if not e.score_pos)
+    n_empty = sum(1 for e in enc if len(e.score_pos) == 0)
     if n_empty:
         log.warning("%d sample(s) have no scored response tokens; they add no key units", n_empty)
     return enc
@@ -145,6 +150,26 @@ class Batch:
         return int(self.flat_N.numel())
 
 
+def plan_batches(
+    encoded: Sequence[Encoded], max_batch_tokens: int = 4096, max_batch_size: int = 32
+) -> list[list[int]]:
+    """Length-sorted groups of sample positions under a padded-token budget (order does not affect MUI)."""
+    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i].ids), encoded[i].index))
+    plan: list[list[int]] = []
+    group: list[int] = []
+    longest = 0
+    for i in order:
+        n = len(encoded[i].ids)
+        if group and (max(longest, n) * (len(group) + 1) > max_batch_tokens or len(group) >= max_batch_size):
+            plan.append(group)
+            group, longest = [], 0
+        group.append(i)
+        longest = max(longest, n)
+    if group:
+        plan.append(group)
+    return plan
+
+
 def make_batches(
     encoded: Sequence[Encoded],
     pad_id: int,
@@ -153,23 +178,14 @@ def make_batches(
     padding_side: str = "right",
     device: str | torch.device = "cpu",
 ) -> Iterator[Batch]:
-    """Length-sorted batches under a padded-token budget; order does not affect MUI (a union)."""
+    """Collate the planned batches one at a time (tensors exist only for the batch being processed)."""
     if padding_side not in ("right", "left"):
         raise SaemuiError(f"padding side {padding_side!r} unknown (expected right or left)")
-    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i].ids), encoded[i].index))
-    group: list[Encoded] = []
-    for i in order:
-        e = encoded[i]
-        longest = max([len(g.ids) for g in group] + [len(e.ids)])
-        if group and (longest * (len(group) + 1) > max_batch_tokens or len(group) >= max_batch_size):
-            yield _collate(group, pad_id, padding_side, device)
-            group = []
-        group.append(e)
-    if group:
-        yield _collate(group, pad_id, padding_side, device)
+    for idx in plan_batches(encoded, max_batch_tokens, max_batch_size):
+        yield collate([encoded[i] for i in idx], pad_id, padding_side, device)
 
 
-def _collate(group: list[Encoded], pad_id: int, padding_side: str, device) -> Batch:
+def collate(group: list[Encoded], pad_id: int, padding_side: str = "right", device="cpu") -> Batch:
     B, T = len(group), max(len(e.ids) for e in group)
     ids = torch.full((B, T), pad_id, dtype=torch.long)
     mask = torch.zeros((B, T), dtype=torch.long)

@@ -60,7 +60,7 @@ def test_neuron_mui_matches_hand_computation(tiny_llama, alignment, threshold):
             # score[p, i] = a[p, i] * (W_down[:, i] . W_U[target_p])
             S = (
                 np.stack([down[p] * (W_down.T @ W_U[t]) for p, t in zip(e.score_pos, e.target)])
-                if e.score_pos
+                if len(e.score_pos)
                 else np.zeros((0, W_down.shape[1]))
             )
             per_layer.append(ref_keys(S, mode, eta=eta, k=k))

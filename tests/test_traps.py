@@ -190,7 +190,7 @@ def test_bos_in_input_never_scored(tmp_path):
             e = encode_samples(lm.tokenizer, [Sample("Hello", "Paris.")], alignment, prompt_format=fmt)[0]
             bos = lm.tokenizer.bos_token_id
             assert e.ids[0] == bos
-            assert e.ids[:2].count(bos) == 1 or fmt == "chat"  # raw prompts get exactly one BOS
+            assert list(e.ids[:2]).count(bos) == 1 or fmt == "chat"  # raw prompts get exactly one BOS
             assert 0 not in e.score_pos
             if alignment == "response":
                 assert all(e.ids[p] != bos for p in e.score_pos)
