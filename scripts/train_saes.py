@@ -99,7 +99,7 @@ class TrainSAEsConfig:
     epochs: int = 1
     eval_tokens: int = 20_000
     task_eval_tokens: int = 16_000
-    ce_seqs: int = 24
+    ce_seqs: int = 16
     layers: list[int] | None = None
     seed: int = 0
     heldout_frac: float = 0.1
@@ -114,8 +114,8 @@ class TrainSAEsConfig:
 
     def run_key(self) -> str:
         """Workdir key: data-affecting fields only, so e.g. changing --layers or --out reuses the capture."""
-        keys = ["model", "train_tokens", "eval_tokens", "task_eval_tokens", "ce_seqs", "seed", "heldout_frac",
-                "chat_frac", "max_seq_len"]
+        keys = ["model", "train_tokens", "eval_tokens", "task_eval_tokens", "seed", "heldout_frac", "chat_frac",
+                "max_seq_len"]
         blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -441,7 +441,7 @@ def capture_ce_cache(lm: LoadedModel, split: SplitData, run_dir: Path, cfg: Trai
     """Clean resid_post of all layers at every position for the first ce_seqs sequences (full positions are
     needed to splice), obtained by running the blocks one by one, which also checks that run_from_layer
     reproduces the model's own logits."""
-    path = run_dir / "ce_cache" / f"{split.name}.pt"
+    path = run_dir / "ce_cache" / f"{split.name}-n{cfg.ce_seqs}.pt"
     if path.is_file():
         return path
     seqs = split.seqs[: cfg.ce_seqs]
@@ -615,7 +615,7 @@ def ce_metrics(lm: LoadedModel, sae: Any, layer: int, cache: dict) -> dict[str, 
 
 
 def evaluate_layer(lm: LoadedModel, layer: int, layer_dir: Path, run_dir: Path, splits: list[str],
-                   ce_caches: dict[str, Path]) -> dict[str, Any]:
+                   ce_caches: dict[str, dict]) -> dict[str, Any]:
     """Evaluate the SHIPPED weights (fp16 on disk, loaded by sae-lens as the project's loader will)."""
     from sae_lens import SAE
 
@@ -633,7 +633,7 @@ def evaluate_layer(lm: LoadedModel, layer: int, layer_dir: Path, run_dir: Path, 
         m["dead_frac"] = float((f == 0).float().mean())
         m["dense_frac"] = float((f / m["n_tokens"] > 0.1).float().mean())
         if split in ce_caches:
-            m.update(ce_metrics(lm, sae, layer, torch.load(ce_caches[split])))
+            m.update(ce_metrics(lm, sae, layer, ce_caches[split]))
         res[split] = m
     res["all"] = {"n_tokens": n_all, "dead_frac": float((fires == 0).float().mean()),
                   "dense_frac": float((fires / n_all > 0.1).float().mean())}
@@ -889,8 +889,9 @@ def main(argv: list[str] | None = None) -> int:
         prog = capture_split(lm, sp, run_dir, cfg)
         times["capture_" + name] = prog["seconds"]
     t0 = time.time()
-    ce_caches = {n: capture_ce_cache(lm, splits[n], run_dir, cfg) for n in ("eval_corpus", "eval_task")
-                 if n in splits and cfg.ce_seqs > 0}
+    ce_paths = {n: capture_ce_cache(lm, splits[n], run_dir, cfg) for n in ("eval_corpus", "eval_task")
+                if n in splits and cfg.ce_seqs > 0}
+    ce_caches = {n: torch.load(p) for n, p in ce_paths.items()}  # ~0.3 GB each: load once, not per layer
     if "ce_cache" not in times:
         add_time("ce_cache", time.time() - t0)
 
