@@ -97,9 +97,9 @@ class TrainSAEsConfig:
     k: int = 32
     train_tokens: int = 300_000
     epochs: int = 1
-    eval_tokens: int = 20_000
-    task_eval_tokens: int = 16_000
-    ce_seqs: int = 16
+    eval_tokens: int = 10_000
+    task_eval_tokens: int = 8_000
+    ce_seqs: int = 8
     layers: list[int] | None = None
     seed: int = 0
     heldout_frac: float = 0.1
