@@ -700,6 +700,9 @@ def write_bundle(out: Path, cfg: TrainSAEsConfig, lm: LoadedModel, layers: list[
             "mse_task": k["mse"] if k else None, "cossim_task": k["cossim"] if k else None,
             "ce_loss_score_task": k.get("ce_loss_score") if k else None,
             "kl_spliced_task": k.get("kl_spliced") if k else None,
+            # CE increase in nats: the score alone flatters early layers, where zero ablation is catastrophic.
+            "ce_delta_corpus": c["ce_spliced"] - c["ce_clean"] if "ce_spliced" in c else None,
+            "ce_delta_task": k["ce_spliced"] - k["ce_clean"] if k and "ce_spliced" in k else None,
             "dead_frac": e["all"]["dead_frac"], "dense_frac": e["all"]["dense_frac"],
             "train_seconds": t["seconds"], "train_samples_per_s": t["samples_per_s"],
         })
@@ -710,7 +713,8 @@ def write_bundle(out: Path, cfg: TrainSAEsConfig, lm: LoadedModel, layers: list[
     summary = {"n_layers": len(rows), "n_layers_planned": len(planned),
                "missing_layers": sorted(set(planned) - set(layers))}
     for name in ("fve_corpus", "fve_task", "l0_corpus", "l0_task", "ce_loss_score_corpus", "ce_loss_score_task",
-                 "kl_spliced_corpus", "kl_spliced_task", "dead_frac", "dense_frac"):
+                 "kl_spliced_corpus", "kl_spliced_task", "ce_delta_corpus", "ce_delta_task", "dead_frac",
+                 "dense_frac"):
         v = col(name)
         if v:
             summary[f"median_{name}"] = _median(v)
@@ -754,6 +758,9 @@ def render_card_md(card: dict) -> str:
         f"| median KL(clean ‖ spliced) (max) | {_f(s.get('median_kl_spliced_corpus'))} "
         f"({_f(s.get('max_kl_spliced_corpus'))}) | {_f(s.get('median_kl_spliced_task'))} "
         f"({_f(s.get('max_kl_spliced_task'))}) |",
+        f"| median CE increase, nats (max) | {_f(s.get('median_ce_delta_corpus'))} "
+        f"({_f(s.get('max_ce_delta_corpus'))}) | {_f(s.get('median_ce_delta_task'))} "
+        f"({_f(s.get('max_ce_delta_task'))}) |",
         "",
         f"Dead features (never fire on all eval tokens): median {_f(s.get('median_dead_frac'))}, max "
         f"{_f(s.get('max_dead_frac'))}. Dense features (fire on > 10 % of eval tokens): median "
@@ -767,14 +774,15 @@ def render_card_md(card: dict) -> str:
             f"{s['missing_layers']}. Re-run the command below to resume.**", ""] if s["missing_layers"] else []),
         "## Per layer",
         "",
-        "| layer | FVE corpus | FVE task | L0 corpus | L0 task | CE rec. corpus | CE rec. task | KL corpus | "
-        "KL task | dead | dense | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| layer | FVE corpus | FVE task | L0 corpus | L0 task | CE rec. corpus | CE rec. task | ΔCE corpus | "
+        "ΔCE task | KL corpus | KL task | dead | dense | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in card["layers"]:
         lines.append(
             f"| {r['layer']} | {_f(r['fve_corpus'])} | {_f(r['fve_task'])} | {_f(r['l0_corpus'], 1)} | "
             f"{_f(r['l0_task'], 1)} | {_f(r['ce_loss_score_corpus'])} | {_f(r['ce_loss_score_task'])} | "
+            f"{_f(r['ce_delta_corpus'])} | {_f(r['ce_delta_task'])} | "
             f"{_f(r['kl_spliced_corpus'])} | {_f(r['kl_spliced_task'])} | {_f(r['dead_frac'])} | "
             f"{_f(r['dense_frac'])} | {r['train_seconds']:.0f} |")
     ev = card["evaluation"]
