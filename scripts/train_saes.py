@@ -671,7 +671,8 @@ def write_bundle(out: Path, cfg: TrainSAEsConfig, lm: LoadedModel, layers: list[
     training = {
         "architecture": "topk (sae-lens TopKTrainingSAE, rescale_acts_by_decoder_norm, aux-k loss)",
         "trainer": "sae_lens.training.sae_trainer.SAETrainer",
-        "width": cfg.width, "k": cfg.k, "train_tokens_per_layer": info["train_tokens"], "epochs": cfg.epochs,
+        "width": cfg.width, "k": cfg.k, "train_tokens_per_layer": info["train_tokens"],
+        "train_tokens_requested": cfg.train_tokens, "epochs": cfg.epochs,
         "batch_size": cfg.batch_size, "lr": cfg.lr, "lr_end": cfg.lr_end, "lr_scheduler": "cosineannealing",
         "warmup_steps": cfg.warmup_steps, "dead_feature_window": cfg.dead_feature_window,
         "normalize_activations": "expected_average_only_in (folded into the weights)",
@@ -813,7 +814,7 @@ def render_card_md(card: dict) -> str:
         "Wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in ws.items()) + ".",
         "",
         "Reproduce / resume: `PYTHONPATH=. HF_HUB_OFFLINE=1 python scripts/train_saes.py "
-        f"--out saes/{card['name']} --width {t['width']} --k {t['k']} --train-tokens {t['train_tokens_per_layer']} "
+        f"--out saes/{card['name']} --width {t['width']} --k {t['k']} --train-tokens {t['train_tokens_requested']} "
         f"--seed {t['seed']}` (re-running skips finished stages and layers).",
         "",
     ]
