@@ -131,7 +131,9 @@ def test_card_numbers_reproduce_on_task_text(bundle: Path) -> None:
     ids, att, keep = ts.pad_batch(seqs, list(range(len(seqs))), lm.tokenizer.pad_token_id)
     acts: dict[str, torch.Tensor] = {}
     sites = [s["hook_name"] for s in m["saes"]]
-    get_backend("hf", lm).run(ids, att, sites, lambda site, t: acts.__setitem__(site, t[keep].float().clone()))
+    get_backend("hf", lm).run(
+        ids, att, sites, lambda site, t: acts.__setitem__(site, t[keep].float().clone())
+    )
     rows = {r["layer"]: r for r in card["layers"]}
     bad = []
     for s in m["saes"]:
@@ -139,7 +141,24 @@ def test_card_numbers_reproduce_on_task_text(bundle: Path) -> None:
         got = ts.recon_metrics(sae, acts[s["hook_name"]])
         want = rows[s["layer"]]
         if abs(got["explained_variance"] - want["fve_task"]) > 0.06:
-            bad.append(f"layer {s['layer']}: FVE {got['explained_variance']:.3f} vs card {want['fve_task']:.3f}")
+            bad.append(
+                f"layer {s['layer']}: FVE {got['explained_variance']:.3f} vs card {want['fve_task']:.3f}"
+            )
         if abs(got["l0"] - want["l0_task"]) > max(3.0, 0.15 * want["l0_task"]):
             bad.append(f"layer {s['layer']}: L0 {got['l0']:.1f} vs card {want['l0_task']:.1f}")
     assert not bad, "; ".join(bad)
+
+
+@pytest.mark.real_model
+def test_default_run_is_feature_level(smollm2, tmp_path, capsys) -> None:
+    """`saemui run` with no model/SAE arguments finds the shipped bundle and reports feature-level MUI."""
+    from saemui.cli import main
+    from saemui.result import load_result
+
+    assert main(["run", "--limit", "4", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "units      sae: smollm2-135m-instruct-res-topk-w1024-k32" in out
+    res = load_result(tmp_path / "r")
+    assert res.summary["units"]["kind"] == "sae" and res.summary["units"]["n_units"] == 1024
+    assert res.layers == list(range(30)) and 0 < res.mui < 1
+    assert res.summary["selection"] == "topscore:0.9"
