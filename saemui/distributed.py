@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from saemui.counter import UtilizationCounter
+from saemui.engine import firing_stats
 from saemui.errors import SaemuiError
 from saemui.records import Sample, assign_ids
 from saemui.result import MUIResult
@@ -115,16 +116,7 @@ def _merge_health(parts: list[list[dict] | None], counter: UtilizationCounter) -
     ntok = counter.n_tokens_L.numpy()
     out = []
     for r, layer in enumerate(counter.layers):
-        nt = max(int(ntok[r]), 1)
-        dens = fire[r] / nt
-        row = {
-            "layer": layer,
-            "l0": float(fire[r].sum() / nt),
-            "dead_fraction": float((fire[r] == 0).mean()),
-            "dense_fraction": float((dens > 0.1).mean()),
-            "freq_over_1_percent": float((dens > 0.01).mean()),
-            "freq_over_10_percent": float((dens > 0.1).mean()),
-        }
+        row = firing_stats(layer, fire[r], int(ntok[r]))
         # Per-token means merge exactly as token-weighted means; explained variance needs the global mean of x,
         # which ranks do not share, so its merge is approximate (flagged below).
         rows = [p[r] for p in parts if p is not None]

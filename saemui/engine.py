@@ -477,6 +477,20 @@ def _finish_global(
                 counter.sets[(s, r)] = np.sort(pick.numpy().astype(np.int32))
 
 
+def firing_stats(layer: int, fire_U: np.ndarray, n_tokens: int) -> dict:
+    """SAE-health numbers that follow from firing counts alone (sae-lens / SAEBench names)."""
+    nt = max(int(n_tokens), 1)
+    dens = fire_U / nt
+    return {
+        "layer": layer,
+        "l0": float(fire_U.sum() / nt),
+        "dead_fraction": float((fire_U == 0).mean()),
+        "dense_fraction": float((dens > 0.1).mean()),
+        "freq_over_1_percent": float((dens > 0.01).mean()),
+        "freq_over_10_percent": float((dens > 0.1).mean()),
+    }
+
+
 def _build_result(
     lm, samples, encoded, cfg, rule, suite, counter, health, n_tok, elapsed, t_fwd
 ) -> MUIResult:
@@ -487,16 +501,7 @@ def _build_result(
     if cfg.units == "sae":
         per_layer_health = []
         for r, layer in enumerate(counter.layers):
-            nt = max(int(n_tokens_L[r]), 1)
-            dens = fire[r] / nt
-            row = {
-                "layer": layer,
-                "l0": float(fire[r].sum() / nt),
-                "dead_fraction": float((fire[r] == 0).mean()),
-                "dense_fraction": float((dens > 0.1).mean()),
-                "freq_over_1_percent": float((dens > 0.01).mean()),
-                "freq_over_10_percent": float((dens > 0.1).mean()),
-            }
+            row = firing_stats(layer, fire[r], int(n_tokens_L[r]))
             row.update(health.get(layer, {}))
             per_layer_health.append(row)
     rows = []
