@@ -119,7 +119,15 @@ def prepare_run(args: argparse.Namespace) -> None:
         hf_logging.disable_progress_bar()
 
 
-def execute_run(args: argparse.Namespace, lm, samples, cfg, out: Path, extra_summary: dict | None = None):
+def execute_run(
+    args: argparse.Namespace,
+    lm,
+    samples,
+    cfg,
+    out: Path,
+    extra_summary: dict | None = None,
+    run_info: dict | None = None,
+):
     """compute → save (checkpointed unless --checkpoint-every 0; --explore adds feature contexts) → result."""
     from saemui import checkpoint
     from saemui.engine import compute_mui
@@ -130,8 +138,9 @@ def execute_run(args: argparse.Namespace, lm, samples, cfg, out: Path, extra_sum
 
         # The context collector is not checkpointed: an --explore run restarts from scratch after a crash.
         result, _ = explore_run(lm, samples, cfg, out, progress=not args.quiet)
-        if extra_summary:
-            result.summary.update(extra_summary)
+        if extra_summary or run_info:
+            result.summary.update(extra_summary or {})
+            result.run_info.update(run_info or {})
             result.save(out)
     else:
         result = compute_mui(
@@ -143,6 +152,7 @@ def execute_run(args: argparse.Namespace, lm, samples, cfg, out: Path, extra_sum
             checkpoint_every=args.checkpoint_every or 1,
             extra_summary=extra_summary,
         )
+        result.run_info.update(run_info or {})
         result.save(out)
     if ckpt_dir is not None:
         checkpoint.clear(ckpt_dir)

@@ -205,15 +205,16 @@ def cmd_run_task(args: argparse.Namespace) -> int:
         "stops": fp["stops"],
         "generation": {"fingerprint": fingerprint_id(fp), "batch_size": args.gen_batch_size},
     }
-    result = execute_run(args, lm, gen.samples, cfg, out, extra_summary={"task": meta})
     # What differs between a fresh and a resumed run stays out of the deterministic summary.
-    result.run_info["generation"] = {
+    gen_info = {
         "cache": str(cache),
         "n_cached": gen.n_cached,
         "n_generated": gen.n_generated,
         "seconds": gen.seconds,
     }
-    result.save(out)
+    result = execute_run(
+        args, lm, gen.samples, cfg, out, extra_summary={"task": meta}, run_info={"generation": gen_info}
+    )
     write_samples(out / "responses.jsonl", gen.samples)
     print(format_summary(result, out))
     print(
