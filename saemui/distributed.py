@@ -154,7 +154,7 @@ def gather_result(local: MUIResult, index: Sequence[int], group=None) -> MUIResu
     dist.all_gather_object(healths, health, group=group)
     timings: list = [None] * world
     dist.all_gather_object(
-        timings, dict(local.summary.get("timing") or {}, n_samples=len(index)), group=group
+        timings, dict(local.run_info.get("timing") or {}, n_samples=len(index)), group=group
     )
 
     indptr, units = (
@@ -182,11 +182,6 @@ def gather_result(local: MUIResult, index: Sequence[int], group=None) -> MUIResu
             "accuracy": (sum(bool(r["correct"]) for r in labelled) / len(labelled)) if labelled else None,
             "n_labelled": len(labelled),
             "sae_health": _merge_health(healths, counter),
-            "timing": {
-                "seconds_total": max(t.get("seconds_total", 0.0) for t in timings),
-                "per_rank": timings,
-                "note": "wall-clock per rank; the run's wall time is the slowest rank",
-            },
             "distributed": {
                 "world_size": world,
                 "backend": dist.get_backend(group),
@@ -197,7 +192,14 @@ def gather_result(local: MUIResult, index: Sequence[int], group=None) -> MUIResu
     )
     s.pop("mui_correct", None)
     s.pop("n_correct", None)
-    out = MUIResult(s, arrays, all_rows)
+    # Timing varies between identical runs, so it goes to run.json, never into the deterministic summary.
+    run_info = dict(local.run_info)
+    run_info["timing"] = {
+        "seconds_total": max(t.get("seconds_total", 0.0) for t in timings),
+        "per_rank": timings,
+        "note": "wall-clock per rank; the run's wall time is the slowest rank",
+    }
+    out = MUIResult(s, arrays, all_rows, run_info)
     if counter.keep_sets and labelled:
         correct = [r["index"] for r in all_rows if r.get("correct")]
         s["mui_correct"] = out.subset_mui(correct) if correct else None

@@ -357,7 +357,7 @@ def saemui_pass(lm, samples, cfg, device: str, save_to: Path | None = None) -> t
     sync(device)
     out = {
         "seconds": time.perf_counter() - t0,
-        "seconds_loop": res.summary["timing"]["seconds_forward_and_score"],
+        "seconds_loop": res.run_info["timing"]["seconds_forward_and_score"],
         "mui": res.mui,
         "n_samples": res.summary["n_samples"],
         "l0_mean": _mean([h["l0"] for h in res.summary.get("sae_health") or []]),
