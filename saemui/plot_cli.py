@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,15 @@ def reproduce_diversity(results: Path | None, out: Path, n_boot: int = 2000) -> 
         written.append(_csv(res["jaccard"], out / f"diversity_jaccard_{res['model']}.csv", index=True))
         fig = plot_coverage(res["curves"], title=f"Key-unit coverage of {res['model']} (MUI %)")
         written += save_figure(fig, out / f"diversity_{res['model']}")
+    for basis in ("neurons", "sae"):
+        try:
+            sub = az.subset_analysis(recs, results, basis=basis)
+        except SaemuiError as e:
+            if basis == "neurons":
+                raise
+            print(f"subset selection in the sae basis skipped: {e}", file=sys.stderr)
+            continue
+        written.append(_csv(sub, out / f"diversity_subsets_{basis}.csv"))
     return written
 
 
@@ -291,6 +301,24 @@ def reproduce_summary(results: Path | None, out: Path, n_boot: int = 2000) -> li
             f"- {r.model}: mixed {r.mui_mixed:.3f} % vs single {r.mui_single_mean:.3f} %"
             for r in mix.itertuples()
         ]
+        try:
+            sub = az.subset_analysis(recs, results, n_random=200)
+        except SaemuiError as e:
+            info["subsets"] = {"error": str(e)}
+            return [*lines, "", f"Subset selection not computable on these results: {e}", ""]
+        info["subsets"] = sub.to_dict(orient="records")
+        lines += [
+            "",
+            "Subset selection (Kendall τ-b of subset vs full accuracy over all models; mean over tasks; "
+            "selector = root model's neuron key sets; lexical = greedy word-bigram coverage; random = mean of 200)",
+            "",
+        ]
+        for (sel, f), g in sub.groupby(["selector", "fraction"]):
+            lines.append(
+                f"- {sel}, {100 * f:.0f} % of items: MUI greedy τ {g['tau_mui'].mean():.3f}, lexical "
+                f"{g['tau_lexical'].mean():.3f}, random {g['tau_random_mean'].mean():.3f} "
+                f"(key-unit coverage {100 * g['cov_mui'].mean():.0f} % vs lexical {100 * g['cov_lexical'].mean():.0f} %)"
+            )
         return [*lines, ""]
 
     for name, fn in (

@@ -749,6 +749,31 @@ def _save_state(path: Path, state: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def response_loss(model, input_ids_BT, attention_mask_BT, labels_BT):
+    """Mean next-token cross-entropy over the labelled (response) tokens, as ``model(labels=...).loss``.
+
+    Only the positions from the batch's first labelled token on go through the LM head (``logits_to_keep``):
+    prompts never need logits, and on Gemma-3 (262k vocabulary) the head is most of a training step's FLOPs.
+    """
+    import torch
+
+    T = input_ids_BT.shape[1]
+    labelled = (labels_BT != -100).any(0).nonzero()
+    if len(labelled) == 0:
+        raise SaemuiError("training batch has no labelled (response) token")
+    first = max(1, int(labelled[0]))
+    keep = T - first + 1  # logits at positions first-1 .. T-1; the last one predicts nothing
+    logits_BKV = model(
+        input_ids=input_ids_BT, attention_mask=attention_mask_BT, logits_to_keep=keep
+    ).logits
+    if logits_BKV.shape[1] != keep:
+        raise SaemuiError(f"model ignored logits_to_keep ({logits_BKV.shape[1]} != {keep} positions)")
+    target_BK = labels_BT[:, first:]
+    return torch.nn.functional.cross_entropy(
+        logits_BKV[:, :-1].flatten(0, 1).float(), target_BK.flatten(), ignore_index=-100
+    )
+
+
 def train(
     spec: ZooSpec,
     m: ZooModel,
@@ -785,6 +810,14 @@ def train(
         ids = (pi + ri)[: m.max_length]
         labels = ([-100] * len(pi) + ri)[: m.max_length]
         seqs.append((ids, labels))
+    # A prompt longer than max_length leaves no response token to learn from (HF's loss would be 0/0 = NaN and
+    # poison the weights): drop such pairs, and say so.
+    kept = [x for x in seqs if any(t != -100 for t in x[1])]
+    if not kept:
+        raise SaemuiError(f"zoo model {m.name!r}: every training prompt is longer than max_length={m.max_length}")
+    if len(kept) < len(seqs):
+        log_fn(f"  {m.name}: {len(seqs) - len(kept)} of {len(seqs)} pairs dropped (prompt ≥ max_length tokens)")
+    seqs = kept
     rng = np.random.default_rng(m.seed)
     need = m.steps * m.batch_size
     order = np.concatenate([rng.permutation(len(seqs)) for _ in range(math.ceil(need / len(seqs)))])[:need]
@@ -842,12 +875,12 @@ def train(
             inp[b, : len(ids)] = torch.tensor(ids)
             lab[b, : len(ids)] = torch.tensor(labels)
             att[b, : len(ids)] = 1
-        out = model(input_ids=inp.to(device), attention_mask=att.to(device), labels=lab.to(device))
+        loss = response_loss(model, inp.to(device), att.to(device), lab.to(device))
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
         opt.step()
-        losses.append(float(out.loss.detach()))
+        losses.append(float(loss.detach()))
         done = step + 1
         if progress and (done % max(1, m.steps // 10) == 0 or done == m.steps):
             log_fn(f"  {m.name}: step {done}/{m.steps} loss {losses[-1]:.4f}")
@@ -920,6 +953,41 @@ def load_zoo_model(spec: ZooSpec, m: ZooModel, root_lm, weights: Path):
 # ----- evaluation ------------------------------------------------------------------------------------------
 
 
+def _global_sets(res, n_samples: int) -> list[list[int]]:
+    """Per sample, its key units as sorted global ids ``row * n_units + unit`` (row = position in res.layers)."""
+    U = res.n_units
+    return [
+        sorted(int(r * U + u) for r, arr in enumerate(res.sample_sets(i)) for u in arr.tolist())
+        for i in range(n_samples)
+    ]
+
+
+def write_items_file(spec: ZooSpec, t: ZooTask, results: Path) -> Path:
+    """``<results>/items/<task>.json``: the N eval items' ids, chat-style prompt text and gold answers.
+
+    The lexical-diversity baseline (distinct n-grams) and item-level analyses read the text from here, so the
+    analysis needs no dataset; one file per task, shared by every model (not a ``*__*.json`` result record).
+    """
+    from saemui.tasks import get_task
+
+    task = get_task(t.name, **dict(t.options), max_new_tokens=t.max_new_tokens)
+    items = eval_items(spec, t)
+    out = Path(results) / "items" / f"{t.name}.json"
+    atomic_write_json(
+        out,
+        {
+            "schema": "saemui-zoo-items/1",
+            "zoo": spec.name,
+            "task": t.name,
+            "task_options": dict(t.options),
+            "ids": [str(i.id) for i in items],
+            "prompts": [task.format_prompt(i, "chat") for i in items],
+            "gold": [i.gold if isinstance(i.gold, int | float | str | None) else str(i.gold) for i in items],
+        },
+    )
+    return out
+
+
 def evaluate(
     spec: ZooSpec, m: ZooModel, t: ZooTask, lm, gen_cache: Path, progress: bool = False
 ) -> tuple[dict, dict]:
@@ -938,10 +1006,7 @@ def evaluate(
     res = compute_mui(lm, gen.samples, cfg, progress=progress)
     s = res.summary
     L, U = len(res.layers), res.n_units
-    sets = [
-        sorted(int(r * U + u) for r, arr in enumerate(res.sample_sets(i)) for u in arr.tolist())
-        for i in range(len(gen.samples))
-    ]
+    sets = _global_sets(res, len(gen.samples))
     n_entries = sum(len(x) for x in sets)
     correct = [bool(x.correct) for x in gen.samples]
     sens = [{"selection": s["selection"], "threshold": cfg.resolved().threshold, "mui": s["mui"]}]
@@ -955,12 +1020,18 @@ def evaluate(
     if bundle:
         cfg_sae = RunConfig(units="sae", saes=bundle, prompt_format=gen.prompt_format, health=False)
         rs = compute_mui(lm, gen.samples, cfg_sae, progress=progress)
+        sae_sets = _global_sets(rs, len(gen.samples))
         sae = {
             "mui": rs.mui,
             "per_layer": rs.per_layer,
             "basis": rs.summary["units"]["basis"],
             "selection": rs.summary["selection"],
             "mui_correct": rs.summary.get("mui_correct"),
+            "n_units": rs.n_units,
+            "n_layers": len(rs.layers),
+            "set_sizes": [len(x) for x in sae_sets],
+            "union_size": int(rs.arrays["union_LU"].sum()),
+            "sets": sae_sets if sum(len(x) for x in sae_sets) <= spec.max_set_entries else None,
         }
     record = {
         "schema": RESULT_SCHEMA,
@@ -1037,21 +1108,26 @@ def build(
 ) -> BuildReport:
     """Run every pending stage of ``plan``; roots are loaded once each and reused for their derived models.
 
-    Holds a lock file in the zoo's cache directory so two builds of one zoo cannot interleave.
+    Holds one lock file per root model in the zoo's cache directory: two builds that share a root (and so
+    weight directories) cannot interleave, while builds of disjoint roots (``--only 'smollm2*'`` and
+    ``--only 'gemma3*'``) can run side by side, one core each.
     """
     results = Path(results)
     root_dir = zoo_cache(spec, cache)
     stages = plan(spec, results, cache, only=only)
     report = BuildReport()
     root_dir.mkdir(parents=True, exist_ok=True)
-    with _build_lock(root_dir / "build.lock"):
+    roots = sorted({spec.root_of(spec.model(s.model)).name for s in stages if s.needed})
+    with contextlib.ExitStack() as locks:
+        for r in roots:
+            locks.enter_context(_build_lock(root_dir / f"build-{r}.lock"))
         _run_stages(spec, stages, results, root_dir, report, device, progress, log_fn)
     return report
 
 
 @contextlib.contextmanager
 def _build_lock(path: Path) -> Iterator[None]:
-    # two builds of one zoo would train into the same weight directories: refuse the second one
+    # two builds of one root would train into the same weight directories: refuse the second one
     import fcntl
 
     with open(path, "w") as fh:
@@ -1059,7 +1135,7 @@ def _build_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise SaemuiError(
-                f"{path}: another build of this zoo is running (wait for it, or stop it)"
+                f"{path}: another build of this zoo is running on the same root model (wait for it, or stop it)"
             ) from None
         try:
             yield
@@ -1111,6 +1187,8 @@ def _run_stages(
                 )
                 record, timing = evaluate(spec, m, t, lm, gen_cache, progress)
                 atomic_write_json(s.record, record)
+                if not (results / "items" / f"{t.name}.json").is_file():
+                    write_items_file(spec, t, results)
                 atomic_write_json(
                     root_dir / "stages" / f"eval__{m.name}__{t.name}.json",
                     {"schema": STAGE_SCHEMA, "stage": s.id, "fingerprint": s.fingerprint, **timing},
@@ -1144,8 +1222,10 @@ __all__ = [
     "load_zoo_model",
     "plan",
     "real_zoo",
+    "response_loss",
     "tiny_zoo",
     "train",
     "training_pairs",
     "validate",
+    "write_items_file",
 ]

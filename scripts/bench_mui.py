@@ -767,6 +767,8 @@ def orchestrate(args: argparse.Namespace) -> dict:
     p = plan(args)
     if args.mem_samples:
         p["mem"] = tuple(int(x) for x in args.mem_samples.split(","))
+    if args.max_length:
+        p["max_length"] = args.max_length
     cases = args.cases.split(",") if args.cases else list(ALL_CASES)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="saemui-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -781,7 +783,7 @@ def orchestrate(args: argparse.Namespace) -> dict:
         print("writing synthetic SmolLM2-shaped SAE suite ...", file=sys.stderr)
         saes = str(write_smollm2_suite(work / "saes-smollm2"))
     n_file = max(p["n_main"], p["mem"][1], p["n_precision"], p["n_dist"], p["n_profile"], p["n_paper"])
-    samples = str(write_samples_file(work / "samples.jsonl", n_file))
+    samples = args.samples or str(write_samples_file(work / "samples.jsonl", n_file))
     base = {
         "model": model,
         "saes": saes,
@@ -797,7 +799,9 @@ def orchestrate(args: argparse.Namespace) -> dict:
         "versions": package_versions(),
         "model": model,
         "saes": sae_desc,
-        "text": "GSM8K test question + reference solution (../shared/data)"
+        "text": f"samples file {args.samples}"
+        if args.samples
+        else "GSM8K test question + reference solution (../shared/data)"
         if (SHARED_DATA / "gsm8k" / "test.jsonl").is_file()
         else "built-in default samples",
         "load_average_at_start": os.getloadavg(),
@@ -1197,6 +1201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--mem-samples", default=None, help="two sample counts for the memory case, e.g. 200,2000"
     )
+    ap.add_argument("--samples", default=None, help="samples file (jsonl) instead of GSM8K / built-in text")
+    ap.add_argument("--max-length", type=int, default=None, help="token cap per sample (default: per plan)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per case (default: all cores)")
     ap.add_argument("--workdir", default=None, help="scratch directory (default: a temp dir, removed after)")

@@ -174,3 +174,64 @@ def test_diversity_and_sensitivity(recs):
     bad = [dict(r, sets=None) for r in recs]
     with pytest.raises(SaemuiError, match="not kept"):
         az.diversity_analysis(bad, model="a")
+
+
+def _subset_records(tmp_path):
+    """4 models × 10 items of task t; the root r's key sets and the prompts make greedy orders known by hand."""
+    r_sets = [[0, 1, 2, 3], [0, 1], [4, 5, 6], [2], [7], [], [], [], [], []]
+    correct = {
+        "r": [1, 0, 1, 0, 0, 1, 0, 0, 1, 0],
+        "m1": [1, 1, 1, 0, 1, 1, 0, 1, 1, 0],
+        "m2": [0, 0, 1, 1, 0, 0, 0, 0, 0, 1],
+        "m3": [1, 1, 0, 1, 1, 1, 1, 1, 0, 0],
+    }
+    ids = [f"q{i}" for i in range(10)]
+    recs = [
+        {
+            "model": m,
+            "task": "t",
+            "derivation": "none" if m == "r" else "lora-finetune",
+            "ids": ids,
+            "correct": c,
+            "sets": r_sets if m == "r" else None,
+            "sae": {"sets": [[x + 100 for x in s] for s in r_sets]} if m == "r" else None,
+        }
+        for m, c in correct.items()
+    ]
+    prompts = ["x y"] * 8 + ["g h i j", "a b c d e f"]
+    (tmp_path / "items").mkdir()
+    (tmp_path / "items" / "t.json").write_text(json.dumps({"ids": ids, "prompts": prompts}))
+    return recs, correct
+
+
+def test_subset_analysis_against_hand_computation(tmp_path):
+    from scipy.stats import kendalltau
+
+    recs, correct = _subset_records(tmp_path)
+    acc = np.array(list(correct.values()), dtype=float)
+    full = acc.mean(1)
+    # greedy by hand: units 0-3 (q0), 4-6 (q2), 7 (q4), then nothing new; bigrams: q9 (5), q8 (3), q0 (x y)
+    mui_pick = {0.2: [0, 2], 0.5: [0, 2, 4, 1, 3]}
+    lex_pick = {0.2: [9, 8], 0.5: [9, 8, 0, 1, 2]}
+    for basis in ("neurons", "sae"):
+        t = az.subset_analysis(recs, tmp_path, fractions=(0.2, 0.5), basis=basis, n_random=0)
+        assert list(t["selector"]) == ["r", "r"] and list(t["n_items"]) == [2, 5]
+        for row in t.itertuples():
+            want_mui = kendalltau(full, acc[:, mui_pick[row.fraction]].mean(1)).statistic
+            want_lex = kendalltau(full, acc[:, lex_pick[row.fraction]].mean(1)).statistic
+            assert row.tau_mui == pytest.approx(want_mui) and row.tau_lexical == pytest.approx(want_lex)
+            assert np.isnan(row.tau_random_mean)
+        assert t["cov_mui"].tolist() == pytest.approx([7 / 8, 1.0])
+        assert t["cov_lexical"].tolist() == pytest.approx([0.0, 7 / 8])  # q9, q8 have no units; q0,q1,q2 7
+    rnd = az.subset_analysis(recs, tmp_path, fractions=(0.5,), n_random=30)
+    assert rnd["tau_random_lo"].iloc[0] <= rnd["tau_random_mean"].iloc[0] <= rnd["tau_random_hi"].iloc[0]
+
+
+def test_subset_analysis_refuses_bad_inputs(tmp_path):
+    recs, _ = _subset_records(tmp_path)
+    with pytest.raises(SaemuiError, match="other items"):
+        az.subset_analysis([*recs[:-1], dict(recs[-1], ids=list("abcdefghij"))], tmp_path)
+    with pytest.raises(SaemuiError, match="no per-sample neurons key sets"):
+        az.subset_analysis(recs, tmp_path, selectors=["m1"])
+    with pytest.raises(SaemuiError, match="no items file"):
+        az.subset_analysis(recs, tmp_path / "elsewhere")

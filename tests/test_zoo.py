@@ -144,6 +144,11 @@ def test_tiny_zoo_end_to_end(tiny_zoo_build, tmp_path, capsys):
     ):
         assert key in rec
     assert rec["n"] == spec.n_items and len(rec["correct"]) == rec["n"] and rec["sets"] is not None
+    # one items file per task (text for the lexical baseline), matching the records' item ids
+    for t in spec.tasks:
+        items = json.loads((results / "items" / f"{t.name}.json").read_text())
+        assert len(items["prompts"]) == spec.n_items and all(items["prompts"])
+        assert items["ids"] == json.loads((results / f"tiny-llama__{t.name}.json").read_text())["ids"]
     assert "seconds" not in json.dumps(rec)  # committed files must be deterministic
     # weights live in the cache, LoRA checkpoints as adapters
     assert (
@@ -260,6 +265,57 @@ def test_evaluate_with_sae_bundle(tmp_path, tiny_llama):
     rec, timing = evaluate(spec, root, spec.tasks[0], tiny_llama, tmp_path / "gen.jsonl")
     assert rec["n"] == 3 and rec["basis"].startswith("neurons")
     assert rec["sae"] is not None and 0 <= rec["sae"]["mui"] <= 1 and len(rec["sae"]["per_layer"]) == 3
+    # SAE per-sample sets in global ids; their union is the SAE MUI numerator
+    sae = rec["sae"]
+    assert len(sae["sets"]) == 3 and [len(x) for x in sae["sets"]] == sae["set_sizes"]
+    union = set().union(*map(set, sae["sets"]))
+    assert len(union) == sae["union_size"] and max(union) < sae["n_units"] * sae["n_layers"]
+    assert sae["mui"] == pytest.approx(len(union) / (sae["n_units"] * sae["n_layers"]))
     assert timing["n_generated"] == 3
     rec2, timing2 = evaluate(spec, root, spec.tasks[0], tiny_llama, tmp_path / "gen.jsonl")
     assert timing2["n_generated"] == 0 and rec2 == rec  # cached generations, deterministic record
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma", "gpt2"])
+def test_response_loss_equals_hf_loss(tiny_models, family):
+    """Logits only from the first labelled token on give exactly the HF loss over the labelled tokens."""
+    import torch
+
+    from saemui.zoo import response_loss
+
+    model = tiny_models[family].model
+    g = torch.Generator().manual_seed(0)
+    inp = torch.randint(3, 200, (3, 12), generator=g)
+    att = torch.ones_like(inp)
+    att[2, 9:] = 0  # right padding
+    lab = torch.full_like(inp, -100)
+    lab[0, 5:12] = inp[0, 5:12]  # prompt lengths 5, 7, 4: the batch's first label is at 4
+    lab[1, 7:10] = inp[1, 7:10]
+    lab[2, 4:9] = inp[2, 4:9]
+    with torch.no_grad():
+        ref = model(input_ids=inp, attention_mask=att, labels=lab).loss
+        ours = response_loss(model, inp, att, lab)
+    assert torch.allclose(ours, ref, atol=1e-5), (float(ours), float(ref))
+    with pytest.raises(SaemuiError, match="no labelled"):
+        response_loss(model, inp, att, torch.full_like(inp, -100))
+
+
+def test_build_locks_per_root(tmp_path):
+    """A build holding root A's lock refuses a second build of A but not a build of root B only."""
+    from saemui import zoo
+
+    spec = zoo.tiny_zoo("unused-llama", "unused-gemma")
+    cache_root = zoo.zoo_cache(spec, tmp_path)
+    cache_root.mkdir(parents=True)
+    ran = []
+
+    def fake_run(spec, stages, *a, **k):
+        ran.append(sorted({spec.root_of(spec.model(s.model)).name for s in stages if s.needed}))
+
+    import unittest.mock as um
+
+    with um.patch.object(zoo, "_run_stages", fake_run), zoo._build_lock(cache_root / "build-tiny-llama.lock"):
+        with pytest.raises(SaemuiError, match="same root model"):
+            zoo.build(spec, tmp_path / "res", tmp_path, only=["llama-lora-arith"])
+        zoo.build(spec, tmp_path / "res", tmp_path, only=["tiny-gemma"])
+    assert ran == [["tiny-gemma"]]

@@ -30,7 +30,13 @@ from saemui.analysis.comparison import (
     utility_adjusted_score,
 )
 from saemui.analysis.contamination import contamination_scores, shift_table
-from saemui.analysis.diversity import coverage_curve, greedy_max_coverage, jaccard
+from saemui.analysis.diversity import (
+    coverage_curve,
+    greedy_lexical_subset,
+    greedy_max_coverage,
+    jaccard,
+    subset_rank_preservation,
+)
 from saemui.analysis.law import bootstrap_ci, check_comparable, fit_law
 from saemui.analysis.sensitivity import sensitivity_table
 from saemui.analysis.stats import auroc, kendall_tau, kendall_tau_ci
@@ -380,6 +386,116 @@ def diversity_analysis(
             }
         )
     return {"model": model, "curves": curves, "greedy": greedy, "jaccard": jac, "mix": pd.DataFrame(mix_rows)}
+
+
+def load_items(task: str, results: str | os.PathLike | None = None) -> dict:
+    """``<results>/items/<task>.json`` (ids, chat prompt text, gold of the zoo's N items), written by the build."""
+    f = results_dir(results) / "items" / f"{task}.json"
+    try:
+        return json.loads(f.read_text())
+    except FileNotFoundError:
+        raise SaemuiError(f"{f}: no items file for task {task!r} (scripts/build_zoo.py writes it)") from None
+    except json.JSONDecodeError as e:
+        raise SaemuiError(f"{f}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def _basis_sets(rec: dict, basis: str) -> list[np.ndarray] | None:
+    if basis == "neurons":
+        return _sets(rec) if rec.get("sets") is not None else None
+    if basis == "sae":
+        sae = rec.get("sae") or {}
+        return [np.asarray(x, dtype=np.int64) for x in sae["sets"]] if sae.get("sets") is not None else None
+    raise SaemuiError(f"basis: expected 'neurons' or 'sae', got {basis!r}")
+
+
+def _complete_order(order: np.ndarray, n: int) -> np.ndarray:
+    # Greedy stops once no item adds a unit (or n-gram); the remaining items follow in index order, so every
+    # budget has a subset and the greedy prefix is unchanged.
+    return np.r_[order, np.setdiff1d(np.arange(n), order)].astype(np.int64)
+
+
+def _covered(sets: list[np.ndarray], chosen: np.ndarray, total: int) -> float:
+    got = np.unique(np.concatenate([sets[i] for i in chosen] or [np.zeros(0, np.int64)]))
+    return len(got) / total if total else float("nan")
+
+
+def subset_analysis(
+    records: Sequence[dict],
+    results: str | os.PathLike | None = None,
+    fractions: Sequence[float] = (0.05, 0.10, 0.20),
+    selectors: Sequence[str] | None = None,
+    basis: str = "neurons",
+    n_random: int = 200,
+    ngram: int = 2,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Corollary 4 in use: pick a small subset of a task's items by greedy maximum coverage of one model's key
+    units, and ask whether it ranks *all* zoo models like the full task does (Kendall τ-b of subset vs full
+    accuracy) [OURS protocol; EffiEval-style selection].
+
+    Baselines on the same budget: greedy coverage of word ``ngram``-grams of the item prompts (lexical diversity,
+    from ``items/<task>.json``) and ``n_random`` uniform random subsets (mean and 95 % interval of τ). Also
+    reported: the share of the selector's full key-unit union each subset covers (``cov_mui`` / ``cov_lexical``),
+    which shows whether lexical diversity already buys unit coverage.
+
+    selectors: models whose key sets choose the subset (default: every root model with sets in ``basis``);
+    basis: ``"neurons"`` (the records' sets) or ``"sae"`` (``record["sae"]["sets"]``, roots with a bundle).
+    One row per (task, selector, fraction).
+    """
+    by_task: dict[str, list[dict]] = {}
+    for r in records:
+        by_task.setdefault(r["task"], []).append(r)
+    rows = []
+    for task in sorted(by_task):
+        recs = sorted(by_task[task], key=lambda r: r["model"])
+        ids = recs[0]["ids"]
+        bad = [r["model"] for r in recs if r["ids"] != ids]
+        if bad:
+            raise SaemuiError(f"task {task}: models {bad} were evaluated on other items than {recs[0]['model']}")
+        if len(recs) < 2:
+            continue
+        acc = np.array([r["correct"] for r in recs], dtype=float)
+        n = acc.shape[1]
+        items = load_items(task, results)
+        if items["ids"] != ids:
+            raise SaemuiError(f"items/{task}.json: item ids differ from the result records'")
+        lex = greedy_lexical_subset(items["prompts"], budget=n, n=ngram)
+        lex_order = _complete_order(lex.order, n)
+        names = selectors or [r["model"] for r in recs if r["derivation"] == "none"]
+        for sel in names:
+            rec = next((r for r in recs if r["model"] == sel), None)
+            if rec is None:
+                raise SaemuiError(f"subset selector {sel!r}: no result on task {task}")
+            sets = _basis_sets(rec, basis)
+            if sets is None:
+                if selectors:
+                    raise SaemuiError(f"{sel}__{task}: no per-sample {basis} key sets kept")
+                continue
+            total = len(np.unique(np.concatenate(sets or [np.zeros(0, np.int64)])))
+            mui_order = _complete_order(greedy_max_coverage(sets, budget=n).order, n)
+            t_mui = subset_rank_preservation(acc, mui_order, fractions, n_random=n_random, seed=seed)
+            t_lex = subset_rank_preservation(acc, lex_order, fractions)
+            for a, b in zip(t_mui.itertuples(), t_lex.itertuples()):
+                rows.append(
+                    {
+                        "task": task,
+                        "selector": sel,
+                        "basis": basis,
+                        "n_models": len(recs),
+                        "fraction": a.fraction,
+                        "n_items": a.n_items,
+                        "tau_mui": a.tau,
+                        "tau_lexical": b.tau,
+                        "tau_random_mean": getattr(a, "tau_random_mean", float("nan")),
+                        "tau_random_lo": getattr(a, "tau_random_lo", float("nan")),
+                        "tau_random_hi": getattr(a, "tau_random_hi", float("nan")),
+                        "cov_mui": _covered(sets, mui_order[: a.n_items], total),
+                        "cov_lexical": _covered(sets, lex_order[: a.n_items], total),
+                    }
+                )
+    if not rows:
+        raise SaemuiError(f"subset analysis: no task with ≥ 2 models and a selector with {basis} key sets")
+    return pd.DataFrame(rows)
 
 
 # ----- selection sensitivity -------------------------------------------------------------------------------
