@@ -27,6 +27,7 @@ so. Wall-clock numbers move with machine load: compare the ratios from one run.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -345,7 +346,8 @@ def limit_pass(lm, samples, cfg, device: str) -> dict:
             )
             sync(device)
             t_loop += time.perf_counter() - tb
-        del saes
+        del saes, on_act
+        gc.collect()  # as the engine does per group: SAEs with input normalisation sit in reference cycles
     return {"seconds": time.perf_counter() - t0, "seconds_loop": t_loop}
 
 

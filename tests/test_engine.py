@@ -201,3 +201,49 @@ def test_truncation_is_recorded(tiny_llama):
     long = Sample("Count.", " ".join(str(i) for i in range(200)))
     res = compute_mui(tiny_llama, [long], RunConfig(units="neurons", max_length=40), progress=False)
     assert res.summary["n_truncated_samples"] == 1 and res.samples[0]["truncated"] > 0
+
+
+def test_finished_sae_groups_are_freed_before_the_next_loads(tiny_llama, tmp_path, monkeypatch):
+    """SAEs with input normalisation hold self-referencing closures (a cycle): without a collection per group,
+    finished groups stay resident until Python's cyclic GC happens to run. With the GC off, at most one group
+    (size 1) may be alive while a layer is scored, and none after the run."""
+    import gc
+    import weakref
+
+    from saemui import engine
+    from saemui.engine import Observer
+
+    for layer in range(3):
+        save_synthetic_sae(
+            tmp_path / f"l{layer}",
+            64,
+            96,
+            f"blocks.{layer}.hook_resid_post",
+            arch="jumprelu",
+            seed=layer,
+            normalize_activations="layer_norm",
+        )
+    loaded: list = []
+    real = engine._load_sae_group
+
+    def tracking(lm, entries, cfg):
+        group = real(lm, entries, cfg)
+        loaded.extend(weakref.ref(s.sae) for s in group.scorers)
+        return group
+
+    monkeypatch.setattr(engine, "_load_sae_group", tracking)
+    alive_during: list[int] = []
+
+    class Count(Observer):
+        def observe(self, layer, batch, off, scores_nU):
+            alive_during.append(sum(r() is not None for r in loaded))
+
+    gc.collect()
+    gc.disable()
+    try:
+        cfg = RunConfig(saes=str(tmp_path), sae_group_size=1, health=False)
+        compute_mui(tiny_llama, SAMPLES[:3], cfg, progress=False, observers=[Count()])
+        alive_after = sum(r() is not None for r in loaded)
+    finally:
+        gc.enable()
+    assert len(loaded) == 3 and max(alive_during) == 1 and alive_after == 0
