@@ -307,6 +307,10 @@ def contaminated_tasks(spec: ZooSpec, m: ZooModel) -> list[str]:
 SMOL, GEMMA = "smollm2-135m-instruct", "gemma3-270m"
 
 
+#: the shipped SmolLM2 SAE bundle (repository-relative)
+SMOL_SAES = "saes/smollm2-135m-instruct-res-topk-w1024-k32"
+
+
 def real_zoo() -> ZooSpec:
     """The offline zoo on the two real models (13 points × 4 tasks at N=100).
 
@@ -375,6 +379,9 @@ def real_zoo() -> ZooSpec:
             tasks,
             n_items=100,
             extra_selections=("topk:0.002", "topk:0.005"),
+            # the shipped bundle, as a path relative to the repository root (run build_zoo.py from there): the
+            # string is part of the SmolLM2 evals' fingerprint, so it must not depend on where the repo lives
+            saes=(("smollm2", SMOL_SAES),),
         )
     )
 
@@ -763,9 +770,7 @@ def response_loss(model, input_ids_BT, attention_mask_BT, labels_BT):
         raise SaemuiError("training batch has no labelled (response) token")
     first = max(1, int(labelled[0]))
     keep = T - first + 1  # logits at positions first-1 .. T-1; the last one predicts nothing
-    logits_BKV = model(
-        input_ids=input_ids_BT, attention_mask=attention_mask_BT, logits_to_keep=keep
-    ).logits
+    logits_BKV = model(input_ids=input_ids_BT, attention_mask=attention_mask_BT, logits_to_keep=keep).logits
     if logits_BKV.shape[1] != keep:
         raise SaemuiError(f"model ignored logits_to_keep ({logits_BKV.shape[1]} != {keep} positions)")
     target_BK = labels_BT[:, first:]
@@ -814,9 +819,13 @@ def train(
     # poison the weights): drop such pairs, and say so.
     kept = [x for x in seqs if any(t != -100 for t in x[1])]
     if not kept:
-        raise SaemuiError(f"zoo model {m.name!r}: every training prompt is longer than max_length={m.max_length}")
+        raise SaemuiError(
+            f"zoo model {m.name!r}: every training prompt is longer than max_length={m.max_length}"
+        )
     if len(kept) < len(seqs):
-        log_fn(f"  {m.name}: {len(seqs) - len(kept)} of {len(seqs)} pairs dropped (prompt ≥ max_length tokens)")
+        log_fn(
+            f"  {m.name}: {len(seqs) - len(kept)} of {len(seqs)} pairs dropped (prompt ≥ max_length tokens)"
+        )
     seqs = kept
     rng = np.random.default_rng(m.seed)
     need = m.steps * m.batch_size

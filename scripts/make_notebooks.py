@@ -15,9 +15,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 OUT = Path(__file__).resolve().parents[1] / "notebooks"
 
-SETUP = """import os
+SETUP = """from saemui import plots
 from saemui.analysis import zoo as az
-from saemui import plots
 
 RESULTS = az.results_dir()  # $SAEMUI_ZOO_RESULTS, else results/zoo
 df = az.load_zoo(RESULTS)
@@ -50,7 +49,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             "from matplotlib.figure import Figure\n\n"
             "fig = Figure(figsize=(8, 3))\nax = fig.subplots()\n"
             "ax.bar(res.layers, [100 * v for v in res.per_layer])\n"
-            "ax.set_xlabel('layer'); ax.set_ylabel('MUI (%)'); ax.set_title('per-layer neuron MUI')\nfig",
+            "ax.set_xlabel('layer')\nax.set_ylabel('MUI (%)')\nax.set_title('per-layer neuron MUI')\nfig",
         ),
         (
             "md",
@@ -94,7 +93,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             "code",
             "phases = az.training_analysis(df)\nphases[['series', 'task', 'checkpoint_from', 'checkpoint_to', 'dP', 'dMUI', 'phase']]",
         ),
-        ("code", "from saemui.analysis.training import phase_counts\nphase_counts(phases)"),
+        ("code", "from saemui.analysis.training import phase_counts\n\nphase_counts(phases)"),
         (
             "code",
             "series = phases['series'].iloc[0]\nplots.plot_trajectory(phases[phases['series'] == series].drop(columns='series'))",

@@ -119,8 +119,16 @@ class TrainSAEsConfig:
 
     def run_key(self) -> str:
         """Workdir key: data-affecting fields only, so e.g. changing --layers or --out reuses the capture."""
-        keys = ["model", "train_tokens", "eval_tokens", "task_eval_tokens", "seed", "heldout_frac", "chat_frac",
-                "max_seq_len"]
+        keys = [
+            "model",
+            "train_tokens",
+            "eval_tokens",
+            "task_eval_tokens",
+            "seed",
+            "heldout_frac",
+            "chat_frac",
+            "max_seq_len",
+        ]
         blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -164,8 +172,20 @@ def obtain_wheel(workdir: Path) -> Path:
     if not wheel.is_file():
         wheel_dir.mkdir(parents=True, exist_ok=True)
         log.info("downloading %s into %s", EVALS_WHEEL, wheel_dir)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", EVALS_WHEEL, "-d",
-                        str(wheel_dir)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                EVALS_WHEEL,
+                "-d",
+                str(wheel_dir),
+            ],
+            check=True,
+        )
     return wheel
 
 
@@ -175,7 +195,9 @@ def read_documents(wheel: Path) -> dict[str, list[dict[str, str]]]:
     docs: dict[str, list[dict[str, str]]] = {}
     with zipfile.ZipFile(wheel) as z:
         for src, name in CORPUS_FILES.items():
-            docs[src] = [json.loads(line) for line in z.read(name).decode("utf-8").splitlines() if line.strip()]
+            docs[src] = [
+                json.loads(line) for line in z.read(name).decode("utf-8").splitlines() if line.strip()
+            ]
     return docs
 
 
@@ -196,8 +218,9 @@ def encode_plain(tok: Any, text: str, specials: set[int], max_len: int, source: 
     return Sequence(ids=ids, keep=keep, source=source, chat=False)
 
 
-def encode_chat(tok: Any, user: str, assistant: str, specials: set[int], max_len: int, source: str,
-                keep_system: bool) -> Sequence:
+def encode_chat(
+    tok: Any, user: str, assistant: str, specials: set[int], max_len: int, source: str, keep_system: bool
+) -> Sequence:
     msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
     text = tok.apply_chat_template(msgs, tokenize=False)
     ids = tok(text, add_special_tokens=False)["input_ids"][:max_len]
@@ -209,15 +232,23 @@ def encode_chat(tok: Any, user: str, assistant: str, specials: set[int], max_len
     return Sequence(ids=ids, keep=keep, source=source, chat=True)
 
 
-def make_sequence(tok: Any, text: str, rng: random.Random, cfg: TrainSAEsConfig, specials: set[int],
-                  source: str) -> Sequence:
+def make_sequence(
+    tok: Any, text: str, rng: random.Random, cfg: TrainSAEsConfig, specials: set[int], source: str
+) -> Sequence:
     sents = _split_sentences(text)
     if rng.random() < cfg.chat_frac and len(sents) >= 2:
         # Split at a sentence boundary 25-60 % into the excerpt: the user turn is the opening, the assistant
         # turn continues it, which is the prompt/response layout MUI is measured on.
         cut = min(max(1, round(len(sents) * rng.uniform(0.25, 0.6))), len(sents) - 1)
-        return encode_chat(tok, " ".join(sents[:cut]), " ".join(sents[cut:]), specials, cfg.max_seq_len,
-                           source, keep_system=rng.random() < 0.05)
+        return encode_chat(
+            tok,
+            " ".join(sents[:cut]),
+            " ".join(sents[cut:]),
+            specials,
+            cfg.max_seq_len,
+            source,
+            keep_system=rng.random() < 0.05,
+        )
     return encode_plain(tok, text, specials, cfg.max_seq_len, source)
 
 
@@ -303,7 +334,10 @@ def build_task_split(tok: Any, cfg: TrainSAEsConfig) -> tuple[SplitData | None, 
             if i < len(items[name]):
                 q, a = items[name][i]
                 split.seqs.append(encode_chat(tok, q, a, specials, cfg.max_seq_len, name, keep_system=False))
-    return split, f"GSM8K test + ARC-Challenge test from {SHARED_DATA} (questions + gold answers, chat format)"
+    return (
+        split,
+        f"GSM8K test + ARC-Challenge test from {SHARED_DATA} (questions + gold answers, chat format)",
+    )
 
 
 def save_split(split: SplitData, path: Path) -> None:
@@ -335,7 +369,9 @@ def make_batches(seqs: list[Sequence], max_tokens: int) -> list[list[int]]:
     return batches
 
 
-def pad_batch(seqs: list[Sequence], idx: list[int], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pad_batch(
+    seqs: list[Sequence], idx: list[int], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ids, attention mask, and keep mask (eligible positions)."""
     T = max(len(seqs[i].ids) for i in idx)
     ids = torch.full((len(idx), T), pad_id, dtype=torch.long)
@@ -371,8 +407,10 @@ def capture_split(lm: LoadedModel, split: SplitData, run_dir: Path, cfg: TrainSA
     if prog["batches_done"] >= len(batches):
         return prog
     mode = "r+" if prog["batches_done"] > 0 else "w+"
-    mms = [np.memmap(memmap_path(run_dir, split.name, layer), dtype=np.float16, mode=mode, shape=(N, d))
-           for layer in range(L)]
+    mms = [
+        np.memmap(memmap_path(run_dir, split.name, layer), dtype=np.float16, mode=mode, shape=(N, d))
+        for layer in range(L)
+    ]
     sites = [HOOK_TEMPLATE.format(layer=layer) for layer in range(L)]
     be = get_backend("hf", lm)
     t0 = t_start = time.time()
@@ -391,12 +429,21 @@ def capture_split(lm: LoadedModel, split: SplitData, run_dir: Path, cfg: TrainSA
         if (b + 1) % chunk == 0 or b + 1 == len(batches):
             for m in mms:
                 m.flush()
-            prog = {"batches_done": b + 1, "n_batches": len(batches), "n_tokens": N,
-                    "seconds": prog["seconds"] + time.time() - t0}
+            prog = {
+                "batches_done": b + 1,
+                "n_batches": len(batches),
+                "n_tokens": N,
+                "seconds": prog["seconds"] + time.time() - t0,
+            }
             t0 = time.time()
             atomic_write_json(prog_path, prog)
-            log.info("capture %s: batch %d/%d, %.0f padded tok/s this session", split.name, b + 1, len(batches),
-                     done_tok / max(time.time() - t_start, 1e-9))
+            log.info(
+                "capture %s: batch %d/%d, %.0f padded tok/s this session",
+                split.name,
+                b + 1,
+                len(batches),
+                done_tok / max(time.time() - t_start, 1e-9),
+            )
     return prog
 
 
@@ -467,8 +514,13 @@ def capture_ce_cache(lm: LoadedModel, split: SplitData, run_dir: Path, cfg: Trai
     tmp = path.with_suffix(".tmp")
     torch.save({"ids": ids, "att": att, "keep": keep, "resid": torch.stack(resid)}, tmp)
     os.replace(tmp, path)
-    log.info("ce cache %s: %d sequences, %d tokens, layer-by-layer check max |dlogit| %.1e", split.name,
-             len(seqs), int(att.sum()), err)
+    log.info(
+        "ce cache %s: %d sequences, %d tokens, layer-by-layer check max |dlogit| %.1e",
+        split.name,
+        len(seqs),
+        int(att.sum()),
+        err,
+    )
     return path
 
 
@@ -482,7 +534,7 @@ def batch_iterator(x: torch.Tensor, batch_size: int, seed: int) -> Iterator[torc
     while True:
         perm = torch.randperm(x.shape[0], generator=g)
         for i in range(0, x.shape[0] - batch_size + 1, batch_size):
-            yield x[perm[i: i + batch_size]]
+            yield x[perm[i : i + batch_size]]
 
 
 def sae_metadata(layer: int, cfg: TrainSAEsConfig, hf_id: str, dataset: str) -> dict[str, Any]:
@@ -509,7 +561,11 @@ def train_layer(layer: int, x: torch.Tensor, cfg: TrainSAEsConfig, meta: dict[st
     torch.manual_seed(cfg.seed * 1000 + layer)
     d = x.shape[1]
     sae_cfg = TopKTrainingSAEConfig(
-        d_in=d, d_sae=cfg.width, k=cfg.k, dtype="float32", device="cpu",
+        d_in=d,
+        d_sae=cfg.width,
+        k=cfg.k,
+        dtype="float32",
+        device="cpu",
         apply_b_dec_to_input=True,
         # Residual norms grow ~10x with depth; scaling inputs to norm sqrt(d) lets one lr serve every layer.
         # The trainer folds the factor into the weights at the end, so the saved SAE takes raw activations.
@@ -519,9 +575,15 @@ def train_layer(layer: int, x: torch.Tensor, cfg: TrainSAEsConfig, meta: dict[st
     sae = TopKTrainingSAE(sae_cfg)
     total = cfg.epochs * (x.shape[0] // cfg.batch_size) * cfg.batch_size
     tcfg = SAETrainerConfig(
-        total_training_samples=total, train_batch_size_samples=cfg.batch_size, lr=cfg.lr, lr_end=cfg.lr_end,
-        lr_scheduler_name="cosineannealing", lr_warm_up_steps=cfg.warmup_steps, device="cpu",
-        dead_feature_window=cfg.dead_feature_window, feature_sampling_window=10**9,
+        total_training_samples=total,
+        train_batch_size_samples=cfg.batch_size,
+        lr=cfg.lr,
+        lr_end=cfg.lr_end,
+        lr_scheduler_name="cosineannealing",
+        lr_warm_up_steps=cfg.warmup_steps,
+        device="cpu",
+        dead_feature_window=cfg.dead_feature_window,
+        feature_sampling_window=10**9,
         n_batches_for_norm_estimate=1,
     )
     data = batch_iterator(x, cfg.batch_size, cfg.seed * 1000 + layer)
@@ -539,10 +601,16 @@ def train_layer(layer: int, x: torch.Tensor, cfg: TrainSAEsConfig, meta: dict[st
     trainer.fit()
     secs = time.time() - t0
     sae.save_inference_model(str(ckpt))
-    stats = {"layer": layer, "train_samples": trainer.n_training_samples, "steps": trainer.n_training_steps,
-             "seconds": secs, "samples_per_s": trainer.n_training_samples / secs, "scaling_factor": sf,
-             "train_l0_last_window": sae.cfg.metadata.l0,
-             "train_dead_at_end": sae.cfg.metadata.num_dead_features}
+    stats = {
+        "layer": layer,
+        "train_samples": trainer.n_training_samples,
+        "steps": trainer.n_training_steps,
+        "seconds": secs,
+        "samples_per_s": trainer.n_training_samples / secs,
+        "scaling_factor": sf,
+        "train_l0_last_window": sae.cfg.metadata.l0,
+        "train_dead_at_end": sae.cfg.metadata.num_dead_features,
+    }
     atomic_write_json(ckpt / "train_stats.json", stats)
     return stats
 
@@ -554,7 +622,9 @@ def export_fp16(ckpt: Path, dest: Path) -> None:
 
     dest.mkdir(parents=True, exist_ok=True)
     sd = load_file(str(ckpt / "sae_weights.safetensors"))
-    save_file({k: v.to(torch.float16).contiguous() for k, v in sd.items()}, str(dest / "sae_weights.safetensors"))
+    save_file(
+        {k: v.to(torch.float16).contiguous() for k, v in sd.items()}, str(dest / "sae_weights.safetensors")
+    )
     cfg = json.loads((ckpt / "cfg.json").read_text())
     cfg["metadata"]["weights_storage_dtype"] = "float16"
     atomic_write_text(dest / "cfg.json", json.dumps(cfg, indent=2, sort_keys=True) + "\n")
@@ -572,7 +642,7 @@ def recon_metrics(sae: Any, x: torch.Tensor, chunk: int = 8192) -> dict[str, Any
     sse = tv = cos = l0 = l2r = 0.0
     fires = torch.zeros(sae.cfg.d_sae)
     for i in range(0, n, chunk):
-        xb = x[i: i + chunk]
+        xb = x[i : i + chunk]
         f = sae.encode(xb)
         xh = sae.decode(f)
         sse += float((xb - xh).pow(2).sum())
@@ -582,8 +652,15 @@ def recon_metrics(sae: Any, x: torch.Tensor, chunk: int = 8192) -> dict[str, Any
         act = f > 0
         l0 += float(act.sum())
         fires += act.sum(0).float()
-    return {"n_tokens": n, "l0": l0 / n, "explained_variance": 1 - sse / tv, "mse": sse / (n * x.shape[1]),
-            "cossim": cos / n, "l2_ratio": l2r / n, "_fires": fires}
+    return {
+        "n_tokens": n,
+        "l0": l0 / n,
+        "explained_variance": 1 - sse / tv,
+        "mse": sse / (n * x.shape[1]),
+        "cossim": cos / n,
+        "l2_ratio": l2r / n,
+        "_fires": fires,
+    }
 
 
 @torch.no_grad()
@@ -613,14 +690,21 @@ def ce_metrics(lm: LoadedModel, sae: Any, layer: int, cache: dict) -> dict[str, 
     ce_clean, _ = ce_kl(clean)
     ce_spl, kl_spl = ce_kl(run_from_layer(lm, spliced_h, layer + 1, kw))
     ce_zero, kl_zero = ce_kl(run_from_layer(lm, zero_h, layer + 1, kw))
-    return {"ce_clean": ce_clean, "ce_spliced": ce_spl, "ce_zero_ablation": ce_zero,
-            "ce_loss_score": (ce_zero - ce_spl) / (ce_zero - ce_clean), "kl_spliced": kl_spl,
-            "kl_zero_ablation": kl_zero, "kl_div_score": 1 - kl_spl / kl_zero,
-            "ce_tokens": int(valid.sum())}
+    return {
+        "ce_clean": ce_clean,
+        "ce_spliced": ce_spl,
+        "ce_zero_ablation": ce_zero,
+        "ce_loss_score": (ce_zero - ce_spl) / (ce_zero - ce_clean),
+        "kl_spliced": kl_spl,
+        "kl_zero_ablation": kl_zero,
+        "kl_div_score": 1 - kl_spl / kl_zero,
+        "ce_tokens": int(valid.sum()),
+    }
 
 
-def evaluate_layer(lm: LoadedModel, layer: int, layer_dir: Path, run_dir: Path, splits: list[str],
-                   ce_caches: dict[str, dict]) -> dict[str, Any]:
+def evaluate_layer(
+    lm: LoadedModel, layer: int, layer_dir: Path, run_dir: Path, splits: list[str], ce_caches: dict[str, dict]
+) -> dict[str, Any]:
     """Evaluate the SHIPPED weights (fp16 on disk, loaded by sae-lens as the project's loader will)."""
     from sae_lens import SAE
 
@@ -640,8 +724,11 @@ def evaluate_layer(lm: LoadedModel, layer: int, layer_dir: Path, run_dir: Path, 
         if split in ce_caches:
             m.update(ce_metrics(lm, sae, layer, ce_caches[split]))
         res[split] = m
-    res["all"] = {"n_tokens": n_all, "dead_frac": float((fires == 0).float().mean()),
-                  "dense_frac": float((fires / n_all > 0.1).float().mean())}
+    res["all"] = {
+        "n_tokens": n_all,
+        "dead_frac": float((fires == 0).float().mean()),
+        "dense_frac": float((fires / n_all > 0.1).float().mean()),
+    }
     return res
 
 
@@ -653,33 +740,65 @@ def _median(v: list[float]) -> float:
     return float(np.median(v)) if v else float("nan")
 
 
-def write_bundle(out: Path, cfg: TrainSAEsConfig, lm: LoadedModel, layers: list[int], evals: dict[int, dict],
-                 train_stats: dict[int, dict], info: dict, planned: list[int]) -> dict:
+def write_bundle(
+    out: Path,
+    cfg: TrainSAEsConfig,
+    lm: LoadedModel,
+    layers: list[int],
+    evals: dict[int, dict],
+    train_stats: dict[int, dict],
+    info: dict,
+    planned: list[int],
+) -> dict:
     import sae_lens
     import transformers
 
     saes = []
     for layer in layers:
         ld = out / f"layer_{layer:02d}"
-        saes.append({
-            "layer": layer, "hook_name": HOOK_TEMPLATE.format(layer=layer), "path": ld.name,
-            "architecture": "topk", "d_in": lm.d_model, "d_sae": cfg.width, "k": cfg.k,
-            "files": {f: sha256_file(ld / f) for f in ("cfg.json", "sae_weights.safetensors")},
-        })
-    versions = {"sae_lens": sae_lens.__version__, "torch": torch.__version__,
-                "transformers": transformers.__version__, "python": platform.python_version()}
+        saes.append(
+            {
+                "layer": layer,
+                "hook_name": HOOK_TEMPLATE.format(layer=layer),
+                "path": ld.name,
+                "architecture": "topk",
+                "d_in": lm.d_model,
+                "d_sae": cfg.width,
+                "k": cfg.k,
+                "files": {f: sha256_file(ld / f) for f in ("cfg.json", "sae_weights.safetensors")},
+            }
+        )
+    versions = {
+        "sae_lens": sae_lens.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
     training = {
         "architecture": "topk (sae-lens TopKTrainingSAE, rescale_acts_by_decoder_norm, aux-k loss)",
         "trainer": "sae_lens.training.sae_trainer.SAETrainer",
-        "width": cfg.width, "k": cfg.k, "train_tokens_per_layer": info["train_tokens"],
-        "train_tokens_requested": cfg.train_tokens, "epochs": cfg.epochs,
-        "batch_size": cfg.batch_size, "lr": cfg.lr, "lr_end": cfg.lr_end, "lr_scheduler": "cosineannealing",
-        "warmup_steps": cfg.warmup_steps, "dead_feature_window": cfg.dead_feature_window,
+        "width": cfg.width,
+        "k": cfg.k,
+        "train_tokens_per_layer": info["train_tokens"],
+        "train_tokens_requested": cfg.train_tokens,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "lr": cfg.lr,
+        "lr_end": cfg.lr_end,
+        "lr_scheduler": "cosineannealing",
+        "warmup_steps": cfg.warmup_steps,
+        "dead_feature_window": cfg.dead_feature_window,
         "normalize_activations": "expected_average_only_in (folded into the weights)",
         "b_dec_init": "scaled mean of 32k training activations",
-        "seed": cfg.seed, "corpus": info["corpus"], "split": info["split"], "task_eval": info["task_eval"],
-        "capture": info["capture"], "weights_dtype": "float16 (cfg dtype float32: upcast on load)",
-        "wall_seconds": info["wall_seconds"], "machine": MACHINE, "versions": versions,
+        "seed": cfg.seed,
+        "corpus": info["corpus"],
+        "split": info["split"],
+        "task_eval": info["task_eval"],
+        "capture": info["capture"],
+        "weights_dtype": "float16 (cfg dtype float32: upcast on load)",
+        "wall_seconds": info["wall_seconds"],
+        "machine": MACHINE,
+        "versions": versions,
     }
     manifest = {
         "format": "saemui-sae-bundle/1",
@@ -696,40 +815,73 @@ def write_bundle(out: Path, cfg: TrainSAEsConfig, lm: LoadedModel, layers: list[
     for layer in layers:
         e, t = evals[layer], train_stats[layer]
         c, k = e["eval_corpus"], e.get("eval_task")
-        rows.append({
-            "layer": layer,
-            "fve_corpus": c["explained_variance"], "l0_corpus": c["l0"], "mse_corpus": c["mse"],
-            "cossim_corpus": c["cossim"], "ce_loss_score_corpus": c.get("ce_loss_score"),
-            "kl_spliced_corpus": c.get("kl_spliced"), "kl_div_score_corpus": c.get("kl_div_score"),
-            "fve_task": k["explained_variance"] if k else None, "l0_task": k["l0"] if k else None,
-            "mse_task": k["mse"] if k else None, "cossim_task": k["cossim"] if k else None,
-            "ce_loss_score_task": k.get("ce_loss_score") if k else None,
-            "kl_spliced_task": k.get("kl_spliced") if k else None,
-            # CE increase in nats: the score alone flatters early layers, where zero ablation is catastrophic.
-            "ce_delta_corpus": c["ce_spliced"] - c["ce_clean"] if "ce_spliced" in c else None,
-            "ce_delta_task": k["ce_spliced"] - k["ce_clean"] if k and "ce_spliced" in k else None,
-            "dead_frac": e["all"]["dead_frac"], "dense_frac": e["all"]["dense_frac"],
-            "train_seconds": t["seconds"], "train_samples_per_s": t["samples_per_s"],
-        })
+        rows.append(
+            {
+                "layer": layer,
+                "fve_corpus": c["explained_variance"],
+                "l0_corpus": c["l0"],
+                "mse_corpus": c["mse"],
+                "cossim_corpus": c["cossim"],
+                "ce_loss_score_corpus": c.get("ce_loss_score"),
+                "kl_spliced_corpus": c.get("kl_spliced"),
+                "kl_div_score_corpus": c.get("kl_div_score"),
+                "fve_task": k["explained_variance"] if k else None,
+                "l0_task": k["l0"] if k else None,
+                "mse_task": k["mse"] if k else None,
+                "cossim_task": k["cossim"] if k else None,
+                "ce_loss_score_task": k.get("ce_loss_score") if k else None,
+                "kl_spliced_task": k.get("kl_spliced") if k else None,
+                # CE increase in nats: the score alone flatters early layers, where zero ablation is catastrophic.
+                "ce_delta_corpus": c["ce_spliced"] - c["ce_clean"] if "ce_spliced" in c else None,
+                "ce_delta_task": k["ce_spliced"] - k["ce_clean"] if k and "ce_spliced" in k else None,
+                "dead_frac": e["all"]["dead_frac"],
+                "dense_frac": e["all"]["dense_frac"],
+                "train_seconds": t["seconds"],
+                "train_samples_per_s": t["samples_per_s"],
+            }
+        )
 
     def col(name: str) -> list[float]:
         return [r[name] for r in rows if r[name] is not None]
 
-    summary = {"n_layers": len(rows), "n_layers_planned": len(planned),
-               "missing_layers": sorted(set(planned) - set(layers))}
-    for name in ("fve_corpus", "fve_task", "l0_corpus", "l0_task", "ce_loss_score_corpus", "ce_loss_score_task",
-                 "kl_spliced_corpus", "kl_spliced_task", "ce_delta_corpus", "ce_delta_task", "dead_frac",
-                 "dense_frac"):
+    summary = {
+        "n_layers": len(rows),
+        "n_layers_planned": len(planned),
+        "missing_layers": sorted(set(planned) - set(layers)),
+    }
+    for name in (
+        "fve_corpus",
+        "fve_task",
+        "l0_corpus",
+        "l0_task",
+        "ce_loss_score_corpus",
+        "ce_loss_score_task",
+        "kl_spliced_corpus",
+        "kl_spliced_task",
+        "ce_delta_corpus",
+        "ce_delta_task",
+        "dead_frac",
+        "dense_frac",
+    ):
         v = col(name)
         if v:
             summary[f"median_{name}"] = _median(v)
             summary[f"min_{name}"] = float(min(v))
             summary[f"max_{name}"] = float(max(v))
-    targets = {"median_fve_ge_0.8": summary.get("median_fve_corpus", 0) >= 0.8,
-               "l0_le_64": all(v <= 64 for v in col("l0_corpus")),
-               "layers_ce_recovered_ge_0.85": sum(v >= 0.85 for v in col("ce_loss_score_corpus"))}
-    card = {"name": out.name, "model": manifest["model"], "summary": summary, "targets": targets,
-            "layers": rows, "evaluation": info["evaluation"], "training": training}
+    targets = {
+        "median_fve_ge_0.8": summary.get("median_fve_corpus", 0) >= 0.8,
+        "l0_le_64": all(v <= 64 for v in col("l0_corpus")),
+        "layers_ce_recovered_ge_0.85": sum(v >= 0.85 for v in col("ce_loss_score_corpus")),
+    }
+    card = {
+        "name": out.name,
+        "model": manifest["model"],
+        "summary": summary,
+        "targets": targets,
+        "layers": rows,
+        "evaluation": info["evaluation"],
+        "training": training,
+    }
     atomic_write_json(out / "card.json", card)
     atomic_write_text(out / "card.md", render_card_md(card))
     return manifest
@@ -775,8 +927,15 @@ def render_card_md(card: dict) -> str:
         f"**{card['targets']['l0_le_64']}**; layers with CE loss recovered ≥ 0.85 (corpus): "
         f"**{card['targets']['layers_ce_recovered_ge_0.85']} / {s['n_layers']}**.",
         "",
-        *([f"**Partial bundle: {s['n_layers']} of {s['n_layers_planned']} planned layers finished; missing "
-            f"{s['missing_layers']}. Re-run the command below to resume.**", ""] if s["missing_layers"] else []),
+        *(
+            [
+                f"**Partial bundle: {s['n_layers']} of {s['n_layers_planned']} planned layers finished; missing "
+                f"{s['missing_layers']}. Re-run the command below to resume.**",
+                "",
+            ]
+            if s["missing_layers"]
+            else []
+        ),
         "## Per layer",
         "",
         "| layer | FVE corpus | FVE task | L0 corpus | L0 task | CE rec. corpus | CE rec. task | ΔCE corpus | "
@@ -789,7 +948,8 @@ def render_card_md(card: dict) -> str:
             f"{_f(r['l0_task'], 1)} | {_f(r['ce_loss_score_corpus'])} | {_f(r['ce_loss_score_task'])} | "
             f"{_f(r['ce_delta_corpus'])} | {_f(r['ce_delta_task'])} | "
             f"{_f(r['kl_spliced_corpus'])} | {_f(r['kl_spliced_task'])} | {_f(r['dead_frac'])} | "
-            f"{_f(r['dense_frac'])} | {r['train_seconds']:.0f} |")
+            f"{_f(r['dense_frac'])} | {r['train_seconds']:.0f} |"
+        )
     ev = card["evaluation"]
     lines += [
         "",
@@ -809,7 +969,9 @@ def render_card_md(card: dict) -> str:
         f"inputs scaled to norm √d during training (factor folded into the weights), seed {t['seed']}. "
         f"Weights stored in fp16; `cfg.json` says float32 so `SAE.load_from_disk` upcasts.",
         "",
-        f"Machine: {t['machine']}. Versions: " + ", ".join(f"{k} {v}" for k, v in t["versions"].items()) + ".",
+        f"Machine: {t['machine']}. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in t["versions"].items())
+        + ".",
         "",
         "Wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in ws.items()) + ".",
         "",
@@ -830,13 +992,17 @@ def parse_args(argv: list[str] | None = None) -> TrainSAEsConfig:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=d.model)
     p.add_argument("--out", default=d.out, help="bundle directory, e.g. saes/<bundle-name>")
-    p.add_argument("--workdir", default=d.workdir, help="cache outside the repository (wheel, activations, ckpts)")
+    p.add_argument(
+        "--workdir", default=d.workdir, help="cache outside the repository (wheel, activations, ckpts)"
+    )
     p.add_argument("--width", type=int, default=d.width)
     p.add_argument("--k", type=int, default=d.k)
     p.add_argument("--train-tokens", type=int, default=d.train_tokens)
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--eval-tokens", type=int, default=d.eval_tokens, help="held-out corpus tokens")
-    p.add_argument("--task-eval-tokens", type=int, default=d.task_eval_tokens, help="held-out GSM8K+ARC tokens")
+    p.add_argument(
+        "--task-eval-tokens", type=int, default=d.task_eval_tokens, help="held-out GSM8K+ARC tokens"
+    )
     p.add_argument("--ce-seqs", type=int, default=d.ce_seqs, help="sequences per eval set for CE/KL")
     p.add_argument("--layers", default=None, help="e.g. 0,5,10 or 0-3 (default: all)")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -852,15 +1018,31 @@ def parse_args(argv: list[str] | None = None) -> TrainSAEsConfig:
         for part in a.layers.split(","):
             lo, _, hi = part.partition("-")
             layers += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-    return TrainSAEsConfig(model=a.model, out=a.out, workdir=a.workdir, width=a.width, k=a.k,
-                           train_tokens=a.train_tokens, epochs=a.epochs, eval_tokens=a.eval_tokens,
-                           task_eval_tokens=a.task_eval_tokens, ce_seqs=a.ce_seqs, layers=layers, seed=a.seed,
-                           batch_size=a.batch_size, lr=a.lr, lr_end=a.lr_end,
-                           dead_feature_window=a.dead_feature_window, threads=a.threads)
+    return TrainSAEsConfig(
+        model=a.model,
+        out=a.out,
+        workdir=a.workdir,
+        width=a.width,
+        k=a.k,
+        train_tokens=a.train_tokens,
+        epochs=a.epochs,
+        eval_tokens=a.eval_tokens,
+        task_eval_tokens=a.task_eval_tokens,
+        ce_seqs=a.ce_seqs,
+        layers=layers,
+        seed=a.seed,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        lr_end=a.lr_end,
+        dead_feature_window=a.dead_feature_window,
+        threads=a.threads,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
+    )
     cfg = parse_args(argv)
     torch.set_num_threads(max(1, cfg.threads))
     workdir = Path(cfg.workdir).expanduser()
@@ -890,14 +1072,21 @@ def main(argv: list[str] | None = None) -> int:
         save_split(held, run_dir / "split_eval_corpus.json")
         if task is not None:
             save_split(task, run_dir / "split_eval_task.json")
-        cinfo |= {"wheel_sha256": sha256_file(wheel), "task_note": task_note,
-                  "train_tokens": train.n_tokens, "eval_corpus_tokens": held.n_tokens,
-                  "eval_task_tokens": task.n_tokens if task else 0, "task_sequences": len(task.seqs) if task else 0}
+        cinfo |= {
+            "wheel_sha256": sha256_file(wheel),
+            "task_note": task_note,
+            "train_tokens": train.n_tokens,
+            "eval_corpus_tokens": held.n_tokens,
+            "eval_task_tokens": task.n_tokens if task else 0,
+            "task_sequences": len(task.seqs) if task else 0,
+        }
         atomic_write_json(meta_path, cinfo)
         add_time("corpus", time.time() - t0)
     cinfo = json.loads(meta_path.read_text())
-    splits = {"train": load_split(run_dir / "split_train.json"),
-              "eval_corpus": load_split(run_dir / "split_eval_corpus.json")}
+    splits = {
+        "train": load_split(run_dir / "split_train.json"),
+        "eval_corpus": load_split(run_dir / "split_eval_corpus.json"),
+    }
     if (run_dir / "split_eval_task.json").is_file():
         splits["eval_task"] = load_split(run_dir / "split_eval_task.json")
     log.info("corpus: %s", json.dumps(cinfo))
@@ -907,38 +1096,53 @@ def main(argv: list[str] | None = None) -> int:
         prog = capture_split(lm, sp, run_dir, cfg)
         times["capture_" + name] = prog["seconds"]
     t0 = time.time()
-    ce_paths = {n: capture_ce_cache(lm, splits[n], run_dir, cfg) for n in ("eval_corpus", "eval_task")
-                if n in splits and cfg.ce_seqs > 0}
+    ce_paths = {
+        n: capture_ce_cache(lm, splits[n], run_dir, cfg)
+        for n in ("eval_corpus", "eval_task")
+        if n in splits and cfg.ce_seqs > 0
+    }
     ce_caches = {n: torch.load(p) for n, p in ce_paths.items()}  # ~0.3 GB each: load once, not per layer
     if "ce_cache" not in times:
         add_time("ce_cache", time.time() - t0)
 
     hf_id = lm.hf_id
-    dataset = ("OpenWebText + Wikipedia excerpts from PyPI evals==3.0.1.post1 "
-               "(evals/registry/data/schelling_point/{owt_5,wikipedia_5}.jsonl), ~half in chat format")
+    dataset = (
+        "OpenWebText + Wikipedia excerpts from PyPI evals==3.0.1.post1 "
+        "(evals/registry/data/schelling_point/{owt_5,wikipedia_5}.jsonl), ~half in chat format"
+    )
     eval_splits = [s for s in ("eval_corpus", "eval_task") if s in splits]
     # Bundle description (times is updated in place, so every rewrite carries the current wall times).
     info = {
         "train_tokens": cinfo["train_tokens"],
-        "corpus": (f"{dataset}; sha256 of the wheel {cinfo['wheel_sha256']}; {cinfo['train_sequences']} training "
-                   f"sequences ({cinfo['train_chat_sequences']} in chat format, "
-                   f"{cinfo['train_sequences_from_shuffled_variants']} from sentence-shuffled variants of training "
-                   f"documents). Licences: {CORPUS_LICENCES['owt']}; {CORPUS_LICENCES['wikipedia']}."),
-        "split": (f"by document: per source a random.Random({cfg.seed}) permutation of the 1,000 rows; the first "
-                  f"{cfg.heldout_frac:.0%} ({cinfo['heldout_documents']}) are held out and never trained on; "
-                  "evaluation uses the natural-order excerpt (key \"0\") of held-out documents"),
+        "corpus": (
+            f"{dataset}; sha256 of the wheel {cinfo['wheel_sha256']}; {cinfo['train_sequences']} training "
+            f"sequences ({cinfo['train_chat_sequences']} in chat format, "
+            f"{cinfo['train_sequences_from_shuffled_variants']} from sentence-shuffled variants of training "
+            f"documents). Licences: {CORPUS_LICENCES['owt']}; {CORPUS_LICENCES['wikipedia']}."
+        ),
+        "split": (
+            f"by document: per source a random.Random({cfg.seed}) permutation of the 1,000 rows; the first "
+            f"{cfg.heldout_frac:.0%} ({cinfo['heldout_documents']}) are held out and never trained on; "
+            'evaluation uses the natural-order excerpt (key "0") of held-out documents'
+        ),
         "task_eval": cinfo["task_note"],
-        "capture": ("saemui.capture HF backend, one forward per batch for all layers, fp32 model; dropped: pad, "
-                    "special tokens (ids " + str(sorted(special_ids(lm.tokenizer))) + "), position 0, and the "
-                    "default system turn in 95 % of chat sequences (identical in every sequence); activations "
-                    "stored fp16"),
-        "evaluation": {"description": (
-            f"{cinfo['eval_corpus_tokens']:,} held-out corpus tokens and {cinfo['eval_task_tokens']:,} task tokens "
-            f"(same token filter as training). CE/KL: first {cfg.ce_seqs} sequences of each eval set, "
-            "reconstruction spliced at the SAE's layer on filtered positions only, next-token CE over all real "
-            "tokens; ce_loss_score = (CE_zero - CE_spliced)/(CE_zero - CE_clean) with zero ablation of the same "
-            "positions; measured with the shipped fp16 weights."),
-            "eval_corpus_tokens": cinfo["eval_corpus_tokens"], "eval_task_tokens": cinfo["eval_task_tokens"]},
+        "capture": (
+            "saemui.capture HF backend, one forward per batch for all layers, fp32 model; dropped: pad, "
+            "special tokens (ids " + str(sorted(special_ids(lm.tokenizer))) + "), position 0, and the "
+            "default system turn in 95 % of chat sequences (identical in every sequence); activations "
+            "stored fp16"
+        ),
+        "evaluation": {
+            "description": (
+                f"{cinfo['eval_corpus_tokens']:,} held-out corpus tokens and {cinfo['eval_task_tokens']:,} task tokens "
+                f"(same token filter as training). CE/KL: first {cfg.ce_seqs} sequences of each eval set, "
+                "reconstruction spliced at the SAE's layer on filtered positions only, next-token CE over all real "
+                "tokens; ce_loss_score = (CE_zero - CE_spliced)/(CE_zero - CE_clean) with zero ablation of the same "
+                "positions; measured with the shipped fp16 weights."
+            ),
+            "eval_corpus_tokens": cinfo["eval_corpus_tokens"],
+            "eval_task_tokens": cinfo["eval_task_tokens"],
+        },
         "wall_seconds": times,
     }
     evals: dict[int, dict] = {}
@@ -951,8 +1155,14 @@ def main(argv: list[str] | None = None) -> int:
             st = train_layer(layer, x, cfg, sae_metadata(layer, cfg, hf_id, dataset), ck)
             del x
             add_time("train", st["seconds"])
-            log.info("layer %d trained: %.0f s, %.0f samples/s, train L0 %.1f, dead %s", layer, st["seconds"],
-                     st["samples_per_s"], st["train_l0_last_window"] or -1, st["train_dead_at_end"])
+            log.info(
+                "layer %d trained: %.0f s, %.0f samples/s, train L0 %.1f, dead %s",
+                layer,
+                st["seconds"],
+                st["samples_per_s"],
+                st["train_l0_last_window"] or -1,
+                st["train_dead_at_end"],
+            )
         train_stats[layer] = json.loads((ck / "train_stats.json").read_text())
         dest = out / f"layer_{layer:02d}"
         ev_path = ck / "eval.json"
@@ -966,11 +1176,17 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_json(ev_path, ev)
             add_time("eval", time.time() - t0)
             c = ev["eval_corpus"]
-            log.info("layer %d eval: FVE %.3f L0 %.1f CE rec %.3f KL %.4f | task FVE %s dead %.3f dense %.3f",
-                     layer, c["explained_variance"], c["l0"], c.get("ce_loss_score", float("nan")),
-                     c.get("kl_spliced", float("nan")),
-                     f"{ev['eval_task']['explained_variance']:.3f}" if "eval_task" in ev else "-",
-                     ev["all"]["dead_frac"], ev["all"]["dense_frac"])
+            log.info(
+                "layer %d eval: FVE %.3f L0 %.1f CE rec %.3f KL %.4f | task FVE %s dead %.3f dense %.3f",
+                layer,
+                c["explained_variance"],
+                c["l0"],
+                c.get("ce_loss_score", float("nan")),
+                c.get("kl_spliced", float("nan")),
+                f"{ev['eval_task']['explained_variance']:.3f}" if "eval_task" in ev else "-",
+                ev["all"]["dead_frac"],
+                ev["all"]["dense_frac"],
+            )
         if not (dest / "sae_weights.safetensors").is_file():
             if not (exp / "sae_weights.safetensors").is_file():
                 export_fp16(ck, exp)

@@ -26,12 +26,24 @@ def test_bench_smoke_main_and_paper_cases(tmp_path):
 
     text = tmp_path / "samples.jsonl"
     write_samples(
-        text, [Sample(f"What is {i} + {i}?", f"The sum of {i} and {i} is {2 * i}.", id=str(i)) for i in range(8)]
+        text,
+        [Sample(f"What is {i} + {i}?", f"The sum of {i} and {i} is {2 * i}.", id=str(i)) for i in range(8)],
     )
     out = tmp_path / "bench.json"
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
     cmd = [sys.executable, str(REPO / "scripts" / "bench_mui.py"), "--smoke", "--cases", "main,paper"]
-    cmd += ["--model", str(model), "--saes", str(saes), "--out", str(out), "--threads", "1", "--samples", str(text)]
+    cmd += [
+        "--model",
+        str(model),
+        "--saes",
+        str(saes),
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--samples",
+        str(text),
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
     res = json.loads(out.read_text())

@@ -451,7 +451,9 @@ def subset_analysis(
         ids = recs[0]["ids"]
         bad = [r["model"] for r in recs if r["ids"] != ids]
         if bad:
-            raise SaemuiError(f"task {task}: models {bad} were evaluated on other items than {recs[0]['model']}")
+            raise SaemuiError(
+                f"task {task}: models {bad} were evaluated on other items than {recs[0]['model']}"
+            )
         if len(recs) < 2:
             continue
         acc = np.array([r["correct"] for r in recs], dtype=float)
