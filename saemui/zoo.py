@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from saemui.errors import SaemuiError
-from saemui.io import atomic_write_bytes, atomic_write_json
+from saemui.io import atomic_write_bytes, atomic_write_compact_json, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -1195,7 +1195,7 @@ def _run_stages(
                     root_dir / "generations" / f"{m.name}__{t.name}__{generation_key(spec, m, t)}.jsonl"
                 )
                 record, timing = evaluate(spec, m, t, lm, gen_cache, progress)
-                atomic_write_json(s.record, record)
+                atomic_write_compact_json(s.record, record)
                 if not (results / "items" / f"{t.name}.json").is_file():
                     write_items_file(spec, t, results)
                 atomic_write_json(

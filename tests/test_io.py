@@ -116,3 +116,20 @@ def test_written_files_get_normal_permissions(tmp_path):
         assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
     finally:
         os.umask(old)
+
+
+def test_compact_json_roundtrips_and_keeps_scalar_lists_on_one_line():
+    import json
+
+    from saemui.io import compact_json
+
+    obj = {
+        "a": [1, 2, 3],
+        "nested": {"sets": [[4, 5], [], [6]], "empty": {}, "none": None, "s": 'é"x'},
+        "rows": [{"k": 1.5, "flags": [True, False]}],
+        "t": [],
+    }
+    text = compact_json(obj)
+    assert json.loads(text) == obj
+    assert '"a": [1, 2, 3]' in text and "[4, 5]" in text and '"flags": [true, false]' in text
+    assert text.count("\n") < json.dumps(obj, indent=2).count("\n")
