@@ -235,6 +235,10 @@ def reproduce_summary(results: Path | None, out: Path, n_boot: int = 2000) -> li
         res = az.contamination_analysis(df)
         sc = res["scores"]
         pos = sc[sc["contaminated"]]
+        if pos.empty or len(pos) == len(sc):
+            raise SaemuiError(
+                f"AUROC needs contaminated and clean points; got {len(pos)} of {len(sc)} contaminated"
+            )
         info["contamination"] = {
             "auroc": res["auroc"],
             "positives": pos.to_dict(orient="records"),
