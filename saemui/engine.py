@@ -104,6 +104,8 @@ class RunConfig:
         KeyRule.parse(out.threshold)  # validate now, before any model is loaded
         if out.alignment not in ("response", "predicting"):
             raise SaemuiError(f"alignment {out.alignment!r} unknown (expected 'response' or 'predicting')")
+        if out.padding_side not in ("right", "left"):
+            raise SaemuiError(f"padding side {out.padding_side!r} unknown (expected right or left)")
         return out
 
 
@@ -264,8 +266,6 @@ def compute_mui(
         return _Group([MLPNeurons(lm, lay, cfg.neuron_site) for lay in layers])
 
     encoded = encode_samples(lm.tokenizer, samples, cfg.alignment, cfg.prompt_format, cfg.max_length)
-    if cfg.padding_side not in ("right", "left"):
-        raise SaemuiError(f"padding side {cfg.padding_side!r} unknown (expected right or left)")
     # Only the plan (sample positions per batch) is kept; tensors are built per batch when it runs.
     batches = plan_batches(encoded, cfg.max_batch_tokens, cfg.max_batch_size)
     backend = get_backend(cfg.backend, lm)

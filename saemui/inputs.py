@@ -14,7 +14,7 @@ Special tokens (BOS, EOS, chat markers, pads) are never scored, nor targets.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,22 +170,9 @@ def plan_batches(
     return plan
 
 
-def make_batches(
-    encoded: Sequence[Encoded],
-    pad_id: int,
-    max_batch_tokens: int = 4096,
-    max_batch_size: int = 32,
-    padding_side: str = "right",
-    device: str | torch.device = "cpu",
-) -> Iterator[Batch]:
-    """Collate the planned batches one at a time (tensors exist only for the batch being processed)."""
-    if padding_side not in ("right", "left"):
-        raise SaemuiError(f"padding side {padding_side!r} unknown (expected right or left)")
-    for idx in plan_batches(encoded, max_batch_tokens, max_batch_size):
-        yield collate([encoded[i] for i in idx], pad_id, padding_side, device)
-
-
 def collate(group: list[Encoded], pad_id: int, padding_side: str = "right", device="cpu") -> Batch:
+    """One batch's tensors from encoded samples (a :func:`plan_batches` group); ``padding_side`` "right" or
+    "left" (validated by ``RunConfig.resolved``)."""
     B, T = len(group), max(len(e.ids) for e in group)
     ids = torch.full((B, T), pad_id, dtype=torch.long)
     mask = torch.zeros((B, T), dtype=torch.long)

@@ -313,27 +313,26 @@ def _token_counts(lm, samples, cfg) -> dict:
 def limit_pass(lm, samples, cfg, device: str) -> dict:
     """Forward + encode, nothing else: the same tokenization, batches, SAE loading and streaming as saemui."""
     from saemui.capture import get_backend
-    from saemui.inputs import encode_samples, make_batches
+    from saemui.inputs import collate, encode_samples, plan_batches
     from saemui.saes import open_suite
 
     c = cfg.resolved()
     t0 = time.perf_counter()
     suite = open_suite(c.saes)
     enc = encode_samples(lm.tokenizer, samples, c.alignment, c.prompt_format, c.max_length)
-    batches = list(
-        make_batches(
-            enc, lm.tokenizer.pad_token_id, c.max_batch_tokens, c.max_batch_size, c.padding_side, device
-        )
-    )
+    # as the engine does: a plan up front, each batch's tensors built when it runs
+    plan = plan_batches(enc, c.max_batch_tokens, c.max_batch_size)
     backend = get_backend(c.backend, lm)
     size = c.sae_group_size or len(suite.entries)
     t_loop = 0.0
-    for i in range(0, len(suite.entries), size):
+    for first in range(0, len(suite.entries), size):
         saes = {
-            e.hook_name: e.load(device, c.sae_dtype or "float32", True) for e in suite.entries[i : i + size]
+            e.hook_name: e.load(device, c.sae_dtype or "float32", True)
+            for e in suite.entries[first : first + size]
         }
-        for batch in batches:
+        for idx in plan:
             tb = time.perf_counter()
+            batch = collate([enc[i] for i in idx], lm.tokenizer.pad_token_id, c.padding_side, device)
 
             def on_act(site: str, acts_BTD: torch.Tensor, batch=batch, saes=saes) -> None:
                 sae = saes[site]
@@ -406,7 +405,7 @@ def paper_pass(lm, samples, spec: dict, device: str, workdir: Path) -> dict:
     t_fwd = t_enc = t_rec = 0.0
     n_records = 0
     for e, s in zip(enc, samples):
-        ids = torch.tensor([e.ids], device=device)
+        ids = torch.as_tensor(e.ids, dtype=torch.long, device=device)[None]
         cache: dict[int, torch.Tensor] = {}
         hooks = [
             blocks[layer].register_forward_hook(

@@ -9,6 +9,7 @@ from helpers import save_synthetic_sae
 from reference import ref_keys, ref_mui
 
 from saemui.engine import RunConfig, compute_mui
+from saemui.errors import SaemuiError
 from saemui.inputs import encode_samples, special_ids
 from saemui.records import Sample
 
@@ -247,3 +248,12 @@ def test_finished_sae_groups_are_freed_before_the_next_loads(tiny_llama, tmp_pat
     finally:
         gc.enable()
     assert len(loaded) == 3 and max(alive_during) == 1 and alive_after == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [("padding_side", "middle", "padding side 'middle'"), ("alignment", "both", "alignment 'both'")],
+)
+def test_config_fields_refused_before_any_model_work(field, value, match):
+    with pytest.raises(SaemuiError, match=match):
+        RunConfig(units="neurons", **{field: value}).resolved()
