@@ -179,18 +179,23 @@ def collate(group: list[Encoded], pad_id: int, padding_side: str = "right", devi
     flat, seg, tgt = [], [], []
     for b, e in enumerate(group):
         off = T - len(e.ids) if padding_side == "left" else 0
-        ids[b, off : off + len(e.ids)] = torch.tensor(e.ids)
+        ids[b, off : off + len(e.ids)] = torch.from_numpy(e.ids)
         mask[b, off : off + len(e.ids)] = 1
-        flat.extend(b * T + off + p for p in e.score_pos)
-        seg.extend([b] * len(e.score_pos))
-        tgt.extend(e.target)
+        # whole arrays, not per-element Python loops over numpy scalars
+        flat.append(e.score_pos.astype(np.int64) + (b * T + off))
+        seg.append(np.full(len(e.score_pos), b, dtype=np.int64))
+        tgt.append(e.target)
     pos = (mask.cumsum(1) - 1).clamp(min=0)
+
+    def cat(parts: list[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate(parts).astype(np.int64)).to(device)
+
     return Batch(
         input_ids_BT=ids.to(device),
         attention_mask_BT=mask.to(device),
         position_ids_BT=pos.to(device),
-        flat_N=torch.tensor(flat, dtype=torch.long, device=device),
-        seg_N=torch.tensor(seg, dtype=torch.long, device=device),
-        target_N=torch.tensor(tgt, dtype=torch.long, device=device),
+        flat_N=cat(flat),
+        seg_N=cat(seg),
+        target_N=cat(tgt),
         sample_index=[e.index for e in group],
     )
