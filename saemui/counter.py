@@ -106,6 +106,20 @@ class UtilizationCounter:
         units = np.concatenate(chunks).astype(np.int32) if chunks else np.zeros(0, np.int32)
         return indptr, units
 
+    def arrays(self, n_samples: int) -> dict[str, np.ndarray]:
+        """The counter as a result's ``arrays.npz``: union, counts and, when kept, the per-sample sets as CSR."""
+        indptr, units = (
+            self.sets_csr(n_samples) if self.keep_sets else (np.zeros(0, np.int64), np.zeros(0, np.int32))
+        )
+        return {
+            "union_LU": self.union_LU.cpu().numpy(),
+            "fire_LU": self.fire_LU.cpu().numpy(),
+            "keyfreq_LU": self.keyfreq_LU.cpu().numpy(),
+            "n_tokens_L": self.n_tokens_L.cpu().numpy(),
+            "set_indptr": indptr,
+            "set_units": units,
+        }
+
     def state_dict(self) -> dict:
         return {
             "layers": list(self.layers),

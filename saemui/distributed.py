@@ -52,11 +52,9 @@ def counter_from_result(result: MUIResult, index: Sequence[int] | None = None) -
     c.n_tokens_L = torch.from_numpy(np.asarray(a["n_tokens_L"], dtype=np.int64).copy())
     c.samples_seen = set(index)
     if keep_sets:
-        ip, units = a["set_indptr"], a["set_units"]
-        L = len(c.layers)
         for s, g in enumerate(index):
-            for r in range(L):
-                c.sets[(g, r)] = units[ip[s * L + r] : ip[s * L + r + 1]]
+            for r, units in enumerate(result.sample_sets(s)):
+                c.sets[(g, r)] = units
     return c
 
 
@@ -157,17 +155,7 @@ def gather_result(local: MUIResult, index: Sequence[int], group=None) -> MUIResu
         timings, dict(local.run_info.get("timing") or {}, n_samples=len(index)), group=group
     )
 
-    indptr, units = (
-        counter.sets_csr(n) if counter.keep_sets else (np.zeros(0, np.int64), np.zeros(0, np.int32))
-    )
-    arrays = {
-        "union_LU": counter.union_LU.cpu().numpy(),
-        "fire_LU": counter.fire_LU.cpu().numpy(),
-        "keyfreq_LU": counter.keyfreq_LU.cpu().numpy(),
-        "n_tokens_L": counter.n_tokens_L.numpy(),
-        "set_indptr": indptr,
-        "set_units": units,
-    }
+    arrays = counter.arrays(n)
     s = dict(local.summary)
     labelled = [r for r in all_rows if r.get("correct") is not None]
     s.update(
@@ -190,8 +178,6 @@ def gather_result(local: MUIResult, index: Sequence[int], group=None) -> MUIResu
             },
         }
     )
-    s.pop("mui_correct", None)
-    s.pop("n_correct", None)
     # Timing varies between identical runs, so it goes to run.json, never into the deterministic summary.
     run_info = dict(local.run_info)
     run_info["timing"] = {
@@ -200,9 +186,5 @@ def gather_result(local: MUIResult, index: Sequence[int], group=None) -> MUIResu
         "note": "wall-clock per rank; the run's wall time is the slowest rank",
     }
     out = MUIResult(s, arrays, all_rows, run_info)
-    if counter.keep_sets and labelled:
-        correct = [r["index"] for r in all_rows if r.get("correct")]
-        s["mui_correct"] = out.subset_mui(correct) if correct else None
-        if correct:
-            s["n_correct"] = len(correct)
+    out.set_mui_correct()
     return out

@@ -500,8 +500,8 @@ def _build_result(
     lm, samples, encoded, cfg, rule, suite, counter, health, n_tok, elapsed, t_fwd
 ) -> MUIResult:
     L = len(counter.layers)
-    fire = counter.fire_LU.cpu().numpy()
-    n_tokens_L = counter.n_tokens_L.numpy()
+    arrays = counter.arrays(len(samples))
+    fire, n_tokens_L = arrays["fire_LU"], arrays["n_tokens_L"]
     per_layer_health = None
     if cfg.units == "sae":
         per_layer_health = []
@@ -521,17 +521,6 @@ def _build_result(
                 "truncated": e.truncated,
             }
         )
-    indptr, units = (
-        counter.sets_csr(len(samples)) if cfg.keep_sets else (np.zeros(0, np.int64), np.zeros(0, np.int32))
-    )
-    arrays = {
-        "union_LU": counter.union_LU.numpy(),
-        "fire_LU": fire,
-        "keyfreq_LU": counter.keyfreq_LU.numpy(),
-        "n_tokens_L": n_tokens_L,
-        "set_indptr": indptr,
-        "set_units": units,
-    }
     labelled = [s for s in samples if s.correct is not None]
     summary = {
         "schema_version": SCHEMA_VERSION,
@@ -575,13 +564,6 @@ def _build_result(
         "sae_health": per_layer_health,
         "versions": package_versions(),
     }
-    if cfg.keep_sets and labelled:
-        correct = [i for i, s in enumerate(samples) if s.correct]
-        summary["mui_correct"] = None
-        if correct:
-            res = MUIResult(summary, arrays, rows)
-            summary["mui_correct"] = res.subset_mui(correct)
-            summary["n_correct"] = len(correct)
     run_info = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "timing": {
@@ -592,4 +574,6 @@ def _build_result(
         },
         "machine": machine_info(),
     }
-    return MUIResult(summary, arrays, rows, run_info)
+    result = MUIResult(summary, arrays, rows, run_info)
+    result.set_mui_correct()
+    return result

@@ -84,6 +84,19 @@ class MUIResult:
         u = self.subset_union(samples)
         return float(u.sum()) / u.size
 
+    def set_mui_correct(self) -> None:
+        """``summary["mui_correct"]`` (MUI of the correctly answered samples) and ``n_correct``, when per-sample
+        sets were kept and some samples are labelled; None when none is correct. Both keys are dropped first."""
+        self.summary.pop("mui_correct", None)
+        self.summary.pop("n_correct", None)
+        has_sets = self.arrays.get("set_indptr") is not None and self.arrays["set_indptr"].size > 0
+        if not has_sets or all(r.get("correct") is None for r in self.samples):
+            return
+        correct = [i for i, r in enumerate(self.samples) if r.get("correct")]
+        self.summary["mui_correct"] = self.subset_mui(correct) if correct else None
+        if correct:
+            self.summary["n_correct"] = len(correct)
+
     def correct_indices(self) -> list[int]:
         return [i for i, s in enumerate(self.samples) if s.get("correct") is True]
 
