@@ -352,9 +352,9 @@ def compute_mui(
         # Drop every reference to this group's SAEs before the next group loads, or two groups are resident at
         # once (group, by_site and the loop variable s would keep them alive).
         del group, by_site, s
-        # The capture's stop-exception tracebacks form reference cycles (frame → hook closure → scorers → SAE):
-        # without a collection here, finished groups pile up until Python's cyclic GC happens to run (seen: 38
-        # of 42 131k-wide SAE groups still mapped at the end of a paper-scale run).
+        # SAEs with input normalisation (normalize_activations) hold closures that refer back to themselves: a
+        # reference cycle, so `del` alone does not free them and finished groups pile up until Python's cyclic
+        # GC happens to run (a 42-layer, 131k-wide run reported 67.5 GiB peak RSS instead of 9.7 GiB).
         gc.collect()
     bar.close()
 
