@@ -962,13 +962,21 @@ def load_zoo_model(spec: ZooSpec, m: ZooModel, root_lm, weights: Path):
 # ----- evaluation ------------------------------------------------------------------------------------------
 
 
-def _global_sets(res, n_samples: int) -> list[list[int]]:
-    """Per sample, its key units as sorted global ids ``row * n_units + unit`` (row = position in res.layers)."""
+def _unit_fields(res, n_samples: int, max_set_entries: int) -> dict:
+    """A result's basis size, union size and per-sample key sets (sorted global ids ``row * n_units + unit``,
+    row = position in res.layers; None when more than ``max_set_entries`` in all), for a zoo record."""
     U = res.n_units
-    return [
+    sets = [
         sorted(int(r * U + u) for r, arr in enumerate(res.sample_sets(i)) for u in arr.tolist())
         for i in range(n_samples)
     ]
+    return {
+        "n_units": U,
+        "n_layers": len(res.layers),
+        "set_sizes": [len(x) for x in sets],
+        "union_size": int(res.arrays["union_LU"].sum()),
+        "sets": sets if sum(len(x) for x in sets) <= max_set_entries else None,
+    }
 
 
 def write_items_file(spec: ZooSpec, t: ZooTask, results: Path) -> Path:
@@ -1014,9 +1022,7 @@ def evaluate(
     cfg = RunConfig(units="neurons", threshold=spec.threshold, prompt_format=gen.prompt_format, health=False)
     res = compute_mui(lm, gen.samples, cfg, progress=progress)
     s = res.summary
-    L, U = len(res.layers), res.n_units
-    sets = _global_sets(res, len(gen.samples))
-    n_entries = sum(len(x) for x in sets)
+    units = _unit_fields(res, len(gen.samples), spec.max_set_entries)
     correct = [bool(x.correct) for x in gen.samples]
     sens = [{"selection": s["selection"], "threshold": cfg.resolved().threshold, "mui": s["mui"]}]
     for rule in spec.extra_selections:
@@ -1029,18 +1035,13 @@ def evaluate(
     if bundle:
         cfg_sae = RunConfig(units="sae", saes=bundle, prompt_format=gen.prompt_format, health=False)
         rs = compute_mui(lm, gen.samples, cfg_sae, progress=progress)
-        sae_sets = _global_sets(rs, len(gen.samples))
         sae = {
             "mui": rs.mui,
             "per_layer": rs.per_layer,
             "basis": rs.summary["units"]["basis"],
             "selection": rs.summary["selection"],
             "mui_correct": rs.summary.get("mui_correct"),
-            "n_units": rs.n_units,
-            "n_layers": len(rs.layers),
-            "set_sizes": [len(x) for x in sae_sets],
-            "union_size": int(rs.arrays["union_LU"].sum()),
-            "sets": sae_sets if sum(len(x) for x in sae_sets) <= spec.max_set_entries else None,
+            **_unit_fields(rs, len(gen.samples), spec.max_set_entries),
         }
     record = {
         "schema": RESULT_SCHEMA,
@@ -1066,8 +1067,8 @@ def evaluate(
         "mui_correct": s.get("mui_correct"),
         "per_layer": s["per_layer"],
         "layers": s["layers"],
-        "n_units": U,
-        "n_layers": L,
+        "n_units": units["n_units"],
+        "n_layers": units["n_layers"],
         "n_tokens": s["n_tokens"],
         "selection": s["selection"],
         "basis": s["units"]["basis"],
@@ -1078,9 +1079,9 @@ def evaluate(
         },
         "ids": [str(x.id) for x in gen.samples],
         "correct": [int(c) for c in correct],
-        "set_sizes": [len(x) for x in sets],
-        "union_size": int(res.arrays["union_LU"].sum()),
-        "sets": sets if n_entries <= spec.max_set_entries else None,
+        "set_sizes": units["set_sizes"],
+        "union_size": units["union_size"],
+        "sets": units["sets"],
         "sensitivity": sens,
         "sae": sae,
         "model_sha256": (lm.provenance or {}).get("sha256"),

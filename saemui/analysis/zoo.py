@@ -36,6 +36,7 @@ from saemui.analysis.diversity import (
     greedy_max_coverage,
     jaccard,
     subset_rank_preservation,
+    union_ids,
 )
 from saemui.analysis.law import bootstrap_ci, check_comparable, fit_law
 from saemui.analysis.sensitivity import sensitivity_table
@@ -400,12 +401,11 @@ def load_items(task: str, results: str | os.PathLike | None = None) -> dict:
 
 
 def _basis_sets(rec: dict, basis: str) -> list[np.ndarray] | None:
-    if basis == "neurons":
-        return _sets(rec) if rec.get("sets") is not None else None
-    if basis == "sae":
-        sae = rec.get("sae") or {}
-        return [np.asarray(x, dtype=np.int64) for x in sae["sets"]] if sae.get("sets") is not None else None
-    raise SaemuiError(f"basis: expected 'neurons' or 'sae', got {basis!r}")
+    # neuron sets sit at the record's top level, SAE-feature sets under "sae" (same form); None: not kept
+    if basis not in ("neurons", "sae"):
+        raise SaemuiError(f"basis: expected 'neurons' or 'sae', got {basis!r}")
+    sets = (rec if basis == "neurons" else rec.get("sae") or {}).get("sets")
+    return None if sets is None else [np.asarray(x, dtype=np.int64) for x in sets]
 
 
 def _complete_order(order: np.ndarray, n: int) -> np.ndarray:
@@ -415,8 +415,7 @@ def _complete_order(order: np.ndarray, n: int) -> np.ndarray:
 
 
 def _covered(sets: list[np.ndarray], chosen: np.ndarray, total: int) -> float:
-    got = np.unique(np.concatenate([sets[i] for i in chosen] or [np.zeros(0, np.int64)]))
-    return len(got) / total if total else float("nan")
+    return len(union_ids([sets[i] for i in chosen])) / total if total else float("nan")
 
 
 def subset_analysis(
@@ -473,7 +472,7 @@ def subset_analysis(
                 if selectors:
                     raise SaemuiError(f"{sel}__{task}: no per-sample {basis} key sets kept")
                 continue
-            total = len(np.unique(np.concatenate(sets or [np.zeros(0, np.int64)])))
+            total = len(union_ids(sets))
             mui_order = _complete_order(greedy_max_coverage(sets, budget=n).order, n)
             t_mui = subset_rank_preservation(acc, mui_order, fractions, n_random=n_random, seed=seed)
             t_lex = subset_rank_preservation(acc, lex_order, fractions)
