@@ -57,3 +57,40 @@ def test_half_precision_encode_selects_nearly_the_same_sets(tiny_llama, suite, d
     assert a["union_jaccard"] >= 0.9
     assert a["mean_set_jaccard"] >= 0.9
     assert abs(a["mui_diff_points"]) < 1.0
+
+
+def _result(sets_per_sample, n_units=6):
+    """A MUIResult over 2 layers from per-sample [layer0 units, layer1 units] lists."""
+    import numpy as np
+
+    from saemui.result import MUIResult
+
+    L = 2
+    lengths = [len(u) for s in sets_per_sample for u in s]
+    units = np.array([x for s in sets_per_sample for u in s for x in u], dtype=np.int32)
+    union = np.zeros((L, n_units), dtype=bool)
+    for s in sets_per_sample:
+        for r, u in enumerate(s):
+            union[r, u] = True
+    summary = {
+        "mui": union.sum() / union.size,
+        "per_layer": [],
+        "layers": [0, 1],
+        "n_samples": len(sets_per_sample),
+        "units": {"n_units": n_units},
+    }
+    arrays = {"union_LU": union, "set_indptr": np.r_[0, np.cumsum(lengths)], "set_units": units}
+    return MUIResult(summary, arrays)
+
+
+def test_selection_agreement_against_hand_computation():
+    a = _result([[[0, 1], [2]], [[3], []]])
+    b = _result([[[0, 1], [2, 4]], [[5], []]])
+    got = selection_agreement(a, b)
+    # unions: a = {0:0,1,3; 1:2}, b = {0:0,1,5; 1:2,4} → ∩ 3, ∪ 6; only-a {0:3}, only-b {0:5, 1:4}
+    assert got["union_jaccard"] == pytest.approx(3 / 6)
+    assert (got["union_only_a"], got["union_only_b"]) == (1, 2)
+    # four (sample, layer) sets: J = 1, 1/2, 0, 1 (both empty)
+    assert got["n_sets"] == 4 and got["sets_identical"] == pytest.approx(2 / 4)
+    assert got["mean_set_jaccard"] == pytest.approx((1 + 0.5 + 0 + 1) / 4) and got["min_set_jaccard"] == 0
+    assert got["mui_diff_points"] == pytest.approx(100 * (5 / 12 - 4 / 12))
