@@ -52,9 +52,13 @@ def counter_from_result(result: MUIResult, index: Sequence[int] | None = None) -
     c.n_tokens_L = torch.from_numpy(np.asarray(a["n_tokens_L"], dtype=np.int64).copy())
     c.samples_seen = set(index)
     if keep_sets:
-        for s, g in enumerate(index):
-            for r, units in enumerate(result.sample_sets(s)):
-                c.sets[(g, r)] = units
+        L = len(result.layers)
+        if a["set_indptr"].size != n * L + 1:
+            raise SaemuiError(
+                f"arrays.npz: set_indptr has {a['set_indptr'].size} entries, expected samples × layers + 1 = "
+                f"{n * L + 1}"
+            )
+        c.add_sets(np.repeat(index, L), np.tile(np.arange(L), n), a["set_indptr"], a["set_units"])
     return c
 
 
@@ -102,8 +106,10 @@ def all_reduce_counter(counter: UtilizationCounter, group=None) -> UtilizationCo
     counter.samples_seen = merged
     if counter.keep_sets:
         sets: list = [None] * world
-        dist.all_gather_object(sets, counter.sets, group=group)
-        counter.sets = {k: v for part in sets for k, v in part.items()}
+        dist.all_gather_object(sets, counter.flat_sets(), group=group)
+        counter.clear_sets()
+        for part in sets:
+            counter.add_flat_sets(part)
     return counter
 
 

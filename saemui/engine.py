@@ -26,6 +26,7 @@ from saemui import checkpoint as ckpt
 from saemui.capture import get_backend
 from saemui.counter import UtilizationCounter
 from saemui.errors import SaemuiError
+from saemui.heap import trim_heap
 from saemui.inputs import Batch, collate, encode_samples, plan_batches
 from saemui.models import LoadedModel
 from saemui.records import Sample, assign_ids
@@ -341,6 +342,8 @@ def compute_mui(
                 [encoded[i] for i in batches[b]], lm.tokenizer.pad_token_id, cfg.padding_side, lm.device
             )
             _run_batch(backend, batch, by_site, rule, counter, global_cands, group.health, cfg, observers)
+            del batch
+            trim_heap()
             t_fwd += time.perf_counter() - tb
             bar.update(1)
             if checkpoint_dir is not None and (b + 1) % checkpoint_every == 0 and b + 1 < len(batches):
@@ -479,7 +482,7 @@ def _finish_global(
             counter.union_LU[r] |= key.to(counter.union_LU.device)
             counter.keyfreq_LU[r] += key.long().to(counter.keyfreq_LU.device)
             if counter.keep_sets:
-                counter.sets[(s, r)] = np.sort(pick.numpy().astype(np.int32))
+                counter.add_sets([s], [r], [0, pick.numel()], np.sort(pick.numpy().astype(np.int32)))
 
 
 def firing_stats(layer: int, fire_U: np.ndarray, n_tokens: int) -> dict:

@@ -257,3 +257,21 @@ def test_finished_sae_groups_are_freed_before_the_next_loads(tiny_llama, tmp_pat
 def test_config_fields_refused_before_any_model_work(field, value, match):
     with pytest.raises(SaemuiError, match=match):
         RunConfig(units="neurons", **{field: value}).resolved()
+
+
+def test_heap_is_trimmed_after_every_batch(tiny_llama, monkeypatch):
+    """Peak RSS crept up with the number of batches from glibc heap fragmentation (docs/performance.md): the
+    engine returns free pages after each batch of each group."""
+    import platform
+    import sys
+
+    from saemui import engine, heap
+
+    calls: list[int] = []
+    monkeypatch.setattr(engine, "trim_heap", lambda: calls.append(1) or True)
+    cfg = RunConfig(units="neurons", max_batch_size=2)
+    compute_mui(tiny_llama, SAMPLES[:5], cfg, progress=False)
+    assert len(calls) == 3  # ceil(5 / 2) batches, one group
+    # the real call: found and run on Linux with glibc (CI), a clean no-op anywhere else
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert heap.trim_heap() is glibc

@@ -165,3 +165,38 @@ def test_counter_merge_and_state_roundtrip():
     assert merged.n_samples == 5 and merged.mui() == whole.mui()
     with pytest.raises(ValueError):
         merged.merge(make([0]))
+
+
+def test_counter_flat_sets_match_a_dict_of_sets_by_hand():
+    """The flat set storage gives what a plain {(sample, row): units} dict gives, last write winning, for CSR
+    export, the dict view and a state round trip."""
+    rng = np.random.default_rng(7)
+    U, layers = 12, [3, 5, 9]
+    c = UtilizationCounter(layers, U)
+    ref: dict[tuple[int, int], np.ndarray] = {}
+    for _ in range(40):
+        n = int(rng.integers(1, 5))
+        samples = rng.integers(0, 9, n)
+        rows = rng.integers(0, 3, n)
+        sets = [
+            np.sort(rng.choice(U, int(rng.integers(0, 5)), replace=False)).astype(np.int32) for _ in range(n)
+        ]
+        c.add_sets(samples, rows, np.r_[0, np.cumsum([len(x) for x in sets])], np.concatenate(sets))
+        for s, r, x in zip(samples, rows, sets):
+            ref[(int(s), int(r))] = x
+    assert set(c.sets) == set(ref)
+    assert all(np.array_equal(c.sets[k], v) for k, v in ref.items())
+    n_samples = 7  # samples 7 and 8 fall outside and are left out of the CSR
+    indptr, units = c.sets_csr(n_samples)
+    assert indptr.shape == (n_samples * 3 + 1,)
+    for s in range(n_samples):
+        for r in range(3):
+            got = units[indptr[s * 3 + r] : indptr[s * 3 + r + 1]]
+            assert np.array_equal(got, ref.get((s, r), np.zeros(0, np.int32)))
+    back = UtilizationCounter.from_state_dict(c.state_dict())
+    assert all(np.array_equal(back.sets[k], v) for k, v in ref.items()) and set(back.sets) == set(ref)
+    legacy = c.state_dict()
+    legacy["sets"] = {f"{s},{r}": torch.from_numpy(v) for (s, r), v in ref.items()}
+    assert set(UtilizationCounter.from_state_dict(legacy).sets) == set(ref)
+    with pytest.raises(ValueError, match="offsets"):
+        c.add_sets([0, 1], [0, 0], [0, 1], np.zeros(1, np.int32))
