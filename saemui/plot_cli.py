@@ -23,6 +23,7 @@ from saemui.plots import (
     plot_contamination,
     plot_coverage,
     plot_law,
+    plot_law_grid,
     plot_rank_sweep,
     plot_sensitivity,
     plot_task_bars,
@@ -65,10 +66,11 @@ def _json(obj: Any, path: Path) -> Path:
 
 
 def reproduce_law(results: Path | None, out: Path, n_boot: int = 2000) -> list[Path]:
-    """Law fits (both forms, bootstrap CIs) on clean and on all models; scatter + band; per-task bars."""
+    """Law fits (both forms, bootstrap CIs) on clean, independent and all models, and per task; scatter + band;
+    per-task bars."""
     df = az.load_zoo(results)
     written, tables, errors, shown = [], [], {}, None
-    for subset in ("clean", "all"):
+    for subset in az.LAW_SUBSETS:
         try:
             res = az.law_analysis(df, subset, n_boot=n_boot)
         except SaemuiError as e:
@@ -87,6 +89,18 @@ def reproduce_law(results: Path | None, out: Path, n_boot: int = 2000) -> list[P
     )
     written += save_figure(fig, out / "law")
     written.append(_csv(pd.concat(tables, ignore_index=True), out / "law_fits.csv"))
+    try:
+        per_task = az.law_per_task(df, "clean", n_boot=n_boot)
+    except SaemuiError as e:
+        errors["per_task"] = str(e)
+    else:
+        written.append(_csv(per_task["table"], out / "law_fits_per_task.csv"))
+        form = "perf_from_mui"
+        fig = plot_law_grid(
+            {t: f[form] for t, f in per_task["fits"].items()},
+            {t: b[form] for t, b in per_task["boots"].items()},
+        )
+        written += save_figure(fig, out / "law_per_task")
     written.append(
         _json({"shown": subset, "errors": errors, "dropped_zero_mui": res["dropped"]}, out / "law_notes.json")
     )
@@ -216,7 +230,7 @@ def reproduce_summary(results: Path | None, out: Path, n_boot: int = 2000) -> li
     def law() -> list[str]:
         lines = ["## Utility Law (model-level, smoothed accuracy %, MUI %)", ""]
         info["law"] = {}
-        for subset in ("clean", "all"):
+        for subset in az.LAW_SUBSETS:
             try:
                 t = az.law_analysis(df, subset, n_boot=n_boot)["table"]
             except SaemuiError as e:
@@ -229,6 +243,18 @@ def reproduce_summary(results: Path | None, out: Path, n_boot: int = 2000) -> li
                     f"- {subset}, {r.form}: {r.equation}, slope 95% CI [{r.slope_lo:.3f}, {r.slope_hi:.3f}], "
                     f"R² {r.r2:.2f}, Spearman ρ {r.spearman_rho:.2f}, n = {r.n_models}"
                 )
+        lines += ["", "Per task (clean models, P on ln MUI):", ""]
+        try:
+            pt = az.law_per_task(df, "clean", n_boot=n_boot)["table"]
+        except SaemuiError as e:
+            info["law"]["per_task"] = {"error": str(e)}
+            return [*lines, f"- not computable ({e})", ""]
+        info["law"]["per_task"] = pt.to_dict(orient="records")
+        for r in pt[pt["form"] == "perf_from_mui"].itertuples():
+            lines.append(
+                f"- {r.task}: {r.equation}, slope 95% CI [{r.slope_lo:.2f}, {r.slope_hi:.2f}], R² {r.r2:.2f}, "
+                f"Spearman ρ {r.spearman_rho:.2f}, n = {r.n_models}"
+            )
         return [*lines, ""]
 
     def contamination() -> list[str]:

@@ -45,6 +45,64 @@ def _need(df: pd.DataFrame, cols: Sequence[str], name: str) -> None:
         raise SaemuiError(f"{name}: missing column(s) {', '.join(missing)} (expected {', '.join(cols)})")
 
 
+def _annotate_stacked(ax, xs: np.ndarray, ys: np.ndarray, labels: Sequence[str]) -> None:
+    """Label points; labels of points that sit close together (checkpoints of one run) are stacked upward
+    instead of printed on top of each other."""
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    sx = max(np.ptp(xs), 1e-12)
+    sy = max(np.ptp(ys), 1e-12)
+    placed: list[tuple[float, float]] = []
+    lift = np.zeros(len(xs), dtype=int)
+    for i in np.argsort(ys, kind="stable"):
+        lift[i] = sum(abs(xs[i] - x) / sx < 0.12 and abs(ys[i] - y) / sy < 0.06 for x, y in placed)
+        placed.append((xs[i], ys[i]))
+    for x, y, s, k in zip(xs, ys, labels, lift):
+        ax.annotate(str(s), (x, y), textcoords="offset points", xytext=(4, 4 + 9 * k), fontsize=8)
+
+
+def _draw_law(ax, fit: LawFit, p, m, labs, boot: LawBootstrap | None, band: bool) -> None:
+    ax.scatter(p, m, color="#1f77b4", zorder=3)
+    if labs is not None:
+        _annotate_stacked(ax, p, m, labs)
+    reg = fit.regressor
+    lo_r, hi_r = reg.min(), reg.max()
+    grid = np.exp(np.linspace(np.log(lo_r), np.log(hi_r), 200))
+    curve = fit.predict(grid)
+    if band:
+        boot = bootstrap_ci(fit) if boot is None else boot
+        blo, bhi = boot.band(grid)
+        pct = f"{boot.level:.0%} bootstrap band"
+        if fit.form == "mui_from_perf":
+            ax.fill_between(grid, blo, bhi, color="#ff7f0e", alpha=0.2, label=pct)
+        else:
+            ax.fill_betweenx(grid, blo, bhi, color="#ff7f0e", alpha=0.2, label=pct)
+    if fit.form == "mui_from_perf":
+        ax.plot(grid, curve, color="#ff7f0e", label=f"{fit.equation} (R²={fit.r2:.2f})")
+    else:
+        ax.plot(curve, grid, color="#ff7f0e", label=f"{fit.equation} (R²={fit.r2:.2f})")
+    ax.set_xlabel("performance P")
+    ax.set_ylabel("MUI")
+    ax.legend(fontsize=8)
+
+
+def plot_law_grid(fits: Mapping[str, LawFit], boots: Mapping[str, LawBootstrap] | None = None) -> Figure:
+    """One panel per named fit (e.g. per task), each drawn as :func:`plot_law` draws one, labels from the
+    fits' own points."""
+    if not fits:
+        raise SaemuiError("plot_law_grid: no fits given")
+    n = len(fits)
+    ncols = min(n, 2)
+    nrows = -(-n // ncols)
+    fig, axes = _figure(6 * ncols, 4.5 * nrows, ncols=ncols, nrows=nrows)
+    for ax, (name, fit) in zip(axes, fits.items()):
+        boot = (boots or {}).get(name)
+        _draw_law(ax, fit, fit.perf, fit.mui, list(fit.labels) if fit.labels else None, boot, True)
+        ax.set_title(f"{name} (n={fit.n}, Spearman ρ={fit.spearman_rho:.2f})")
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig
+
+
 def plot_law(
     fit: LawFit,
     perf: ArrayLike | None = None,
@@ -67,30 +125,8 @@ def plot_law(
         raise SaemuiError(f"perf and mui must have equal length, got {len(p)} and {len(m)}")
     labs = list(labels) if labels is not None else (list(fit.labels) if fit.labels and perf is None else None)
     fig, (ax,) = _figure(6, 4.5)
-    ax.scatter(p, m, color="#1f77b4", zorder=3)
-    if labs is not None:
-        for x, y, s in zip(p, m, labs):
-            ax.annotate(str(s), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    reg = fit.regressor
-    lo_r, hi_r = reg.min(), reg.max()
-    grid = np.exp(np.linspace(np.log(lo_r), np.log(hi_r), 200))
-    curve = fit.predict(grid)
-    if band:
-        boot = bootstrap_ci(fit) if boot is None else boot
-        blo, bhi = boot.band(grid)
-        pct = f"{boot.level:.0%} bootstrap band"
-        if fit.form == "mui_from_perf":
-            ax.fill_between(grid, blo, bhi, color="#ff7f0e", alpha=0.2, label=pct)
-        else:
-            ax.fill_betweenx(grid, blo, bhi, color="#ff7f0e", alpha=0.2, label=pct)
-    if fit.form == "mui_from_perf":
-        ax.plot(grid, curve, color="#ff7f0e", label=f"{fit.equation} (R²={fit.r2:.2f})")
-    else:
-        ax.plot(curve, grid, color="#ff7f0e", label=f"{fit.equation} (R²={fit.r2:.2f})")
-    ax.set_xlabel("performance P")
-    ax.set_ylabel("MUI")
+    _draw_law(ax, fit, p, m, labs, boot if band else None, band)
     ax.set_title(title or f"Utility Law fit (n={fit.n}, Spearman ρ={fit.spearman_rho:.2f})")
-    ax.legend(fontsize=8)
     return fig
 
 

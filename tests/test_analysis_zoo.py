@@ -106,6 +106,25 @@ def test_law_equals_fit_law(df):
     assert (t["slope_lo"] <= t["slope"]).all() and (t["slope"] <= t["slope_hi"]).all()
 
 
+def test_law_independent_subset_and_per_task_by_hand(df):
+    """'independent' drops contaminated models and intermediate checkpoints; per-task fits are an OLS of P on
+    ln MUI over that task's clean points (numpy polyfit by hand)."""
+    ind = az.law_analysis(df, "independent", n_boot=50)
+    assert sorted(ind["points"]["model"]) == ["a", "b", "c", "d"]
+    pt = az.law_per_task(df, "clean", n_boot=50)["table"]
+    assert sorted(set(pt["task"])) == ["t1", "t2"] and len(pt) == 4
+    for task in ("t1", "t2"):
+        names = [m for m in MODELS if m != "x"]
+        perf = [100 * (MODELS[m][5][task][0] + 0.5) / (N + 1) for m in names]
+        mui = [100 * MODELS[m][5][task][1] for m in names]
+        slope, intercept = np.polyfit(np.log(mui), perf, 1)
+        row = pt[(pt.task == task) & (pt.form == "perf_from_mui")].iloc[0]
+        assert row.slope == pytest.approx(slope) and row.intercept == pytest.approx(intercept)
+        assert row.n_models == 6 and row.slope_lo <= row.slope <= row.slope_hi
+    with pytest.raises(SaemuiError, match="subset: expected one of"):
+        az.law_analysis(df, "some")
+
+
 def test_model_points_refuse_unequal_n(df):
     bad = df.copy()
     bad.loc[0, "n"] = N + 1

@@ -123,3 +123,24 @@ def test_plot_rank_sweep_and_sensitivity(tmp_path):
         plot_rank_sweep(sweep[["alpha"]])
     with pytest.raises(SaemuiError, match="no rows"):
         plot_sensitivity(means.iloc[:0])
+
+
+def test_plot_law_grid_and_stacked_labels():
+    from saemui.plots import plot_law_grid
+
+    fits = {
+        t: fit_law(PERF * (1 + i / 10), MUI, form="perf_from_mui", labels=list("abcdef"))
+        for i, t in enumerate("xyz")
+    }
+    fig = plot_law_grid(fits)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title().split(" ")[0] for ax in visible] == ["x", "y", "z"] and len(fig.axes) == 4
+    for ax, fit in zip(visible, fits.values()):
+        assert np.allclose(ax.collections[0].get_offsets(), np.c_[fit.perf, fit.mui])
+    with pytest.raises(SaemuiError, match="no fits"):
+        plot_law_grid({})
+    # three points on top of each other get three different label heights; a distant one the base height
+    close = fit_law([50.0, 50.1, 50.2, 10.0], [1.0, 1.001, 1.002, 3.0], labels=list("pqrs"))
+    ax = plot_law(close, band=False).axes[0]
+    heights = {t.get_text(): t.xyann[1] for t in ax.texts}
+    assert len({heights["p"], heights["q"], heights["r"]}) == 3 and heights["s"] == 4

@@ -158,21 +158,25 @@ def model_points(df: pd.DataFrame) -> pd.DataFrame:
 # ----- the law ---------------------------------------------------------------------------------------------
 
 
-def law_analysis(
-    df: pd.DataFrame, subset: str = "clean", n_boot: int = 2000, seed: int = 0, level: float = 0.95
-) -> dict[str, Any]:
-    """Both law forms with bootstrap CIs on model-level points.
+LAW_SUBSETS = {
+    "clean": "models never trained on eval items (the law as a reference)",
+    "independent": "clean models minus intermediate checkpoints (a training run counts once)",
+    "all": "every model, contaminated ones included",
+}
 
-    subset: ``"clean"`` (models never trained on eval items: the law as a reference) or ``"all"``.
-    Returns points (DataFrame), fits and boots (form → LawFit / LawBootstrap) and a flat summary table.
-    """
-    if subset not in ("clean", "all"):
-        raise SaemuiError(f"subset: expected 'clean' or 'all', got {subset!r}")
-    pts = model_points(df)
-    if subset == "clean":
-        pts = pts[~pts["contaminated_model"]].reset_index(drop=True)
-    dropped = pts[pts["mui"] <= 0]["model"].tolist()
-    pts = pts[pts["mui"] > 0].reset_index(drop=True)
+
+def _law_subset(pts: pd.DataFrame, subset: str) -> pd.DataFrame:
+    if subset not in LAW_SUBSETS:
+        raise SaemuiError(f"subset: expected one of {', '.join(LAW_SUBSETS)}, got {subset!r}")
+    if subset in ("clean", "independent"):
+        pts = pts[~pts["contaminated_model"]]
+    if subset == "independent":
+        pts = pts[pts["derivation"] != "checkpoint-of"]
+    return pts.reset_index(drop=True)
+
+
+def _law_fits(pts: pd.DataFrame, n_boot: int, seed: int, level: float, **key: Any) -> tuple[dict, dict, list]:
+    """Both law forms on perf/mui points, each with its bootstrap CIs, and one table row per form."""
     fits, boots, rows = {}, {}, []
     for form in ("mui_from_perf", "perf_from_mui"):
         fit = fit_law(pts["perf"], pts["mui"], form=form, labels=pts["model"])
@@ -180,7 +184,7 @@ def law_analysis(
         fits[form], boots[form] = fit, boot
         rows.append(
             {
-                "subset": subset,
+                **key,
                 "form": form,
                 "equation": fit.equation,
                 "slope": fit.slope,
@@ -197,8 +201,41 @@ def law_analysis(
                 "n_models": fit.n,
             }
         )
+    return fits, boots, rows
+
+
+def law_analysis(
+    df: pd.DataFrame, subset: str = "clean", n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, Any]:
+    """Both law forms with bootstrap CIs on model-level points (mean over tasks).
+
+    subset: one of LAW_SUBSETS (``clean``, ``independent``, ``all``).
+    Returns points (DataFrame), fits and boots (form → LawFit / LawBootstrap) and a flat summary table.
+    """
+    pts = _law_subset(model_points(df), subset)
+    dropped = pts[pts["mui"] <= 0]["model"].tolist()
+    pts = pts[pts["mui"] > 0].reset_index(drop=True)
+    fits, boots, rows = _law_fits(pts, n_boot, seed, level, subset=subset)
     pts = pts.assign(resid_mui=fits["mui_from_perf"].residuals, resid_perf=fits["perf_from_mui"].residuals)
     return {"points": pts, "fits": fits, "boots": boots, "table": pd.DataFrame(rows), "dropped": dropped}
+
+
+def law_per_task(
+    df: pd.DataFrame, subset: str = "clean", n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, Any]:
+    """The law fitted separately on each task's (model, task) points: the paper's per-benchmark view, where a
+    model mean can hide tasks that pull in opposite directions.
+
+    Returns table (one row per (task, form)), fits and boots (task → form → LawFit / LawBootstrap).
+    """
+    model_points(df)  # same comparability checks as the model-level fit
+    rows, fits, boots = [], {}, {}
+    for task, g in df.groupby("task", sort=True):
+        g = _law_subset(g, subset)
+        g = g[g["mui"] > 0]
+        fits[task], boots[task], r = _law_fits(g, n_boot, seed, level, subset=subset, task=task)
+        rows += r
+    return {"table": pd.DataFrame(rows), "fits": fits, "boots": boots}
 
 
 # ----- Corollary 1: checkpoint trajectories -----------------------------------------------------------------
