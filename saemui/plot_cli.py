@@ -95,6 +95,7 @@ def reproduce_law(results: Path | None, out: Path, n_boot: int = 2000) -> list[P
         errors["per_task"] = str(e)
     else:
         written.append(_csv(per_task["table"], out / "law_fits_per_task.csv"))
+        errors["per_task_skipped"] = per_task["skipped"]
         form = "perf_from_mui"
         fig = plot_law_grid(
             {t: f[form] for t, f in per_task["fits"].items()},
@@ -245,16 +246,19 @@ def reproduce_summary(results: Path | None, out: Path, n_boot: int = 2000) -> li
                 )
         lines += ["", "Per task (clean models, P on ln MUI):", ""]
         try:
-            pt = az.law_per_task(df, "clean", n_boot=n_boot)["table"]
+            per_task = az.law_per_task(df, "clean", n_boot=n_boot)
         except SaemuiError as e:
             info["law"]["per_task"] = {"error": str(e)}
             return [*lines, f"- not computable ({e})", ""]
+        pt = per_task["table"]
         info["law"]["per_task"] = pt.to_dict(orient="records")
+        info["law"]["per_task_skipped"] = per_task["skipped"]
         for r in pt[pt["form"] == "perf_from_mui"].itertuples():
             lines.append(
                 f"- {r.task}: {r.equation}, slope 95% CI [{r.slope_lo:.2f}, {r.slope_hi:.2f}], R² {r.r2:.2f}, "
                 f"Spearman ρ {r.spearman_rho:.2f}, n = {r.n_models}"
             )
+        lines += [f"- {task}: no fit ({why})" for task, why in per_task["skipped"].items()]
         return [*lines, ""]
 
     def contamination() -> list[str]:

@@ -322,7 +322,8 @@ def save_figure(
     written = []
     for fmt in formats:
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=dpi)
+        # No creation date in PDFs: regenerating a committed figure from the same results gives the same bytes.
+        fig.savefig(buf, format=fmt, dpi=dpi, metadata={"CreationDate": None} if fmt == "pdf" else None)
         out = base.with_name(f"{base.name}.{fmt}")
         atomic_write_bytes(out, buf.getvalue())
         written.append(out)

@@ -78,6 +78,24 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             "fit = law['fits']['mui_from_perf']\nplots.plot_law(fit, boot=law['boots']['mui_from_perf'])",
         ),
         ("code", "law['points'][['model', 'perf', 'mui', 'resid_mui', 'resid_perf']]"),
+        (
+            "md",
+            "Per task: a model mean can hide tasks that pull in opposite directions, so the law is also fitted on "
+            "each task's (model, task) points (`P = c + d ln MUI`). Checkpoints of one run are not independent "
+            "models: `az.law_analysis(df, 'independent')` keeps one point per training run.",
+        ),
+        (
+            "code",
+            "per_task = az.law_per_task(df, 'clean', n_boot=500)\n"
+            "for task, why in per_task['skipped'].items():\n    print('no fit on', task, '-', why)\n"
+            "t = per_task['table']\n"
+            "t[t['form'] == 'perf_from_mui'][['task', 'equation', 'slope_lo', 'slope_hi', 'r2', 'spearman_rho']]",
+        ),
+        (
+            "code",
+            "form = 'perf_from_mui'\nplots.plot_law_grid(\n    {k: f[form] for k, f in per_task['fits'].items()},\n"
+            "    {k: b[form] for k, b in per_task['boots'].items()},\n)",
+        ),
         ("code", "plots.plot_task_bars(df, 'mui')"),
     ],
     "02_training_dynamics": [

@@ -123,6 +123,14 @@ def test_law_independent_subset_and_per_task_by_hand(df):
         assert row.n_models == 6 and row.slope_lo <= row.slope <= row.slope_hi
     with pytest.raises(SaemuiError, match="subset: expected one of"):
         az.law_analysis(df, "some")
+    # a task where every clean model scores the same has no slope: skipped with the reason, others still fit
+    flat = df.copy()
+    flat.loc[flat.task == "t2", "perf"] = 50.0
+    res = az.law_per_task(flat, "clean", n_boot=20)
+    assert set(res["fits"]) == {"t1"} and "all values are equal" in res["skipped"]["t2"]
+    flat.loc[:, "perf"] = 50.0
+    with pytest.raises(SaemuiError, match="no per-task law fit possible"):
+        az.law_per_task(flat, "clean", n_boot=20)
 
 
 def test_model_points_refuse_unequal_n(df):

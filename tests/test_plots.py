@@ -144,3 +144,13 @@ def test_plot_law_grid_and_stacked_labels():
     ax = plot_law(close, band=False).axes[0]
     heights = {t.get_text(): t.xyann[1] for t in ax.texts}
     assert len({heights["p"], heights["q"], heights["r"]}) == 3 and heights["s"] == 4
+
+
+def test_saved_figures_are_byte_identical_when_regenerated(tmp_path, monkeypatch):
+    """Regenerated at another time (matplotlib stamps PDFs with SOURCE_DATE_EPOCH, else the clock)."""
+    fit = fit_law(PERF, MUI, labels=list("abcdef"))
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")
+    a = save_figure(plot_law(fit, band=False), tmp_path / "a" / "law")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1000000000")
+    b = save_figure(plot_law(fit, band=False), tmp_path / "b" / "law")
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from zoo_fixtures import load_script
@@ -23,6 +24,8 @@ from saemui.zoo import (
     training_pairs,
     validate,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 TASKS = (ZooTask("arith-1"), ZooTask("arith-2"))
 ROOT = ZooModel("r", "some/model")
@@ -319,3 +322,20 @@ def test_build_locks_per_root(tmp_path):
             zoo.build(spec, tmp_path / "res", tmp_path, only=["llama-lora-arith"])
         zoo.build(spec, tmp_path / "res", tmp_path, only=["tiny-gemma"])
     assert ran == [["tiny-gemma"]]
+
+
+def test_committed_summary_regenerates_from_committed_results(tmp_path):
+    """figures/zoo_summary.{md,json} are exactly what `saemui plot summary` computes from results/zoo (seeded
+    bootstrap and random subsets), so the numbers quoted from them can be re-derived offline."""
+    committed = REPO / "figures" / "zoo_summary.md"
+    if not committed.is_file() or not any((REPO / "results" / "zoo").glob("*__*.json")):
+        pytest.skip("no committed zoo results / summary")
+    out = tmp_path / "figures"
+    assert (
+        load_script("reproduce_summary").script_main(
+            "summary", ["--results", str(REPO / "results" / "zoo"), "--out", str(out)]
+        )
+        == 0
+    )
+    assert (out / "zoo_summary.md").read_text() == committed.read_text()
+    assert (out / "zoo_summary.json").read_text() == (REPO / "figures" / "zoo_summary.json").read_text()

@@ -226,16 +226,23 @@ def law_per_task(
     """The law fitted separately on each task's (model, task) points: the paper's per-benchmark view, where a
     model mean can hide tasks that pull in opposite directions.
 
-    Returns table (one row per (task, form)), fits and boots (task → form → LawFit / LawBootstrap).
+    Returns table (one row per (task, form)), fits and boots (task → form → LawFit / LawBootstrap) and skipped
+    (task → why no fit: e.g. every model at the same accuracy). Raises when no task can be fitted.
     """
     model_points(df)  # same comparability checks as the model-level fit
-    rows, fits, boots = [], {}, {}
+    rows, fits, boots, skipped = [], {}, {}, {}
     for task, g in df.groupby("task", sort=True):
         g = _law_subset(g, subset)
         g = g[g["mui"] > 0]
-        fits[task], boots[task], r = _law_fits(g, n_boot, seed, level, subset=subset, task=task)
+        try:
+            fits[task], boots[task], r = _law_fits(g, n_boot, seed, level, subset=subset, task=task)
+        except SaemuiError as e:
+            skipped[task] = str(e)
+            continue
         rows += r
-    return {"table": pd.DataFrame(rows), "fits": fits, "boots": boots}
+    if not fits:
+        raise SaemuiError(f"no per-task law fit possible: {skipped}")
+    return {"table": pd.DataFrame(rows), "fits": fits, "boots": boots, "skipped": skipped}
 
 
 # ----- Corollary 1: checkpoint trajectories -----------------------------------------------------------------
