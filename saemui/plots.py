@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -298,10 +299,21 @@ def plot_sensitivity(model_means: pd.DataFrame, title: str | None = None) -> Fig
     if model_means.empty:
         raise SaemuiError("model_means: no rows to plot")
     fig, (ax,) = _figure(6, 4.5)
-    x = np.arange(len(model_means.columns))
-    for name, row in model_means.iterrows():
-        ax.plot(x, row.to_numpy(float), marker="o", ms=3, label=str(name))
-    ax.set_xticks(x, [str(c) for c in model_means.columns])
+    cols = [str(c) for c in model_means.columns]
+    x = np.arange(len(cols))
+    # Lines join only selections of one family (k=… with k=…, eta=… with eta=…): an eta column is usually another
+    # unit basis (SAE features) than the k sweep (neurons), and a line between them would read as a trend.
+    families: dict[str, list[int]] = {}
+    for i, c in enumerate(cols):
+        families.setdefault(c.split("=")[0], []).append(i)
+    cmap = matplotlib.colormaps["tab20" if len(model_means) > 10 else "tab10"]
+    for j, (name, row) in enumerate(model_means.iterrows()):
+        vals = row.to_numpy(float)
+        for f, idx in enumerate(families.values()):
+            ax.plot(
+                x[idx], vals[idx], marker="o", ms=3, color=cmap(j % cmap.N), label=None if f else str(name)
+            )
+    ax.set_xticks(x, cols)
     ax.set_xlabel("key-unit selection")
     ax.set_ylabel("MUI")
     ax.set_title(title or "MUI under different key-unit selections")

@@ -12,7 +12,7 @@ from saemui.analysis import zoo as az
 from saemui.analysis.comparison import utility_adjusted_score
 from saemui.analysis.contamination import contamination_scores
 from saemui.analysis.law import fit_law
-from saemui.analysis.stats import auroc
+from saemui.analysis.stats import auroc, kendall_tau
 from saemui.errors import SaemuiError
 
 N = 9
@@ -198,6 +198,26 @@ def test_diversity_and_sensitivity(recs):
     assert list(sens["model_means"].columns) == ["k=0.001", "k=0.002"]
     assert sens["taus"].iloc[0]["tau_vs_main"] == pytest.approx(1.0)
     assert isinstance(sens["table"], pd.DataFrame)
+    # points also measured in an SAE basis get a row of their own in that basis (width from the record)
+    sae_mui = {"a": 0.011, "b": 0.013, "c": 0.012}
+    with_sae = [
+        dict(
+            r,
+            sae={"basis": "bundle-x", "selection": "topscore:0.9", "n_units": 64, "mui": sae_mui[r["model"]]},
+        )
+        if r["model"] in sae_mui
+        else r
+        for r in recs
+    ]
+    sens = az.sensitivity_analysis(with_sae)
+    row = sens["table"].loc[("b", "t1", "bundle-x", 64, "-")]
+    assert row["eta=0.9"] == pytest.approx(1.3) and np.isnan(row["k=0.001"])
+    taus = sens["taus"].set_index("selection")
+    wide = sens["model_means"]
+    assert taus.loc["eta=0.9", "n_models"] == 3
+    assert taus.loc["eta=0.9", "tau_vs_main"] == pytest.approx(
+        kendall_tau([1.1, 1.3, 1.2], wide.loc[["a", "b", "c"], "k=0.001"])
+    )
     bad = [dict(r, sets=None) for r in recs]
     with pytest.raises(SaemuiError, match="not kept"):
         az.diversity_analysis(bad, model="a")

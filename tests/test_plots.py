@@ -119,6 +119,11 @@ def test_plot_rank_sweep_and_sensitivity(tmp_path):
     fig2 = plot_sensitivity(means)
     assert len(fig2.axes[0].lines) == 6
     assert all(p.stat().st_size > 0 for p in save_figure(fig2, tmp_path / "sens"))
+    # an eta column (another basis) is not joined to the k sweep: per model one k line + one eta point
+    mixed = means.assign(**{"eta=0.9": MUI * 0.5})[["eta=0.9", "k=0.001", "k=0.002"]]
+    lines = plot_sensitivity(mixed).axes[0].lines
+    assert len(lines) == 12 and sorted(len(ln.get_xdata()) for ln in lines) == [1] * 6 + [2] * 6
+    assert [ln.get_xdata().tolist() for ln in lines[:2]] == [[0], [1, 2]]
     with pytest.raises(SaemuiError, match="no rank:<model> columns"):
         plot_rank_sweep(sweep[["alpha"]])
     with pytest.raises(SaemuiError, match="no rows"):

@@ -577,6 +577,19 @@ def sensitivity_analysis(records: Sequence[dict]) -> dict[str, Any]:
                     "mui": 100.0 * s["mui"],
                 }
             )
+        sae = r.get("sae")
+        if sae and rows:  # the same samples in an SAE feature basis: neuron vs feature basis side by side
+            rows.append(
+                {
+                    "model": r["model"],
+                    "task": r["task"],
+                    "basis": sae["basis"],
+                    "width": sae["n_units"],
+                    **({"l0": sae["l0"]} if sae.get("l0") is not None else {}),
+                    **_rule_key(sae["selection"]),
+                    "mui": 100.0 * sae["mui"],
+                }
+            )
     if not rows:
         raise SaemuiError("zoo results: no sensitivity entries")
     table = sensitivity_table(rows)
@@ -584,13 +597,20 @@ def sensitivity_analysis(records: Sequence[dict]) -> dict[str, Any]:
     main_rule = (records[0].get("sensitivity") or [{}])[0].get("threshold")
     key = _rule_key(main_rule)
     main = f"eta={key['eta']}" if "eta" in key else f"k={key['k']}"
+
+    def paired(c: str) -> pd.DataFrame:
+        # an SAE column covers only the models measured in that basis
+        return pd.concat([wide[c], wide[main]], axis=1, keys=["x", "y"]).dropna()
+
     taus = pd.DataFrame(
         [
             {
                 "selection": c,
-                "tau_vs_main": kendall_tau(wide[c], wide[main]) if len(wide) > 1 else float("nan"),
+                "tau_vs_main": kendall_tau(b["x"], b["y"]) if len(b) > 1 else float("nan"),
+                "n_models": len(b),
             }
-            for c in wide.columns
+            for c in wide
+            for b in [paired(c)]
         ]
     )
     return {"table": table, "model_means": wide, "taus": taus, "main": main}
