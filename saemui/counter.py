@@ -3,9 +3,9 @@
 Per layer it keeps the union of key units (bool), per-unit firing counts over scored tokens (score > 0), and in
 how many samples each unit was key. Optionally it keeps every sample's key set (sparse unit ids), which makes
 subset MUI (e.g. correct answers only), coverage curves and diversity selection possible afterwards. Memory is
-O(layers × units) plus the kept sets (flat int arrays, ~0.6 KB per sample for 30 layers of ~12 units); it does
-not grow with the number of samples otherwise. Two counters over
-disjoint samples merge by OR / sum / concatenation (shards, processes, resumed runs).
+O(layers × units) plus the kept sets (flat int arrays: 24 B per (sample, layer) plus 4 B per unit id); it does
+not grow with the number of samples otherwise. Two counters over disjoint samples merge by OR / sum /
+concatenation (shards, processes, resumed runs).
 """
 
 from __future__ import annotations
