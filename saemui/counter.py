@@ -27,7 +27,7 @@ class UtilizationCounter:
     n_tokens_L: scored tokens seen per layer; n_samples: samples seen (counted once, at layer rows' first pass).
     Per-sample key sets (kept when ``keep_sets``) are stored as flat parts, one per update: sample ids, layer rows,
     CSR offsets and int32 unit ids. A dict of one small array per (sample, layer) cost ~9 KB of Python objects per
-    sample at 30 layers, 15× the ids themselves; ``sets`` still gives that dict view on demand.
+    sample at 30 layers (tracemalloc), many times the ids themselves; ``sets`` still gives that dict view on demand.
     """
 
     layers: list[int]

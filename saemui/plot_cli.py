@@ -69,7 +69,7 @@ def reproduce_law(results: Path | None, out: Path, n_boot: int = 2000) -> list[P
     """Law fits (both forms, bootstrap CIs) on clean, independent and all models, and per task; scatter + band;
     per-task bars."""
     df = az.load_zoo(results)
-    written, tables, errors, shown = [], [], {}, None
+    written, tables, errors, shown, skipped = [], [], {}, None, {}
     for subset in az.LAW_SUBSETS:
         try:
             res = az.law_analysis(df, subset, n_boot=n_boot)
@@ -95,7 +95,7 @@ def reproduce_law(results: Path | None, out: Path, n_boot: int = 2000) -> list[P
         errors["per_task"] = str(e)
     else:
         written.append(_csv(per_task["table"], out / "law_fits_per_task.csv"))
-        errors["per_task_skipped"] = per_task["skipped"]
+        skipped = per_task["skipped"]
         form = "perf_from_mui"
         fig = plot_law_grid(
             {t: f[form] for t, f in per_task["fits"].items()},
@@ -103,7 +103,15 @@ def reproduce_law(results: Path | None, out: Path, n_boot: int = 2000) -> list[P
         )
         written += save_figure(fig, out / "law_per_task")
     written.append(
-        _json({"shown": subset, "errors": errors, "dropped_zero_mui": res["dropped"]}, out / "law_notes.json")
+        _json(
+            {
+                "shown": subset,
+                "errors": errors,
+                "per_task_skipped": skipped,
+                "dropped_zero_mui": res["dropped"],
+            },
+            out / "law_notes.json",
+        )
     )
     written += save_figure(plot_task_bars(df, "mui"), out / "tasks_mui")
     written += save_figure(plot_task_bars(df, "perf"), out / "tasks_perf")

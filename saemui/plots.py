@@ -126,7 +126,7 @@ def plot_law(
         raise SaemuiError(f"perf and mui must have equal length, got {len(p)} and {len(m)}")
     labs = list(labels) if labels is not None else (list(fit.labels) if fit.labels and perf is None else None)
     fig, (ax,) = _figure(6, 4.5)
-    _draw_law(ax, fit, p, m, labs, boot if band else None, band)
+    _draw_law(ax, fit, p, m, labs, boot, band)
     ax.set_title(title or f"Utility Law fit (n={fit.n}, Spearman ρ={fit.spearman_rho:.2f})")
     return fig
 

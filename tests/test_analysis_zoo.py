@@ -215,6 +215,11 @@ def test_diversity_and_sensitivity(recs):
     taus = sens["taus"].set_index("selection")
     wide = sens["model_means"]
     assert taus.loc["eta=0.9", "n_models"] == 3
+    # a point's SAE row does not depend on an earlier record having neuron sensitivity entries
+    first = dict(with_sae[0], sensitivity=None)
+    assert (first["model"], first["task"]) == ("a", "t1")
+    table = az.sensitivity_analysis([first, *with_sae[1:]])["table"]
+    assert table.loc[("a", "t1", "bundle-x", 64, "-"), "eta=0.9"] == pytest.approx(1.1)
     assert taus.loc["eta=0.9", "tau_vs_main"] == pytest.approx(
         kendall_tau([1.1, 1.3, 1.2], wide.loc[["a", "b", "c"], "k=0.001"])
     )

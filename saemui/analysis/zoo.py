@@ -565,7 +565,7 @@ def _rule_key(threshold: str) -> dict[str, Any]:
 def sensitivity_analysis(records: Sequence[dict]) -> dict[str, Any]:
     """MUI (%) per (model, task) under each measured key-unit rule (``sensitivity_table``), and how the model
     ranking by mean MUI moves between rules (Kendall tau-b against the main rule)."""
-    rows = []
+    rows, sae_rows = [], []
     for r in records:
         for s in r.get("sensitivity") or []:
             rows.append(
@@ -578,8 +578,8 @@ def sensitivity_analysis(records: Sequence[dict]) -> dict[str, Any]:
                 }
             )
         sae = r.get("sae")
-        if sae and rows:  # the same samples in an SAE feature basis: neuron vs feature basis side by side
-            rows.append(
+        if sae:  # the same samples in an SAE feature basis: neuron vs feature basis side by side
+            sae_rows.append(
                 {
                     "model": r["model"],
                     "task": r["task"],
@@ -592,9 +592,10 @@ def sensitivity_analysis(records: Sequence[dict]) -> dict[str, Any]:
             )
     if not rows:
         raise SaemuiError("zoo results: no sensitivity entries")
-    table = sensitivity_table(rows)
+    table = sensitivity_table(rows + sae_rows)
     wide = table.groupby(level="model").mean()
-    main_rule = (records[0].get("sensitivity") or [{}])[0].get("threshold")
+    # the main rule is the first one measured (the zoo's own selection), from any record that has entries
+    main_rule = next(r["sensitivity"][0]["threshold"] for r in records if r.get("sensitivity"))
     key = _rule_key(main_rule)
     main = f"eta={key['eta']}" if "eta" in key else f"k={key['k']}"
 
