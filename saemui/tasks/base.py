@@ -191,8 +191,16 @@ def _ensure_builtin() -> None:
 
 
 def task_options(task: Task) -> dict[str, Any]:
-    """The task's option values (for recording in results)."""
-    return {f.name: getattr(task, f.name) for f in dataclasses.fields(task)}
+    """The task's option values (for recording in results).
+
+    A field with ``metadata={"omit_if_default": True}`` (an option added later) is left out at its default, so
+    records and generation fingerprints made before it existed stay valid.
+    """
+    return {
+        f.name: getattr(task, f.name)
+        for f in dataclasses.fields(task)
+        if not (f.metadata.get("omit_if_default") and getattr(task, f.name) == f.default)
+    }
 
 
 __all__ = [
