@@ -240,41 +240,79 @@ def regressors(points: pd.DataFrame, hypothesis: str) -> tuple[np.ndarray, np.nd
 # ----- the run bootstrap ------------------------------------------------------------------------------------
 
 
-def _cluster_rows(strata: np.ndarray, clusters: np.ndarray) -> list[list[np.ndarray]]:
-    """Per stratum (sorted), the row indices of each of its clusters (sorted by cluster id)."""
+def cluster_weights(
+    strata: np.ndarray, clusters: np.ndarray, rng: np.random.Generator, size: int
+) -> np.ndarray:
+    """``size`` bootstrap resamples as row weights, shape ``(size, rows)``: within each stratum, as many
+    clusters as it has are drawn with replacement, and every row of a cluster gets the number of times its
+    cluster was drawn (§6.2: runs within family, family sizes kept; §6.6: all tasks of a run together).
+    A weighted fit equals the fit on the rows repeated by their weights."""
     st = np.asarray([str(v) for v in strata])
     cl = np.asarray([str(v) for v in clusters])
-    return [
-        [np.flatnonzero((st == s) & (cl == c)) for c in sorted(set(cl[st == s]))] for s in sorted(set(st))
-    ]
+    w = np.zeros((size, len(st)), dtype=np.int64)
+    for s in sorted(set(st)):
+        ids = sorted(set(cl[st == s]))
+        draws = rng.integers(0, len(ids), size=(size, len(ids)))
+        counts = np.zeros((size, len(ids)), dtype=np.int64)
+        np.add.at(counts, (np.arange(size)[:, None], draws), 1)
+        for j, c in enumerate(ids):
+            w[:, (st == s) & (cl == c)] = counts[:, j : j + 1]
+    return w
 
 
-def _draw(layout: list[list[np.ndarray]], rng: np.random.Generator) -> np.ndarray:
-    rows: list[np.ndarray] = []
-    for members in layout:
-        rows.extend(members[j] for j in rng.integers(0, len(members), size=len(members)))
-    return np.concatenate(rows)
+def _weighted_fe_slopes(
+    y: np.ndarray, x: np.ndarray, gcode: np.ndarray, w: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Slopes of the FE fit for every row of weights ``w`` (Frisch-Waugh: regressors and response demeaned
+    within group with the weights). Returns (coefficients ``(B, k)``, full-rank mask ``(B,)``)."""
+    n_groups = int(gcode.max()) + 1
+    onehot = (gcode[None, :] == np.arange(n_groups)[:, None]).astype(float)  # (G, n)
+    wg = w @ onehot.T  # (B, G) weight per group
+    with np.errstate(invalid="ignore", divide="ignore"):
+
+        def demean(v: np.ndarray) -> np.ndarray:
+            means = (w * v[None, :]) @ onehot.T / wg  # (B, G)
+            return v[None, :] - np.nan_to_num(means)[:, gcode]
+
+        xd = np.stack([demean(x[:, j]) for j in range(x.shape[1])], axis=-1)  # (B, n, k)
+        yd = demean(y)  # (B, n)
+    wx = xd * w[:, :, None]
+    xtx = np.einsum("bnk,bnl->bkl", wx, xd)
+    xty = np.einsum("bnk,bn->bk", wx, yd)
+    full = np.linalg.matrix_rank(xtx) == x.shape[1]
+    coef = np.full((len(w), x.shape[1]), np.nan)
+    if full.any():
+        coef[full] = np.linalg.solve(xtx[full], xty[full][..., None])[..., 0]
+    return coef, full
 
 
-def stratified_cluster_draw(strata: np.ndarray, clusters: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Row indices of one bootstrap resample: within each stratum, as many clusters as it has, drawn with
-    replacement, each bringing all its rows (§6.2: runs within family; §6.6: all tasks of a run together)."""
-    return _draw(_cluster_rows(strata, clusters), rng)
+def _distinct_ok(x0: np.ndarray, codes: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per resample: every group (codes) has >= 2 distinct values of ``x0`` among its drawn rows."""
+    _, xcode = np.unique(x0, return_inverse=True)
+    ok = np.ones(len(w), dtype=bool)
+    for g in np.unique(codes):
+        present = w[:, codes == g] > 0
+        xc = xcode[codes == g][None, :]
+        lo = np.where(present, xc, np.iinfo(np.int64).max).min(axis=1)
+        hi = np.where(present, xc, -1).max(axis=1)
+        ok &= hi > lo
+    return ok
 
 
 @dataclass(frozen=True)
 class BootResult:
     """Percentile run-bootstrap interval of the slope (§6.2).
 
-    ci: (lo, hi) at ``level``. slopes: the B slopes. n_redrawn: resamples redrawn because an intercept group
-    had fewer than 2 distinct values of the main regressor (the protocol's rule, reported). n_redrawn_rank:
-    resamples redrawn because the design was otherwise rank-deficient (only possible with a second regressor).
-    The groups checked are the intercept groups and the strata (families); in the primary fit they coincide.
+    ci: (lo, hi) at ``level``. slopes: the B slopes. weights: the B resamples as row weights (see
+    :func:`cluster_weights`). n_redrawn: resamples redrawn because a family (or intercept group) had fewer than
+    2 distinct values of the main regressor (the protocol's rule, reported). n_redrawn_rank: resamples redrawn
+    because the design was otherwise rank-deficient (only possible with a second regressor).
     """
 
     ci: tuple[float, float]
     level: float
     slopes: np.ndarray = field(repr=False)
+    weights: np.ndarray = field(repr=False)
     n_boot: int
     seed: int
     n_redrawn: int
@@ -293,39 +331,48 @@ def run_bootstrap(
     seed: int = BOOT_SEED,
 ) -> BootResult:
     """Stratified cluster bootstrap of the slope: ``numpy.random.default_rng(seed)``, B resamples, refit, an
-    equal-tailed percentile interval at ``level`` (§6.2). A degenerate resample is redrawn and counted."""
+    equal-tailed percentile interval at ``level`` (§6.2). Resamples are drawn in chunks of B; a degenerate
+    resample is dropped and replaced by the next one drawn (the protocol's "redrawn"), and counted. The
+    distinct-value rule is checked per family (the strata, as §6.2 says) and per intercept group (else α_ft is
+    not identified; in the primary fit the two coincide)."""
     if n_boot < 1:
         raise SaemuiError(f"n_boot: expected a positive number of resamples, got {n_boot}")
     y = np.asarray(y, dtype=float)
     x = np.asarray(x, dtype=float).reshape(len(y), -1)
-    g = np.asarray([str(v) for v in groups])
-    st = np.asarray([str(v) for v in strata])
-    layout = _cluster_rows(st, clusters)
+    _, gcode = np.unique(np.asarray([str(v) for v in groups]), return_inverse=True)
+    _, scode = np.unique(np.asarray([str(v) for v in strata]), return_inverse=True)
     rng = np.random.default_rng(seed)
-    slopes = np.empty(n_boot)
-    redrawn = redrawn_rank = 0
-    b = 0
-    while b < n_boot:
+    kept_s: list[np.ndarray] = []
+    kept_w: list[np.ndarray] = []
+    n_kept = redrawn = redrawn_rank = 0
+    while n_kept < n_boot:
         if redrawn + redrawn_rank > 100 * n_boot:
             raise SaemuiError(
                 "bootstrap: almost every resample is degenerate (too few distinct runs per family)"
             )
-        idx = _draw(layout, rng)
-        gi, si, xi = g[idx], st[idx], x[idx]
-        # the protocol's rule is per family (the strata); per intercept group too, or α_ft is not identified
-        if any(len(np.unique(xi[gi == lab, 0])) < 2 for lab in np.unique(gi)) or any(
-            len(np.unique(xi[si == lab, 0])) < 2 for lab in np.unique(st)
-        ):
-            redrawn += 1
-            continue
-        X, _ = design(xi, gi)
-        coef, _, rank, _ = np.linalg.lstsq(X, y[idx], rcond=None)
-        if rank < X.shape[1]:
-            redrawn_rank += 1
-            continue
-        slopes[b] = coef[0]
-        b += 1
-    return BootResult(percentile_interval(slopes, level), level, slopes, n_boot, seed, redrawn, redrawn_rank)
+        w = cluster_weights(strata, clusters, rng, n_boot)
+        ok = _distinct_ok(x[:, 0], gcode, w) & _distinct_ok(x[:, 0], scode, w)
+        coef, full = _weighted_fe_slopes(y, x, gcode, w[ok])
+        take = np.flatnonzero(ok)[full][: n_boot - n_kept]
+        # count only the draws up to the last one used, as if resamples had been drawn one at a time
+        last = take[-1] + 1 if len(take) else len(w)
+        redrawn += int((~ok[:last]).sum())
+        ok_idx = np.flatnonzero(ok[:last])
+        redrawn_rank += int((~full[: len(ok_idx)]).sum())
+        kept_s.append(coef[full][: len(take), 0])
+        kept_w.append(w[take])
+        n_kept += len(take)
+    slopes = np.concatenate(kept_s)
+    return BootResult(
+        percentile_interval(slopes, level),
+        level,
+        slopes,
+        np.concatenate(kept_w),
+        n_boot,
+        seed,
+        redrawn,
+        redrawn_rank,
+    )
 
 
 # ----- verdicts ---------------------------------------------------------------------------------------------
@@ -662,7 +709,7 @@ __all__ = [
     "run_bootstrap",
     "secondary_fits",
     "smoothed_perf",
-    "stratified_cluster_draw",
+    "cluster_weights",
     "t_interval",
     "law_test",
 ]
