@@ -20,22 +20,23 @@ def _chat(user: str, ideal: str, system: str = "Answer briefly.") -> dict:
     }
 
 
-@pytest.fixture
-def fake(tmp_path, monkeypatch):
+def make_fake_wheel(tmp_path, monkeypatch, n: int = 20):
+    """A wheel-shaped zip with general, chat Q&A, maths and code files, plus a shared-data dir with one GSM8K
+    item; REGISTRY_SETS is pointed at the fake sets."""
     wheel = tmp_path / sd.EVALS_WHEEL_FILE
     reg = sd.REGISTRY
     general = [
-        {"0": f"Document {i} talks about rivers and hills number {i}.", "1": "shuffled"} for i in range(20)
+        {"0": f"Document {i} talks about rivers and hills number {i}.", "1": "shuffled"} for i in range(n)
     ]
-    maths = [_chat(f"What is {i} times {i + 1}?", str(i * (i + 1))) for i in range(20)]
+    maths = [_chat(f"What is {i} times {i + 1}?", str(i * (i + 1))) for i in range(n)]
     maths.append(_chat("What is 3 + 4?", "7"))  # an arith-1 item: must be dropped (whole match)
-    qa = [_chat(f"Name river number {i}.", f"River {i}.") for i in range(20)]
+    qa = [_chat(f"Name river number {i}.", f"River {i}.") for i in range(n)]
     qa.append(
         _chat("Please solve: " + GSM_Q + " How many are left?", "13")
     )  # contains a GSM8K item (13-gram)
     code = [
         _chat(f"Write a list comprehension for squares up to {i}.", f"[x*x for x in range({i})]")
-        for i in range(20)
+        for i in range(n)
     ]
     tc = [{"type": "codeparrot/github-code", "text": f"def f{i}():\n    return {i}\n"} for i in range(5)]
     tc.append({"type": "c4", "text": "not code"})
@@ -57,6 +58,11 @@ def fake(tmp_path, monkeypatch):
     return wheel, shared
 
 
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    return make_fake_wheel(tmp_path, monkeypatch)
+
+
 def test_normalize_and_hash():
     assert sd.normalize("  What IS 3+4?\n") == "what is 3 4"
     assert sd.text_hash("What is 3 + 4?") == sd.text_hash("what is 3+4 ?")
@@ -65,9 +71,9 @@ def test_normalize_and_hash():
 
 def test_arith_item_space_is_complete(tmp_path):
     idx = sd.task_item_hashes(None)
-    # independent count of the three item spaces: 10·10 sums; 90·90 sums + 90·91/2 differences with a ≥ b;
-    # templates × names × things × b-values × Σ_{a=5}^{20} a choices of c
-    expect = 100 + 90 * 90 + 90 * 91 // 2 + len(arith.TEMPLATES) * 8 * 6 * 9 * sum(range(5, 21))
+    # independent count of the three item spaces: 10·10 sums; 90·90 two-digit pairs (sum and difference
+    # normalise alike: "+" / "-" are not words); templates × names × things × b-values × Σ_{a=5}^{20} a choices of c
+    expect = 100 + 90 * 90 + len(arith.TEMPLATES) * 8 * 6 * 9 * sum(range(5, 21))
     assert idx.counts["arith"] == expect
     for level in (1, 2, 3):
         for seed in (0, 7):
