@@ -250,7 +250,14 @@ def _tokenize(lm, texts: list[str], cfg: Config) -> list[list[int]]:
 def stage_capture(cfg: Config, lm, data: dict, wd: Path) -> dict[int, list[Path]]:
     """Sink-filtered training activations per layer, chunk by chunk (each chunk file written atomically)."""
     seqs = _tokenize(lm, data["train_texts"], cfg)
-    batches = sae_eval.batches_from_ids(seqs, lm.tokenizer.pad_token_id, cfg.capture_batch_tokens)
+    prefix = _chat_prefix(lm.tokenizer)
+    rows = []
+    for i, ids in enumerate(seqs):
+        # The template's default system turn is the same ~20 tokens in every chat row: identical activations
+        # repeated thousands of times would over-weight them, so only every 20th chat row contributes them.
+        skip = len(prefix) if prefix and ids[: len(prefix)] == prefix and i % 20 else 0
+        rows.append((ids, range(skip, len(ids)), range(len(ids) - 1)))
+    batches = sae_eval._pack(rows, lm.tokenizer.pad_token_id, cfg.capture_batch_tokens)
     specials = _specials(lm)
     cdir = wd / "capture"
     chunks = [batches[i : i + cfg.chunk_batches] for i in range(0, len(batches), cfg.chunk_batches)]
@@ -271,7 +278,12 @@ def stage_capture(cfg: Config, lm, data: dict, wd: Path) -> dict[int, list[Path]
                 acts = _capture_layers(lm, b, cfg.layers)
                 for layer in cfg.layers:
                     keep, cnt = sae_eval.sink_mask(
-                        acts[layer], b.input_ids_BT, b.attention_mask_BT, specials, cfg.norm_factor
+                        acts[layer],
+                        b.input_ids_BT,
+                        b.attention_mask_BT,
+                        specials,
+                        cfg.norm_factor,
+                        read_BT=b.read_BT,
                     )
                     sinks[layer].merge(cnt)
                     parts[layer].append(acts[layer][keep].to(torch.float16).numpy())
@@ -287,6 +299,23 @@ def stage_capture(cfg: Config, lm, data: dict, wd: Path) -> dict[int, list[Path]
             done_all, {"sinks": {str(k): v.to_json() for k, v in sink_total.items()}, "chunks": len(chunks)}
         )
     return {layer: sorted((cdir / f"L{layer:02d}").glob("chunk_*.npy")) for layer in cfg.layers}
+
+
+def _chat_prefix(tok) -> list[int]:
+    """Token ids every chat rendering starts with (default system turn + user header), [] without a template."""
+    if not getattr(tok, "chat_template", None):
+        return []
+    a, b = (
+        tok(
+            tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False),
+            add_special_tokens=False,
+        )["input_ids"]
+        for t in ("alpha", "omega")
+    )
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return list(a[:n])
 
 
 def _specials(lm) -> set[int]:

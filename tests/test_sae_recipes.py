@@ -75,6 +75,10 @@ def test_end_to_end_tiny_and_resume(tmp_path, monkeypatch, tiny_dir):
         ):
             assert k in r
     assert res["capture_sinks"]["0"]["dropped"]["position0"] > 0
+    from helpers import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    assert tok.decode(mod._chat_prefix(tok)) == "<|im_start|>user\n"  # the shared start of every chat row
     # resume: every stage is skipped (the trained SAEs are not touched), the result is identical
     sae_file = tmp_path / "wd" / "saes" / "topk-k32-b256-e2" / "L00" / "sae_weights.safetensors"
     mtime = sae_file.stat().st_mtime_ns
