@@ -1,0 +1,99 @@
+"""scripts/sae_recipes.py end to end on a tiny random model and a fake evals wheel (no network)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import save_tiny_model
+from test_sae_data import make_fake_wheel
+
+from saemui import sae_data as sd
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "sae_recipes.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("sae_recipes", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_plan_prints_every_stage(capsys):
+    mod = _load()
+    assert mod.main(["--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "capture 300,000 tokens × 3 layers" in out and "total on 1 thread" in out
+    assert all(r.name in out for r in mod.DEFAULT_RECIPES)
+    cfg, _ = mod.parse_args(["--layers", "5", "15", "25"])
+    rows = dict(mod.plan(cfg))
+    # the v1 recipe (1 epoch at batch 512) trains on half the samples of a 2-epoch recipe at the same k
+    v1 = next(s for n, s in rows.items() if n.startswith("train v1-topk-k32-b512-e1"))
+    e2 = next(s for n, s in rows.items() if n.startswith("train topk-k32-b256-e2"))
+    assert e2 == pytest.approx(2 * v1)
+
+
+def test_end_to_end_tiny_and_resume(tmp_path, monkeypatch, tiny_dir):
+    mod = _load()
+    wheel, shared = make_fake_wheel(tmp_path, monkeypatch, n=60)
+    monkeypatch.setattr(sd, "EVALS_WHEEL_SHA256", sd_sha(wheel))
+    monkeypatch.setattr(mod, "SHARED_DATA", shared)
+    model = save_tiny_model(tiny_dir, "llama")
+    args = [
+        "--model", str(model),
+        "--layers", "0", "2",
+        "--recipes", "topk-k32-b256-e2", "batchtopk-k32-b256-e2",
+        "--width", "128",
+        "--train-tokens", "1500",
+        "--eval-seqs", "12",
+        "--ce-seqs", "6",
+        "--eval-source", "mix",
+        "--workdir", str(tmp_path / "wd"),
+        "--wheel-dir", str(wheel.parent),
+        "--out", str(tmp_path / "res.json"),
+    ]  # fmt: skip
+    assert mod.main(args) == 0
+    res = json.loads((tmp_path / "res.json").read_text())
+    assert {(r["recipe"], r["layer"]) for r in res["rows"]} == {
+        (n, layer) for n in ("topk-k32-b256-e2", "batchtopk-k32-b256-e2") for layer in (0, 2)
+    }
+    for r in res["rows"]:
+        assert r["n_tokens"] > 0 and r["ce_sequences"] == 6
+        assert r["train_steps"] >= 2 and r["train_seconds"] > 0
+        for k in (
+            "fve_pooled",
+            "fve_token_median",
+            "ce_loss_recovered",
+            "kl_spliced",
+            "dead_frac",
+            "dense_frac",
+        ):
+            assert k in r
+    assert res["capture_sinks"]["0"]["dropped"]["position0"] > 0
+    from helpers import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    assert tok.decode(mod._chat_prefix(tok)) == "<|im_start|>user\n"  # the shared start of every chat row
+    # resume: every stage is skipped (the trained SAEs are not touched), the result is identical
+    sae_file = tmp_path / "wd" / "saes" / "topk-k32-b256-e2" / "L00" / "sae_weights.safetensors"
+    mtime = sae_file.stat().st_mtime_ns
+    assert mod.main(args) == 0
+    res2 = json.loads((tmp_path / "res.json").read_text())
+    assert sae_file.stat().st_mtime_ns == mtime
+    assert res2["rows"] == res["rows"]
+    # a killed evaluation (missing eval file) is redone alone
+    (tmp_path / "wd" / "eval" / "topk-k32-b256-e2" / "L02.json").unlink()
+    assert mod.main(args) == 0
+    res3 = json.loads((tmp_path / "res.json").read_text())
+    assert res3["rows"] == res["rows"]
+
+
+def sd_sha(wheel):
+    from saemui.models import sha256_file
+
+    return sha256_file(wheel)
