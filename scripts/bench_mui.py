@@ -41,8 +41,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(1, str(REPO / "tests"))  # helpers.py: synthetic SAEs and the tiny tokenizer
 
 import torch  # noqa: E402
 
@@ -163,7 +161,7 @@ def read_first(path: str, n: int | None) -> list:
 
 def write_smollm2_suite(root: Path, n_layers: int = 30, width: int = 1024, k: int = 32) -> Path:
     """Synthetic TopK SAEs with the shipped SmolLM2 bundle's shapes, one sae-lens directory per layer."""
-    from helpers import save_synthetic_sae
+    from saemui.testing import save_synthetic_sae
 
     root.mkdir(parents=True, exist_ok=True)
     for layer in range(n_layers):
@@ -232,11 +230,11 @@ def write_wide_suite(root: Path, d_in: int, d_sae: int, layers: list[int], seed:
 
 def build_random_model(shape: str, device: str = "cpu"):
     """A random-weight model with the real d_model and layer count of ``shape`` (see SHAPES), built in memory."""
-    from helpers import tiny_tokenizer
     from transformers import AutoModelForCausalLM, Gemma2Config, LlamaConfig
 
     from saemui.arch import get_arch
     from saemui.models import LoadedModel
+    from saemui.testing import tiny_tokenizer
 
     sh = SHAPES[shape]
     b = sh["built"]

@@ -5,12 +5,12 @@ import json
 
 import pytest
 import torch
-from helpers import save_synthetic_sae
 
 from saemui.engine import RunConfig, compute_mui
 from saemui.errors import SaemuiError
 from saemui.records import Sample
 from saemui.saes import load_sae_dir, open_suite
+from saemui.testing import save_synthetic_sae
 
 
 def _bundle(root, layers=(0, 1, 2), d_in=64, d_sae=32, arch="standard"):
