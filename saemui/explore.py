@@ -685,7 +685,7 @@ def correct_vs_incorrect(result: MUIResult, layers: Sequence[int] | None = None)
         raise SaemuiError(
             f"need correct and incorrect labelled samples (have {len(corr)} correct, {len(inc)} incorrect)"
         )
-    ip, units = result._sets()
+    ip, units = result.sets_csr()
     L, U = len(result.layers), result.n_units
     rows = []
     for layer in layers if layers is not None else result.layers:
