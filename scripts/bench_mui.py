@@ -387,7 +387,7 @@ def paper_pass(lm, samples, spec: dict, device: str, workdir: Path) -> dict:
     caches every hook; caching only resid_post here is generous to it), all SAEs resident in fp32, encode of every
     position, per-record Python dicts from per-element tensor iteration, ``json.dumps`` per sample appended to a
     JSONL file; then reading it back and topscore selection + union with Python lists, sorts and sets."""
-    from saemui.capture import _first
+    from saemui.capture import block_output
     from saemui.inputs import encode_samples
     from saemui.saes import open_suite
 
@@ -407,7 +407,7 @@ def paper_pass(lm, samples, spec: dict, device: str, workdir: Path) -> dict:
         cache: dict[int, torch.Tensor] = {}
         hooks = [
             blocks[layer].register_forward_hook(
-                lambda m, i, o, layer=layer, c=cache: c.__setitem__(layer, _first(o).detach().clone())
+                lambda m, i, o, layer=layer, c=cache: c.__setitem__(layer, block_output(o).detach().clone())
             )
             for layer, _ in saes
         ]
@@ -760,7 +760,7 @@ ALL_CASES = ("main", "paper", "memory", "precision", "big", "sweep", "dist", "pr
 
 
 def orchestrate(args: argparse.Namespace) -> dict:
-    from saemui.engine import machine_info, package_versions
+    from saemui.provenance import machine_info, package_versions
     from saemui.saes import find_bundles
 
     p = plan(args)
