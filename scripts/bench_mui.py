@@ -283,7 +283,7 @@ def load_bench_model(spec: str, device: str):
 
 
 def _run_config(spec: dict):
-    from saemui.engine import RunConfig
+    from saemui.config import RunConfig
 
     return RunConfig(
         units="sae",
@@ -528,7 +528,7 @@ def run_worker(spec: dict) -> dict:
             out.update(r)
             shutil.rmtree(res_dir, ignore_errors=True)
     elif case == "paper":
-        from saemui.engine import RunConfig
+        from saemui.config import RunConfig
 
         r = paper_pass(lm, samples, spec, device, workdir)
         union = {tuple(x) for x in r.pop("union")}
@@ -553,7 +553,7 @@ def run_worker(spec: dict) -> dict:
         )
         out.update(r)
     elif case == "precision":
-        from saemui.precision import selection_agreement
+        from saemui.compare import selection_agreement
 
         runs = {}
         for dt in spec["dtypes"]:
