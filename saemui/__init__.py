@@ -12,7 +12,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from saemui.engine import RunConfig, compute_mui
+from saemui.config import RunConfig
+from saemui.engine import compute_mui
 from saemui.errors import SaemuiError
 from saemui.models import load_model
 from saemui.records import Sample, read_samples, write_samples

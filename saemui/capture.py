@@ -91,7 +91,8 @@ def get_backend(name: str, lm: LoadedModel) -> CaptureBackend:
     return BACKENDS[name](lm)
 
 
-def _first(out: object) -> torch.Tensor:
+def block_output(out: object) -> torch.Tensor:
+    """The hidden states a decoder layer's forward returned (its ``out`` in a forward hook)."""
     # transformers 5 decoder layers return a Tensor; older ones a tuple. `out[0]` on a Tensor is batch row 0.
     return out[0] if isinstance(out, tuple) else out
 
@@ -115,7 +116,7 @@ class HFBackend(CaptureBackend):
                 layer, kind = parse_site(s)
                 block = blocks[layer]
                 if kind == "resid_post":
-                    handles.append(block.register_forward_hook(lambda m, i, o, s=s: emit(s, _first(o))))
+                    handles.append(block.register_forward_hook(lambda m, i, o, s=s: emit(s, block_output(o))))
                 elif kind == "mlp_post":
                     handles.append(
                         arch.down_proj(block).register_forward_pre_hook(lambda m, i, s=s: emit(s, i[0]))

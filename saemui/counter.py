@@ -10,6 +10,7 @@ concatenation (shards, processes, resumed runs).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,6 +70,29 @@ class UtilizationCounter:
             rows, cols = rows.cpu().numpy(), cols.cpu().numpy().astype(np.int32)
             bounds = np.searchsorted(rows, np.arange(len(sample_index) + 1))
             self.add_sets(sample_index, np.full(len(sample_index), r), bounds, cols)
+
+    def add_key_units(self, sample: int, row: int, units_K: torch.Tensor) -> None:
+        """Mark ``units_K`` (CPU unit ids) key for one (sample, layer row) after the pass: global top-k decides
+        across layers only once every layer is scored. The sample's tokens were counted by :meth:`update`."""
+        key = torch.zeros(self.n_units, dtype=torch.bool)
+        key[units_K] = True
+        self.union_LU[row] |= key.to(self.union_LU.device)
+        self.keyfreq_LU[row] += key.long().to(self.keyfreq_LU.device)
+        if self.keep_sets:
+            self.add_sets([sample], [row], [0, units_K.numel()], np.sort(units_K.numpy().astype(np.int32)))
+
+    def replace_counts(
+        self,
+        union_LU: torch.Tensor,
+        fire_LU: torch.Tensor,
+        keyfreq_LU: torch.Tensor,
+        n_tokens_L: torch.Tensor,
+        samples_seen: set[int],
+    ) -> None:
+        """Replace the counts wholesale (a restored or merged state); tensors are kept as given."""
+        self.union_LU, self.fire_LU, self.keyfreq_LU = union_LU, fire_LU, keyfreq_LU
+        self.n_tokens_L = n_tokens_L
+        self.samples_seen = samples_seen
 
     def add_sets(self, samples, rows, indptr, units) -> None:
         """Record key sets: set i belongs to (samples[i], layer row rows[i]) and is units[indptr[i]:indptr[i+1]]
@@ -186,11 +210,13 @@ class UtilizationCounter:
     @classmethod
     def from_state_dict(cls, d: dict, device: str | torch.device = "cpu") -> UtilizationCounter:
         c = cls(list(d["layers"]), int(d["n_units"]), device=device, keep_sets=bool(d["keep_sets"]))
-        c.union_LU = d["union_LU"].to(device).clone()
-        c.fire_LU = d["fire_LU"].to(device).clone()
-        c.keyfreq_LU = d["keyfreq_LU"].to(device).clone()
-        c.n_tokens_L = d["n_tokens_L"].clone()
-        c.samples_seen = set(d["samples_seen"])
+        c.replace_counts(
+            d["union_LU"].to(device).clone(),
+            d["fire_LU"].to(device).clone(),
+            d["keyfreq_LU"].to(device).clone(),
+            d["n_tokens_L"].clone(),
+            set(d["samples_seen"]),
+        )
         sets = {k: v.numpy() for k, v in d["sets"].items()}
         if set(sets) == {"samples", "rows", "lengths", "units"}:
             c.add_flat_sets((sets["samples"], sets["rows"], sets["lengths"], sets["units"]))
@@ -198,4 +224,26 @@ class UtilizationCounter:
             for key, units in sets.items():
                 s, r = (int(x) for x in key.split(","))
                 c.add_sets([s], [r], [0, units.size], units)
+        return c
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: Mapping[str, np.ndarray], layers: list[int], n_units: int, samples: Sequence[int]
+    ) -> UtilizationCounter:
+        """A CPU counter from a result's arrays (see :meth:`arrays`); ``samples`` names the arrays' samples in
+        order (e.g. their global positions), and the per-sample sets are kept when the arrays hold them."""
+        keep_sets = arrays["set_indptr"].size > 0
+        c = cls(list(layers), n_units, device="cpu", keep_sets=keep_sets)
+        c.replace_counts(
+            torch.from_numpy(np.asarray(arrays["union_LU"], dtype=bool).copy()),
+            torch.from_numpy(np.asarray(arrays["fire_LU"], dtype=np.int64).copy()),
+            torch.from_numpy(np.asarray(arrays["keyfreq_LU"], dtype=np.int64).copy()),
+            torch.from_numpy(np.asarray(arrays["n_tokens_L"], dtype=np.int64).copy()),
+            set(samples),
+        )
+        if keep_sets:
+            L, n = len(c.layers), len(samples)
+            c.add_sets(
+                np.repeat(samples, L), np.tile(np.arange(L), n), arrays["set_indptr"], arrays["set_units"]
+            )
         return c

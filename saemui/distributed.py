@@ -13,15 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 from saemui.counter import UtilizationCounter
-from saemui.engine import firing_stats
 from saemui.errors import SaemuiError
+from saemui.health import firing_stats
 from saemui.records import Sample, assign_ids
-from saemui.result import MUIResult
+from saemui.result import MUIResult, summary_counts
 
 
 def shard_samples(samples: Sequence[Sample], rank: int, world: int) -> tuple[list[int], list[Sample]]:
@@ -44,22 +43,13 @@ def counter_from_result(result: MUIResult, index: Sequence[int] | None = None) -
     if len(index) != n:
         raise SaemuiError(f"index has {len(index)} entries, the result has {n} samples")
     a = result.arrays
-    keep_sets = a["set_indptr"].size > 0
-    c = UtilizationCounter(list(result.layers), result.n_units, device="cpu", keep_sets=keep_sets)
-    c.union_LU = torch.from_numpy(np.asarray(a["union_LU"], dtype=bool).copy())
-    c.fire_LU = torch.from_numpy(np.asarray(a["fire_LU"], dtype=np.int64).copy())
-    c.keyfreq_LU = torch.from_numpy(np.asarray(a["keyfreq_LU"], dtype=np.int64).copy())
-    c.n_tokens_L = torch.from_numpy(np.asarray(a["n_tokens_L"], dtype=np.int64).copy())
-    c.samples_seen = set(index)
-    if keep_sets:
-        L = len(result.layers)
-        if a["set_indptr"].size != n * L + 1:
-            raise SaemuiError(
-                f"arrays.npz: set_indptr has {a['set_indptr'].size} entries, expected samples × layers + 1 = "
-                f"{n * L + 1}"
-            )
-        c.add_sets(np.repeat(index, L), np.tile(np.arange(L), n), a["set_indptr"], a["set_units"])
-    return c
+    L = len(result.layers)
+    if a["set_indptr"].size > 0 and a["set_indptr"].size != n * L + 1:
+        raise SaemuiError(
+            f"arrays.npz: set_indptr has {a['set_indptr'].size} entries, expected samples × layers + 1 = "
+            f"{n * L + 1}"
+        )
+    return UtilizationCounter.from_arrays(a, list(result.layers), result.n_units, index)
 
 
 def _collective_device(group=None) -> torch.device:
@@ -86,14 +76,11 @@ def all_reduce_counter(counter: UtilizationCounter, group=None) -> UtilizationCo
 
     u8 = counter.union_LU.to(device=dev, dtype=torch.uint8)
     dist.all_reduce(u8, op=dist.ReduceOp.MAX, group=group)
-    counter.union_LU = u8.bool().to(home)
-    for name in ("fire_LU", "keyfreq_LU"):
-        t = getattr(counter, name).to(device=dev, dtype=torch.int64)
+    sums = []
+    for t in (counter.fire_LU, counter.keyfreq_LU, counter.n_tokens_L):
+        t = t.to(device=dev, dtype=torch.int64)
         dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
-        setattr(counter, name, t.to(home))
-    nt = counter.n_tokens_L.to(device=dev, dtype=torch.int64)
-    dist.all_reduce(nt, op=dist.ReduceOp.SUM, group=group)
-    counter.n_tokens_L = nt.cpu()
+        sums.append(t)
 
     seen: list = [None] * world
     dist.all_gather_object(seen, sorted(counter.samples_seen), group=group)
@@ -103,7 +90,7 @@ def all_reduce_counter(counter: UtilizationCounter, group=None) -> UtilizationCo
         if overlap:
             raise SaemuiError(f"ranks share samples (e.g. {sorted(overlap)[:3]}): shard them disjointly")
         merged.update(part)
-    counter.samples_seen = merged
+    counter.replace_counts(u8.bool().to(home), sums[0].to(home), sums[1].to(home), sums[2].cpu(), merged)
     if counter.keep_sets:
         sets: list = [None] * world
         dist.all_gather_object(sets, counter.flat_sets(), group=group)
@@ -163,18 +150,10 @@ def gather_result(local: MUIResult, index: Sequence[int], group=None) -> MUIResu
 
     arrays = counter.arrays(n)
     s = dict(local.summary)
-    labelled = [r for r in all_rows if r.get("correct") is not None]
+    # Keys already in the local summary keep their place, so the merged summary.json has a single run's layout.
+    s.update(summary_counts(counter, all_rows))
     s.update(
         {
-            "mui": counter.mui(),
-            "mui_percent": 100.0 * counter.mui(),
-            "per_layer": counter.per_layer(),
-            "n_samples": n,
-            "n_tokens": int(counter.n_tokens_L[0]) if len(counter.layers) else 0,
-            "n_empty_samples": sum(1 for r in all_rows if not r["n_scored"]),
-            "n_truncated_samples": sum(1 for r in all_rows if r["truncated"]),
-            "accuracy": (sum(bool(r["correct"]) for r in labelled) / len(labelled)) if labelled else None,
-            "n_labelled": len(labelled),
             "sae_health": _merge_health(healths, counter),
             "distributed": {
                 "world_size": world,

@@ -33,7 +33,8 @@ PHASE_COLORS: dict[str, str] = {
 }
 
 
-def _figure(w: float, h: float, ncols: int = 1, nrows: int = 1) -> tuple[Figure, np.ndarray]:
+def new_figure(w: float, h: float, ncols: int = 1, nrows: int = 1) -> tuple[Figure, np.ndarray]:
+    """A new Agg-backed figure (no pyplot state) in constrained layout, and its axes as a flat array."""
     fig = Figure(figsize=(w, h), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -94,7 +95,7 @@ def plot_law_grid(fits: Mapping[str, LawFit], boots: Mapping[str, LawBootstrap] 
     n = len(fits)
     ncols = min(n, 2)
     nrows = -(-n // ncols)
-    fig, axes = _figure(6 * ncols, 4.5 * nrows, ncols=ncols, nrows=nrows)
+    fig, axes = new_figure(6 * ncols, 4.5 * nrows, ncols=ncols, nrows=nrows)
     for ax, (name, fit) in zip(axes, fits.items()):
         boot = (boots or {}).get(name)
         _draw_law(ax, fit, fit.perf, fit.mui, list(fit.labels) if fit.labels else None, boot, True)
@@ -125,7 +126,7 @@ def plot_law(
     if len(p) != len(m):
         raise SaemuiError(f"perf and mui must have equal length, got {len(p)} and {len(m)}")
     labs = list(labels) if labels is not None else (list(fit.labels) if fit.labels and perf is None else None)
-    fig, (ax,) = _figure(6, 4.5)
+    fig, (ax,) = new_figure(6, 4.5)
     _draw_law(ax, fit, p, m, labs, boot, band)
     ax.set_title(title or f"Utility Law fit (n={fit.n}, Spearman ρ={fit.spearman_rho:.2f})")
     return fig
@@ -147,7 +148,7 @@ def plot_task_bars(
     _need(df, [model_col, task_col, value, *(err_cols or ())], "df")
     tasks = list(dict.fromkeys(df[task_col]))
     models = list(dict.fromkeys(df[model_col]))
-    fig, (ax,) = _figure(max(5.0, 1.0 + 0.6 * len(tasks) * max(1, len(models)) ** 0.5), 4)
+    fig, (ax,) = new_figure(max(5.0, 1.0 + 0.6 * len(tasks) * max(1, len(models)) ** 0.5), 4)
     width = 0.8 / len(models)
     x = np.arange(len(tasks))
     for j, mdl in enumerate(models):
@@ -193,7 +194,7 @@ def plot_trajectory(df_phases: pd.DataFrame, tasks: Sequence[str] | None = None)
         df = df[df["task"].isin(list(tasks))]
     if df.empty:
         raise SaemuiError("df_phases: no steps to plot")
-    fig, axes = _figure(13, 4, ncols=3)
+    fig, axes = new_figure(13, 4, ncols=3)
     styles = ["-", "--", ":", "-."]
     for t_i, (task, g) in enumerate(df.groupby("task", sort=False)):
         ls = styles[t_i % len(styles)]
@@ -234,7 +235,7 @@ def plot_contamination(shift_df: pd.DataFrame, title: str | None = None) -> Figu
     The upper-right quadrant (P↑ MUI↑) is the contamination signature when only in-domain tasks land there.
     """
     _need(shift_df, ["task", "domain", "dP", "dMUI"], "shift_df")
-    fig, (ax,) = _figure(5.5, 4.5)
+    fig, (ax,) = new_figure(5.5, 4.5)
     for dom, color, marker in (("in", "#d62728", "o"), ("out", "#1f77b4", "s")):
         g = shift_df[shift_df["domain"] == dom]
         ax.scatter(g["dP"], g["dMUI"], color=color, marker=marker, label=f"{dom}-domain", zorder=3)
@@ -262,7 +263,7 @@ def plot_coverage(
     )
     if not items:
         raise SaemuiError("curves: expected at least one CoverageCurve")
-    fig, (ax,) = _figure(6, 4.5)
+    fig, (ax,) = new_figure(6, 4.5)
     for name, c in items:
         if not isinstance(c, CoverageCurve):
             raise SaemuiError(f"curves[{name!r}]: expected a CoverageCurve, got {type(c).__name__}")
@@ -283,7 +284,7 @@ def plot_rank_sweep(sweep: pd.DataFrame, title: str | None = None) -> Figure:
     cols = [c for c in sweep.columns if str(c).startswith("rank:")]
     if not cols:
         raise SaemuiError("sweep: no rank:<model> columns (expected alpha_sensitivity output)")
-    fig, (ax,) = _figure(6.5, 4.5)
+    fig, (ax,) = new_figure(6.5, 4.5)
     for c in cols:
         ax.plot(sweep["alpha"], sweep[c], marker="o", ms=3, label=c.removeprefix("rank:"))
     ax.invert_yaxis()
@@ -298,7 +299,7 @@ def plot_sensitivity(model_means: pd.DataFrame, title: str | None = None) -> Fig
     """MUI of each model (rows) under each key-unit selection (columns), one line per model."""
     if model_means.empty:
         raise SaemuiError("model_means: no rows to plot")
-    fig, (ax,) = _figure(6, 4.5)
+    fig, (ax,) = new_figure(6, 4.5)
     cols = [str(c) for c in model_means.columns]
     x = np.arange(len(cols))
     # Lines join only selections of one family (k=… with k=…, eta=… with eta=…): an eta column is usually another

@@ -23,13 +23,18 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from saemui.errors import SaemuiError
 from saemui.io import default_mode
+
+if TYPE_CHECKING:
+    from saemui.counter import UtilizationCounter
 
 SCHEMA_VERSION = 1
 
@@ -63,15 +68,21 @@ class MUIResult:
     def n_units(self) -> int:
         return int(self.summary["units"]["n_units"])
 
+    def row(self, layer: int) -> int:
+        """Row of model layer ``layer`` in the per-layer arrays."""
+        if layer not in self.layers:
+            raise SaemuiError(f"layer {layer} not in this result (layers {self.layers})")
+        return self.layers.index(layer)
+
     def sample_sets(self, sample: int) -> list[np.ndarray]:
         """Key units of one sample (by position), one array per layer row."""
-        ip, units = self._sets()
+        ip, units = self.sets_csr()
         L = len(self.layers)
         return [units[ip[sample * L + r] : ip[sample * L + r + 1]] for r in range(L)]
 
     def subset_union(self, samples: list[int] | np.ndarray) -> np.ndarray:
         """Union of key sets over the given sample positions: bool [L, U]."""
-        ip, units = self._sets()
+        ip, units = self.sets_csr()
         L, U = len(self.layers), self.n_units
         out = np.zeros((L, U), dtype=bool)
         for s in np.asarray(samples, dtype=np.int64):
@@ -100,7 +111,8 @@ class MUIResult:
     def correct_indices(self) -> list[int]:
         return [i for i, s in enumerate(self.samples) if s.get("correct") is True]
 
-    def _sets(self) -> tuple[np.ndarray, np.ndarray]:
+    def sets_csr(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kept per-sample key sets as CSR (indptr over rows ordered (sample, layer row), int32 unit ids)."""
         if "set_indptr" not in self.arrays or self.arrays["set_indptr"].size == 0:
             raise SaemuiError(
                 "this result kept no per-sample key sets (run with keep_sets=True / without --no-sets)"
@@ -143,6 +155,27 @@ class MUIResult:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return path
+
+
+def summary_counts(counter: UtilizationCounter, rows: Sequence[Mapping]) -> dict:
+    """The count block of a result's summary: MUI, per-layer MUI, layers and the sample / token counts.
+
+    ``rows`` are the per-sample rows (``MUIResult.samples``) of every sample the counter saw. Shared by the engine
+    and the distributed merge; both apply it to a summary dict in this key order, so files stay byte-identical.
+    """
+    labelled = [r for r in rows if r.get("correct") is not None]
+    return {
+        "mui": counter.mui(),
+        "mui_percent": 100.0 * counter.mui(),
+        "per_layer": counter.per_layer(),
+        "layers": list(counter.layers),
+        "n_samples": len(rows),
+        "n_tokens": int(counter.n_tokens_L[0]) if len(counter.layers) else 0,
+        "n_empty_samples": sum(1 for r in rows if not r["n_scored"]),
+        "n_truncated_samples": sum(1 for r in rows if r["truncated"]),
+        "accuracy": (sum(bool(r["correct"]) for r in labelled) / len(labelled)) if labelled else None,
+        "n_labelled": len(labelled),
+    }
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

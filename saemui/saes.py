@@ -6,6 +6,9 @@ Specs accepted by :func:`open_suite`:
 - ``RELEASE`` (per layer the SAE whose average L0 is closest to ``target_l0``), ``RELEASE:SAE_ID`` or
   ``RELEASE:SAE_ID,SAE_ID,…`` from the sae-lens registry (weights need the Hub: online users only).
 
+The bundle format (``manifest.json``) is written by :func:`write_bundle_manifest` and read by :func:`open_suite`,
+both here.
+
 A suite is lazy: SAEs are loaded a group at a time by the engine, and ``encoder_only`` reads no decoder weights
 from local files, so peak memory is the model plus a fixed number of encoders. Every SAE passes
 :func:`check_compatible` before it encodes anything.
@@ -13,7 +16,6 @@ from local files, so peak memory is the model plus a fixed number of encoders. E
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -21,13 +23,18 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from saemui.capture import parse_site
 from saemui.errors import SaemuiError
+from saemui.io import atomic_write_json
+from saemui.models import sha256_file
 
 BUNDLE_FORMAT = "saemui-sae-bundle/1"
+#: files of one SAE directory whose sha256 a bundle manifest records (and open_suite verifies)
+BUNDLE_FILES = ("cfg.json", "sae_weights.safetensors")
 # TransformerLens processing flags: an SAE trained with any of these on expects processed activations.
 _PROCESSING_FLAGS = (
     "center_writing_weights",
@@ -64,10 +71,6 @@ class SAESuite:
     @property
     def layers(self) -> list[int]:
         return [e.layer for e in self.entries]
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_sae_dir(path: Path, device: str = "cpu", dtype: str = "float32", encoder_only: bool = False):
@@ -158,7 +161,7 @@ def _open_bundle(root: Path, verify: bool) -> SAESuite:
                 f = sub / fname
                 if not f.is_file():
                     raise SaemuiError(f"{f}: listed in {mpath} but missing")
-                if _sha256(f) != digest:
+                if sha256_file(f) != digest:
                     raise SaemuiError(f"{f}: sha256 differs from {mpath} (corrupt or modified file)")
         e = _local_entry(sub, meta=s)
         if e.hook_name != s["hook_name"] or e.layer != s["layer"]:
@@ -173,6 +176,35 @@ def _open_bundle(root: Path, verify: bool) -> SAESuite:
         sorted(entries, key=lambda e: e.layer),
         {"kind": "bundle", "path": str(root), "manifest": {k: v for k, v in man.items() if k != "saes"}},
     )
+
+
+def bundle_entry(root: Path, layer: int, hook_name: str, subdir: str, **spec: Any) -> dict[str, Any]:
+    """One ``saes[]`` row of a bundle manifest: the SAE's layer and hook, its directory under ``root``, free
+    descriptive fields (architecture, d_in, d_sae, …) and the sha256 of its :data:`BUNDLE_FILES`."""
+    return {
+        "layer": layer,
+        "hook_name": hook_name,
+        "path": subdir,
+        **spec,
+        "files": {f: sha256_file(Path(root) / subdir / f) for f in BUNDLE_FILES},
+    }
+
+
+def write_bundle_manifest(
+    root: Path, name: str, model: dict, hook_template: str, saes: list[dict], **extra: Any
+) -> dict[str, Any]:
+    """Write ``root/manifest.json`` atomically (``saes`` from :func:`bundle_entry`; ``extra`` keys follow, in
+    order, e.g. training details) and return the manifest."""
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "name": name,
+        "model": model,
+        "hook_template": hook_template,
+        "saes": saes,
+        **extra,
+    }
+    atomic_write_json(Path(root) / "manifest.json", manifest)
+    return manifest
 
 
 _LAYER_PATTERNS = [

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import torch
 
 from saemui.capture import site_name
+from saemui.errors import SaemuiError
 from saemui.models import LoadedModel
 
 NEURON_SITES = {"down_input": "mlp_post", "gate_act": "gate_act"}
@@ -47,8 +48,6 @@ class SAEFeatures(UnitScorer):
 class MLPNeurons(UnitScorer):
     def __init__(self, lm: LoadedModel, layer: int, site: str = "down_input"):
         if site not in NEURON_SITES:
-            from saemui.errors import SaemuiError
-
             raise SaemuiError(f"neuron site {site!r} unknown (expected down_input or gate_act)")
         block = lm.arch.layers(lm.model)[layer]
         self.layer = layer

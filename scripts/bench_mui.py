@@ -41,8 +41,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(1, str(REPO / "tests"))  # helpers.py: synthetic SAEs and the tiny tokenizer
 
 import torch  # noqa: E402
 
@@ -163,7 +161,7 @@ def read_first(path: str, n: int | None) -> list:
 
 def write_smollm2_suite(root: Path, n_layers: int = 30, width: int = 1024, k: int = 32) -> Path:
     """Synthetic TopK SAEs with the shipped SmolLM2 bundle's shapes, one sae-lens directory per layer."""
-    from helpers import save_synthetic_sae
+    from saemui.testing import save_synthetic_sae
 
     root.mkdir(parents=True, exist_ok=True)
     for layer in range(n_layers):
@@ -232,11 +230,11 @@ def write_wide_suite(root: Path, d_in: int, d_sae: int, layers: list[int], seed:
 
 def build_random_model(shape: str, device: str = "cpu"):
     """A random-weight model with the real d_model and layer count of ``shape`` (see SHAPES), built in memory."""
-    from helpers import tiny_tokenizer
     from transformers import AutoModelForCausalLM, Gemma2Config, LlamaConfig
 
     from saemui.arch import get_arch
     from saemui.models import LoadedModel
+    from saemui.testing import tiny_tokenizer
 
     sh = SHAPES[shape]
     b = sh["built"]
@@ -285,7 +283,7 @@ def load_bench_model(spec: str, device: str):
 
 
 def _run_config(spec: dict):
-    from saemui.engine import RunConfig
+    from saemui.config import RunConfig
 
     return RunConfig(
         units="sae",
@@ -389,7 +387,7 @@ def paper_pass(lm, samples, spec: dict, device: str, workdir: Path) -> dict:
     caches every hook; caching only resid_post here is generous to it), all SAEs resident in fp32, encode of every
     position, per-record Python dicts from per-element tensor iteration, ``json.dumps`` per sample appended to a
     JSONL file; then reading it back and topscore selection + union with Python lists, sorts and sets."""
-    from saemui.capture import _first
+    from saemui.capture import block_output
     from saemui.inputs import encode_samples
     from saemui.saes import open_suite
 
@@ -409,7 +407,7 @@ def paper_pass(lm, samples, spec: dict, device: str, workdir: Path) -> dict:
         cache: dict[int, torch.Tensor] = {}
         hooks = [
             blocks[layer].register_forward_hook(
-                lambda m, i, o, layer=layer, c=cache: c.__setitem__(layer, _first(o).detach().clone())
+                lambda m, i, o, layer=layer, c=cache: c.__setitem__(layer, block_output(o).detach().clone())
             )
             for layer, _ in saes
         ]
@@ -530,7 +528,7 @@ def run_worker(spec: dict) -> dict:
             out.update(r)
             shutil.rmtree(res_dir, ignore_errors=True)
     elif case == "paper":
-        from saemui.engine import RunConfig
+        from saemui.config import RunConfig
 
         r = paper_pass(lm, samples, spec, device, workdir)
         union = {tuple(x) for x in r.pop("union")}
@@ -555,7 +553,7 @@ def run_worker(spec: dict) -> dict:
         )
         out.update(r)
     elif case == "precision":
-        from saemui.precision import selection_agreement
+        from saemui.compare import selection_agreement
 
         runs = {}
         for dt in spec["dtypes"]:
@@ -762,7 +760,7 @@ ALL_CASES = ("main", "paper", "memory", "precision", "big", "sweep", "dist", "pr
 
 
 def orchestrate(args: argparse.Namespace) -> dict:
-    from saemui.engine import machine_info, package_versions
+    from saemui.provenance import machine_info, package_versions
     from saemui.saes import find_bundles
 
     p = plan(args)

@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from saemui.errors import SaemuiError  # noqa: E402
 
@@ -45,10 +44,8 @@ def _rates(args: argparse.Namespace):
 
 
 def tiny_spec(cache: Path):
-    """Two tiny random roots (tests/helpers.py) saved under the cache, and the tiny zoo on them."""
-    sys.path.insert(0, str(REPO / "tests"))
-    from helpers import save_tiny_model
-
+    """Two tiny random roots (saemui.testing) saved under the cache, and the tiny zoo on them."""
+    from saemui.testing import save_tiny_model
     from saemui.zoo import tiny_zoo
 
     root = cache / "zoo" / "tiny" / "roots"

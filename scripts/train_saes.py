@@ -47,8 +47,10 @@ os.environ.setdefault("TQDM_MININTERVAL", "60")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from saemui.health import recon_metrics  # noqa: E402
 from saemui.io import atomic_write_json, atomic_write_text  # noqa: E402
 from saemui.models import LoadedModel, load_model, sha256_file  # noqa: E402
+from saemui.saes import bundle_entry, write_bundle_manifest  # noqa: E402
 
 log = logging.getLogger("train_saes")
 
@@ -87,8 +89,9 @@ class TrainSAEsConfig:
     chat_frac: fraction of sequences formatted through the chat template.
     max_seq_len: longer sequences are truncated (excerpts are ~150 tokens; this rarely triggers).
     capture_batch_tokens: padded tokens per capture forward (batches are length-sorted to limit padding).
-    batch_size, lr, lr_end, warmup_steps, dead_feature_window: sae-lens trainer settings; see cpu-budget.md:
-        small data needs small batches, a higher lr and a short dead-feature window so aux-k starts early.
+    batch_size, lr, lr_end, warmup_steps, dead_feature_window: sae-lens trainer settings. With ~300k tokens
+        per layer (what a 2-core CPU budget allows) small data needs small batches, a higher lr and a short
+        dead-feature window so aux-k starts early.
     threads: torch intra-op threads. 1 by default: on the shared 2-core machine, 2 OpenMP threads that keep
         losing a core to other users spin at barriers (measured: SAE steps 1.8k samples/s with 1 thread vs
         1.1k with 2 under load); use 2 on an idle machine. Does not change results beyond float reordering.
@@ -140,7 +143,7 @@ class TrainSAEsConfig:
 
 
 @dataclass
-class Sequence:
+class TokenSequence:
     """One tokenized sequence: ids and the positions whose activations are kept (eligible)."""
 
     ids: list[int]
@@ -154,7 +157,7 @@ class SplitData:
     """A captured split: its sequences and the total number of eligible tokens."""
 
     name: str
-    seqs: list[Sequence] = field(default_factory=list)
+    seqs: list[TokenSequence] = field(default_factory=list)
 
     @property
     def n_tokens(self) -> int:
@@ -202,6 +205,8 @@ def read_documents(wheel: Path) -> dict[str, list[dict[str, str]]]:
 
 
 def special_ids(tok: Any) -> set[int]:
+    # Wider than saemui.inputs.special_ids (every added token, not only those flagged special): the shipped SAEs
+    # were trained without any added token's activations, and changing the filter would change the corpus.
     ids = set(int(i) for i in tok.all_special_ids)
     ids |= set(int(i) for i in getattr(tok, "added_tokens_decoder", {}))
     return ids
@@ -211,16 +216,16 @@ def _split_sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
 
 
-def encode_plain(tok: Any, text: str, specials: set[int], max_len: int, source: str) -> Sequence:
+def encode_plain(tok: Any, text: str, specials: set[int], max_len: int, source: str) -> TokenSequence:
     # SmolLM2's tokenizer adds no BOS: plain text starts with a regular token (position 0 is dropped anyway).
     ids = tok(text, add_special_tokens=False)["input_ids"][:max_len]
     keep = [i > 0 and t not in specials for i, t in enumerate(ids)]
-    return Sequence(ids=ids, keep=keep, source=source, chat=False)
+    return TokenSequence(ids=ids, keep=keep, source=source, chat=False)
 
 
 def encode_chat(
     tok: Any, user: str, assistant: str, specials: set[int], max_len: int, source: str, keep_system: bool
-) -> Sequence:
+) -> TokenSequence:
     msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
     text = tok.apply_chat_template(msgs, tokenize=False)
     ids = tok(text, add_special_tokens=False)["input_ids"][:max_len]
@@ -229,12 +234,12 @@ def encode_chat(
     # thousands of times would over-weight them, so only a few sequences (keep_system) contribute them.
     first_user = starts[1] if len(starts) > 1 and not keep_system else 0
     keep = [i > 0 and i >= first_user and t not in specials for i, t in enumerate(ids)]
-    return Sequence(ids=ids, keep=keep, source=source, chat=True)
+    return TokenSequence(ids=ids, keep=keep, source=source, chat=True)
 
 
 def make_sequence(
     tok: Any, text: str, rng: random.Random, cfg: TrainSAEsConfig, specials: set[int], source: str
-) -> Sequence:
+) -> TokenSequence:
     sents = _split_sentences(text)
     if rng.random() < cfg.chat_frac and len(sents) >= 2:
         # Split at a sentence boundary 25-60 % into the excerpt: the user turn is the opening, the assistant
@@ -336,7 +341,8 @@ def build_task_split(tok: Any, cfg: TrainSAEsConfig) -> tuple[SplitData | None, 
                 split.seqs.append(encode_chat(tok, q, a, specials, cfg.max_seq_len, name, keep_system=False))
     return (
         split,
-        f"GSM8K test + ARC-Challenge test from {SHARED_DATA} (questions + gold answers, chat format)",
+        "GSM8K test + ARC-Challenge test from the benchmark copies beside the repository (questions + gold "
+        "answers, chat format)",
     )
 
 
@@ -346,14 +352,16 @@ def save_split(split: SplitData, path: Path) -> None:
 
 def load_split(path: Path) -> SplitData:
     d = json.loads(path.read_text())
-    return SplitData(d["name"], [Sequence(**s) for s in d["seqs"]])
+    return SplitData(d["name"], [TokenSequence(**s) for s in d["seqs"]])
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # stage b: capture
 
 
-def make_batches(seqs: list[Sequence], max_tokens: int) -> list[list[int]]:
+# Not saemui.inputs.plan_batches/collate: those batch MUI samples (prompt + response, score positions); these
+# batch training sequences with a keep mask, sorted by length alone. Merging them would reorder the captured corpus.
+def make_batches(seqs: list[TokenSequence], max_tokens: int) -> list[list[int]]:
     """Length-sorted batches (sequence indices) under a padded-token cap: padding is wasted forward time."""
     order = sorted(range(len(seqs)), key=lambda i: (len(seqs[i].ids), i))
     batches: list[list[int]] = []
@@ -370,7 +378,7 @@ def make_batches(seqs: list[Sequence], max_tokens: int) -> list[list[int]]:
 
 
 def pad_batch(
-    seqs: list[Sequence], idx: list[int], pad_id: int
+    seqs: list[TokenSequence], idx: list[int], pad_id: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ids, attention mask, and keep mask (eligible positions)."""
     T = max(len(seqs[i].ids) for i in idx)
@@ -635,35 +643,6 @@ def export_fp16(ckpt: Path, dest: Path) -> None:
 
 
 @torch.no_grad()
-def recon_metrics(sae: Any, x: torch.Tensor, chunk: int = 8192) -> dict[str, Any]:
-    """sae-lens / SAEBench conventions: explained_variance = 1 - sum|x - x̂|² / sum|x - mean(x)|²."""
-    n = x.shape[0]
-    mu = x.mean(0)
-    sse = tv = cos = l0 = l2r = 0.0
-    fires = torch.zeros(sae.cfg.d_sae)
-    for i in range(0, n, chunk):
-        xb = x[i : i + chunk]
-        f = sae.encode(xb)
-        xh = sae.decode(f)
-        sse += float((xb - xh).pow(2).sum())
-        tv += float((xb - mu).pow(2).sum())
-        cos += float(torch.nn.functional.cosine_similarity(xb, xh, dim=-1).sum())
-        l2r += float((xh.norm(dim=-1) / xb.norm(dim=-1).clamp_min(1e-8)).sum())
-        act = f > 0
-        l0 += float(act.sum())
-        fires += act.sum(0).float()
-    return {
-        "n_tokens": n,
-        "l0": l0 / n,
-        "explained_variance": 1 - sse / tv,
-        "mse": sse / (n * x.shape[1]),
-        "cossim": cos / n,
-        "l2_ratio": l2r / n,
-        "_fires": fires,
-    }
-
-
-@torch.no_grad()
 def ce_metrics(lm: LoadedModel, sae: Any, layer: int, cache: dict) -> dict[str, float]:
     """CE / KL with the reconstruction spliced in at ``layer`` (only at the positions the SAE is meant for:
     pads, special tokens and position 0 keep their clean residual) versus zero-ablating the same positions.
@@ -753,21 +732,19 @@ def write_bundle(
     import sae_lens
     import transformers
 
-    saes = []
-    for layer in layers:
-        ld = out / f"layer_{layer:02d}"
-        saes.append(
-            {
-                "layer": layer,
-                "hook_name": HOOK_TEMPLATE.format(layer=layer),
-                "path": ld.name,
-                "architecture": "topk",
-                "d_in": lm.d_model,
-                "d_sae": cfg.width,
-                "k": cfg.k,
-                "files": {f: sha256_file(ld / f) for f in ("cfg.json", "sae_weights.safetensors")},
-            }
+    saes = [
+        bundle_entry(
+            out,
+            layer,
+            HOOK_TEMPLATE.format(layer=layer),
+            f"layer_{layer:02d}",
+            architecture="topk",
+            d_in=lm.d_model,
+            d_sae=cfg.width,
+            k=cfg.k,
         )
+        for layer in layers
+    ]
     versions = {
         "sae_lens": sae_lens.__version__,
         "torch": torch.__version__,
@@ -800,16 +777,15 @@ def write_bundle(
         "machine": MACHINE,
         "versions": versions,
     }
-    manifest = {
-        "format": "saemui-sae-bundle/1",
-        "name": out.name,
-        "model": {"name": cfg.model, "hf_id": lm.hf_id, "gguf_sha256": lm.provenance.get("sha256")},
-        "hook_template": "blocks.{layer}.hook_resid_post",
-        "saes": saes,
-        "training": training,
-        "created_by": "scripts/train_saes.py",
-    }
-    atomic_write_json(out / "manifest.json", manifest)
+    manifest = write_bundle_manifest(
+        out,
+        out.name,
+        {"name": cfg.model, "hf_id": lm.hf_id, "gguf_sha256": lm.provenance.get("sha256")},
+        "blocks.{layer}.hook_resid_post",
+        saes,
+        training=training,
+        created_by="scripts/train_saes.py",
+    )
 
     rows = []
     for layer in layers:

@@ -20,9 +20,8 @@ def tiny_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_models(tiny_dir):
     """family → LoadedModel for tiny random llama / gemma / gpt2 models (loaded through the real local-dir path)."""
-    from helpers import save_tiny_model
-
     from saemui.models import load_model
+    from saemui.testing import save_tiny_model
 
     return {
         f: load_model(str(save_tiny_model(tiny_dir, f)), device="cpu") for f in ("llama", "gemma", "gpt2")

@@ -1,4 +1,4 @@
-"""Independent numpy re-implementation of key-unit selection and MUI (the spec in docs/mui-method.md §1.2)."""
+"""Independent numpy re-implementation of key-unit selection and MUI (the spec in docs/method.md §1.2)."""
 
 from __future__ import annotations
 

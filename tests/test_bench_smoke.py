@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import save_synthetic_sae, save_tiny_model
+from saemui.testing import save_synthetic_sae, save_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 

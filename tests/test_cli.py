@@ -5,10 +5,10 @@ import subprocess
 import sys
 
 import pytest
-from helpers import save_tiny_model
 
 from saemui.cli import main, parse_layers
 from saemui.result import load_result
+from saemui.testing import save_tiny_model
 
 
 @pytest.fixture(scope="module")

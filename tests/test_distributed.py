@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import save_synthetic_sae, save_tiny_model
 
 from saemui.distributed import counter_from_result, shard_samples
 from saemui.engine import RunConfig, compute_mui
 from saemui.records import Sample, write_samples
 from saemui.result import load_result
+from saemui.testing import save_synthetic_sae, save_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 

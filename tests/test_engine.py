@@ -5,13 +5,13 @@ import random
 import numpy as np
 import pytest
 import torch
-from helpers import save_synthetic_sae
 from reference import ref_keys, ref_mui
 
 from saemui.engine import RunConfig, compute_mui
 from saemui.errors import SaemuiError
 from saemui.inputs import encode_samples, special_ids
 from saemui.records import Sample
+from saemui.testing import save_synthetic_sae
 
 SAMPLES = [
     Sample("What is 2 + 3?", "The answer is 5."),

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from helpers import save_synthetic_sae
 
 from saemui.engine import RunConfig, compute_mui
 from saemui.errors import SaemuiError
 from saemui.records import Sample
+from saemui.testing import save_synthetic_sae
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])

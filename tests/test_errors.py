@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import save_synthetic_sae, save_tiny_model
 
 from saemui.cli import main
+from saemui.testing import save_synthetic_sae, save_tiny_model
 
 GOOD = '{"prompt": "Hi", "response": "Paris is nice."}\n'
 

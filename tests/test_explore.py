@@ -196,7 +196,7 @@ def test_explore_run_neurons_saves_contexts_and_lens(tiny_llama, tmp_path):
 
 
 def test_explore_run_sae_lens_uses_decoder(tiny_llama, tmp_path):
-    from helpers import save_synthetic_sae
+    from saemui.testing import save_synthetic_sae
 
     saes = tmp_path / "saes"
     for layer in range(3):

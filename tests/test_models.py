@@ -1,10 +1,10 @@
 """Model sources: registry errors, and the GGUF dequantization cache never trusts an unfinished copy."""
 
 import pytest
-from helpers import save_tiny_model
 
 import saemui.models as models
 from saemui.errors import SaemuiError
+from saemui.testing import save_tiny_model
 
 
 def test_unknown_package_source_names_install_command(monkeypatch):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import save_synthetic_sae
 
 from saemui.engine import RunConfig, compute_mui
 from saemui.precision import selection_agreement
 from saemui.records import Sample
 from saemui.saes import load_sae_dir
+from saemui.testing import save_synthetic_sae
 
 SAMPLES = [
     Sample("What is 2 + 3?", "The answer is 5."),

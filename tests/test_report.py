@@ -28,7 +28,7 @@ SAMPLES = [
 
 @pytest.fixture(scope="module")
 def runs(tiny_llama, tmp_path_factory) -> dict[str, Path]:
-    from helpers import save_synthetic_sae
+    from saemui.testing import save_synthetic_sae
 
     root = tmp_path_factory.mktemp("report-runs")
     saes = root / "saes"

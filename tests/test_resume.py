@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import save_tiny_model
 
 from saemui import checkpoint
 from saemui.engine import RunConfig, compute_mui
 from saemui.errors import SaemuiError
 from saemui.records import Sample, write_samples
+from saemui.testing import save_tiny_model
 
 DETERMINISTIC = ("summary.json", "arrays.npz", "samples.csv")
 

@@ -117,6 +117,7 @@ def test_card_numbers_reproduce_on_task_text(bundle: Path) -> None:
     from sae_lens import SAE
 
     from saemui.capture import get_backend
+    from saemui.health import recon_metrics
     from saemui.models import load_model
 
     m = _manifest(bundle)
@@ -138,7 +139,7 @@ def test_card_numbers_reproduce_on_task_text(bundle: Path) -> None:
     bad = []
     for s in m["saes"]:
         sae = SAE.load_from_disk(str(bundle / s["path"]), device="cpu", dtype="float32")
-        got = ts.recon_metrics(sae, acts[s["hook_name"]])
+        got = recon_metrics(sae, acts[s["hook_name"]])
         want = rows[s["layer"]]
         if abs(got["explained_variance"] - want["fve_task"]) > 0.06:
             bad.append(

@@ -5,12 +5,12 @@ import json
 
 import pytest
 import torch
-from helpers import save_synthetic_sae
 
 from saemui.engine import RunConfig, compute_mui
 from saemui.errors import SaemuiError
 from saemui.records import Sample
-from saemui.saes import load_sae_dir, open_suite
+from saemui.saes import bundle_entry, load_sae_dir, open_suite, write_bundle_manifest
+from saemui.testing import save_synthetic_sae
 
 
 def _bundle(root, layers=(0, 1, 2), d_in=64, d_sae=32, arch="standard"):
@@ -49,6 +49,26 @@ def test_spec_forms_resolve(tmp_path):
     assert open_suite(b / "layer_01").layers == [1]
     (b / "manifest.json").rename(tmp_path / "m.json")
     assert open_suite(b).layers == [0, 1, 2]  # directory of sae-lens directories
+
+
+def test_bundle_writer_output_is_read_back(tmp_path):
+    root = tmp_path / "written"
+    for layer in (2, 0):
+        save_synthetic_sae(root / f"l{layer}", 64, 32, f"blocks.{layer}.hook_resid_post", seed=layer)
+    saes = [bundle_entry(root, lay, f"blocks.{lay}.hook_resid_post", f"l{lay}", d_sae=32) for lay in (2, 0)]
+    write_bundle_manifest(root, "written", {"name": "tiny"}, "blocks.{layer}.hook_resid_post", saes, seed=7)
+    m = json.loads((root / "manifest.json").read_text())
+    assert m["format"] == "saemui-sae-bundle/1" and list(m)[-1] == "seed"
+    assert (
+        m["saes"][0]["files"]["sae_weights.safetensors"]
+        == hashlib.sha256((root / "l2" / "sae_weights.safetensors").read_bytes()).hexdigest()
+    )
+    suite = open_suite(root)
+    assert suite.name == "written" and suite.layers == [0, 2]
+    assert suite.entries[0].meta["d_sae"] == 32
+    (root / "l0" / "cfg.json").write_text((root / "l0" / "cfg.json").read_text() + " ")
+    with pytest.raises(SaemuiError, match="sha256"):
+        open_suite(root)
 
 
 def test_bundle_integrity_checks(tmp_path):

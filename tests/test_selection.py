@@ -7,7 +7,7 @@ from reference import ref_global_topk, ref_keys, ref_mui
 
 from saemui.counter import UtilizationCounter
 from saemui.errors import SaemuiError
-from saemui.selection import KeyRule, merge_candidates, reduce_scores, select_from_max, topk_entries
+from saemui.selection import KeyRule, make_selector
 
 
 def _fixed_scores(seed=0, n_samples=5, n_layers=3, U=12):
@@ -21,28 +21,17 @@ def _fixed_scores(seed=0, n_samples=5, n_layers=3, U=12):
 
 
 def _engine_keys(per_sample: list[np.ndarray], rule: KeyRule, chunk: int) -> list[set[int]]:
-    """Run one layer through the engine's own functions, splitting the scored tokens into chunks."""
+    """Run one layer through the engine's selector, splitting the scored tokens into chunks."""
     U = per_sample[0].shape[1]
     S = torch.from_numpy(np.concatenate(per_sample)) if any(len(x) for x in per_sample) else torch.zeros(0, U)
     seg = torch.cat([torch.full((len(x),), i, dtype=torch.long) for i, x in enumerate(per_sample)])
     B = len(per_sample)
-    k = rule.k_for(U) if rule.mode == "topk" else None
-    max_SU = torch.full((B, U), float("-inf"))
-    cands = [[] for _ in range(B)]
+    sel = make_selector(rule)
+    acc = sel.begin(B, U, "cpu")
     for off in range(0, max(S.shape[0], 1), chunk):
-        m, _, c = reduce_scores(S[off : off + chunk], seg[off : off + chunk], B, k, rule.positive_only)
-        max_SU = torch.maximum(max_SU, m)
-        if c:
-            for b in range(B):
-                cands[b].extend(c[b])
-    if rule.mode != "topk":
-        key = select_from_max(max_SU, rule)
-        return [set(np.where(key[b].numpy())[0].tolist()) for b in range(B)]
-    out = []
-    for b in range(B):
-        units, vals = merge_candidates(cands[b])
-        out.append(set(units[topk_entries(vals, units, k, rule.positive_only)].tolist()))
-    return out
+        acc.add(S[off : off + chunk], seg[off : off + chunk])
+    key = sel.key_sets(acc, 0, list(range(B)))
+    return [set(np.where(key[b].numpy())[0].tolist()) for b in range(B)]
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 1000])
@@ -98,28 +87,32 @@ def test_topscore_nonpositive_max_gives_empty_set():
     assert _engine_keys([S], KeyRule("topscore", eta=0.9), 10) == [set()]
 
 
-def test_global_topk_matches_reference():
+@pytest.mark.parametrize("chunk", [2, 1000])
+def test_global_topk_matches_reference(chunk):
     data = _fixed_scores(seed=3, n_samples=4, n_layers=3, U=6)
-    k = 5
-    for d in data:
-        # Build candidates per layer with the engine functions, then choose globally as the engine does.
-        units_all, vals_all, rows_all = [], [], []
-        for layer, S in enumerate(d):
-            if not len(S):
-                continue
-            units, vals = merge_candidates(
-                reduce_scores(torch.from_numpy(S), torch.zeros(len(S), dtype=torch.long), 1, k)[2][0]
-            )
-            ch = topk_entries(vals, units, k, False)
-            units_all.append(units[ch])
-            vals_all.append(vals[ch])
-            rows_all.append(torch.full((ch.numel(),), layer))
-        if not units_all:
-            continue
-        u, v, r = torch.cat(units_all), torch.cat(vals_all), torch.cat(rows_all)
-        ch = topk_entries(v, r * 6 + u, k, False)
-        got = [set(u[ch][r[ch] == layer].tolist()) for layer in range(3)]
-        assert got == ref_global_topk(d, k)
+    k, B = 5, len(data)
+    sel = make_selector(KeyRule("global_topk", k=k))
+    counter = UtilizationCounter([0, 1, 2], 6)
+    for layer in range(3):
+        per_sample = [d[layer] for d in data]
+        S = torch.from_numpy(np.concatenate(per_sample))
+        seg = torch.cat([torch.full((len(x),), i, dtype=torch.long) for i, x in enumerate(per_sample)])
+        acc = sel.begin(B, 6, "cpu")
+        for off in range(0, S.shape[0], chunk):
+            acc.add(S[off : off + chunk], seg[off : off + chunk])
+        key = sel.key_sets(acc, layer, list(range(B)))
+        assert not key.any()  # the choice across layers waits for the end of the run
+        counter.update(layer, list(range(B)), key, acc.fire_U, S.shape[0])
+    # a checkpoint in between keeps the deferred candidates
+    resumed = make_selector(KeyRule("global_topk", k=k))
+    resumed.load_state_dict(sel.state_dict())
+    resumed.finish(counter)
+    sets = counter.sets
+    for s, d in enumerate(data):
+        assert [set(sets[(s, r)].tolist()) for r in range(3)] == ref_global_topk(d, k)
+    assert counter.union_LU.tolist() == [
+        [any(u in ref_global_topk(d, k)[r] for d in data) for u in range(6)] for r in range(3)
+    ]
 
 
 def test_k_fraction_floors_with_minimum_one():

@@ -7,12 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import save_tiny_model
 
 from saemui.cli import main
 from saemui.records import read_samples
 from saemui.result import load_result
 from saemui.tasks.arith import Arith
+from saemui.testing import save_tiny_model
 
 
 @pytest.fixture(scope="module")

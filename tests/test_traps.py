@@ -5,7 +5,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from helpers import save_synthetic_sae
 
 from saemui.capture import capture, get_backend, parse_site
 from saemui.engine import RunConfig, compute_mui
@@ -14,6 +13,7 @@ from saemui.inputs import encode_samples
 from saemui.models import resolve_device_dtype
 from saemui.records import Sample
 from saemui.saes import check_compatible, load_sae_dir, open_suite
+from saemui.testing import save_synthetic_sae
 
 
 def test_pins_import_and_tl_major():
@@ -180,9 +180,8 @@ def test_batch_rows_are_kept(tiny_llama):
 
 # 9. BOS is kept in the input but never scored.
 def test_bos_in_input_never_scored(tmp_path):
-    from helpers import save_tiny_model
-
     from saemui.models import load_model
+    from saemui.testing import save_tiny_model
 
     lm = load_model(str(save_tiny_model(tmp_path, "llama", bos=True)))
     for fmt in ("raw", "chat"):
@@ -259,9 +258,8 @@ def test_dtype_policy(monkeypatch):
 
 
 def test_bf16_mui_close_to_fp32(tmp_path, tiny_dir):
-    from helpers import save_tiny_model
-
     from saemui.models import load_model
+    from saemui.testing import save_tiny_model
 
     path = str(save_tiny_model(tiny_dir, "llama"))
     samples = [Sample("Hi", "Paris is nice and sunny."), Sample("Code", "def square(x): return x * x")]

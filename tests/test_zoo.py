@@ -216,11 +216,11 @@ def test_plot_cli(tiny_zoo_build, tmp_path):
 
 def test_training_resumes_after_interruption(tmp_path, monkeypatch):
     import torch
-    from helpers import save_tiny_model
     from safetensors.torch import load_file
 
     from saemui import zoo
     from saemui.models import load_model
+    from saemui.testing import save_tiny_model
 
     # a fresh model: the session-wide tiny_llama may carry TransformerLens bridges from other tests
     tiny_llama = load_model(str(save_tiny_model(tmp_path, "llama")), device="cpu")
@@ -254,8 +254,7 @@ def test_training_resumes_after_interruption(tmp_path, monkeypatch):
 
 
 def test_evaluate_with_sae_bundle(tmp_path, tiny_llama):
-    from helpers import save_synthetic_sae
-
+    from saemui.testing import save_synthetic_sae
     from saemui.zoo import evaluate
 
     suite = tmp_path / "saes"

@@ -1,5 +1,8 @@
 """Offline test assets: a tiny trained tokenizer, tiny random-weight models of each supported family, and
-synthetic SAEs saved in sae-lens format. Nothing here touches the network."""
+synthetic SAEs saved in sae-lens format. Nothing here touches the network.
+
+Part of the package (not of ``tests/``) because the benchmark and the tiny zoo build use the same assets.
+"""
 
 from __future__ import annotations
 
