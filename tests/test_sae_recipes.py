@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import save_tiny_model
+from saemui.testing import save_tiny_model
 from test_sae_data import make_fake_wheel
 
 from saemui import sae_data as sd
@@ -75,7 +75,7 @@ def test_end_to_end_tiny_and_resume(tmp_path, monkeypatch, tiny_dir):
         ):
             assert k in r
     assert res["capture_sinks"]["0"]["dropped"]["position0"] > 0
-    from helpers import tiny_tokenizer
+    from saemui.testing import tiny_tokenizer
 
     tok = tiny_tokenizer()
     assert tok.decode(mod._chat_prefix(tok)) == "<|im_start|>user\n"  # the shared start of every chat row
