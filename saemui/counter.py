@@ -79,7 +79,10 @@ class UtilizationCounter:
         self.union_LU[row] |= key.to(self.union_LU.device)
         self.keyfreq_LU[row] += key.long().to(self.keyfreq_LU.device)
         if self.keep_sets:
-            self.add_sets([sample], [row], [0, units_K.numel()], np.sort(units_K.numpy().astype(np.int32)))
+            # Global top-k picks (position, unit) entries, so one unit can be chosen at two positions; a key set
+            # holds each unit once (np.unique also sorts).
+            units = np.unique(units_K.numpy().astype(np.int32))
+            self.add_sets([sample], [row], [0, units.size], units)
 
     def replace_counts(
         self,

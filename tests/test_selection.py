@@ -115,6 +115,20 @@ def test_global_topk_matches_reference(chunk):
     ]
 
 
+def test_global_topk_key_set_holds_each_unit_once():
+    # Unit 0 holds the two largest entries of the only layer: global top-2 picks it twice as an entry, but the
+    # stored key set (and its size) must list it once, like the top-k rule.
+    S = torch.tensor([[5.0, 1.0, 0.0], [4.0, 3.0, 0.0]])
+    sel = make_selector(KeyRule("global_topk", k=2))
+    counter = UtilizationCounter([0], 3)
+    acc = sel.begin(1, 3, "cpu")
+    acc.add(S, torch.zeros(2, dtype=torch.long))
+    counter.update(0, [0], sel.key_sets(acc, 0, [0]), acc.fire_U, 2)
+    sel.finish(counter)
+    assert counter.sets[(0, 0)].tolist() == [0]
+    assert counter.keyfreq_LU[0].tolist() == [1, 0, 0]
+
+
 def test_k_fraction_floors_with_minimum_one():
     assert KeyRule("topk", k=0.001).k_for(1536) == 1
     assert KeyRule("topk", k=0.001).k_for(2048) == 2
