@@ -191,8 +191,9 @@ def _ensure_builtin() -> None:
 
 
 def task_options(task: Task) -> dict[str, Any]:
-    """The task's option values (for recording in results)."""
-    return {f.name: getattr(task, f.name) for f in dataclasses.fields(task)}
+    """The task's option values (for recording in results); permissions such as ``allow_code_execution``
+    (field metadata ``record=False``) change no result and are left out."""
+    return {f.name: getattr(task, f.name) for f in dataclasses.fields(task) if f.metadata.get("record", True)}
 
 
 __all__ = [
