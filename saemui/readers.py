@@ -233,3 +233,237 @@ def check_sae_files(path: str | os.PathLike) -> None:
             raise SaemuiError(
                 f"{w_path}: tensor {name!r} has shape {header[name][1]}, cfg.json says {shape} (d_in, d_sae)"
             )
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def read_result_files(path: str | os.PathLike, schema_version: int) -> tuple[dict, dict, list[dict], dict]:
+    """(summary, arrays, sample rows, run info) of a result directory, every file and field checked.
+
+    A result that loads is internally consistent: the per-layer lists match ``layers``, per-sample key sets
+    index inside ``n_units`` and there is one set per (sample, layer), so later calls cannot fail on it.
+    """
+    import csv
+    import io
+
+    import numpy as np
+
+    path = Path(path)
+    sfile = path / "summary.json"
+    if not sfile.is_file():
+        raise SaemuiError(f"{path}: no summary.json (not a saemui result directory, or an unfinished run)")
+    summary = read_json(sfile, dict, "result summary")
+    if summary.get("complete") is not True:
+        raise SaemuiError(f"{sfile}: result is not marked complete")
+    if summary.get("schema_version") != schema_version:
+        raise SaemuiError(
+            f"{sfile}: schema_version {summary.get('schema_version')} unsupported (expected {schema_version})"
+        )
+    where = str(sfile)
+    if not _number(summary.get("mui")):
+        raise SaemuiError(f"{sfile}: field 'mui' must be a finite number, got {summary.get('mui')!r:.40}")
+    layers = checked_field(summary, "layers", list, where)
+    if not all(type(x) is int for x in layers):
+        raise SaemuiError(f"{sfile}: field 'layers' must be a list of integers")
+    per_layer = checked_field(summary, "per_layer", list, where)
+    if len(per_layer) != len(layers) or not all(_number(x) for x in per_layer):
+        raise SaemuiError(f"{sfile}: field 'per_layer' must hold one finite number per layer ({len(layers)})")
+    units = checked_field(summary, "units", dict, where)
+    n_units = checked_field(units, "n_units", int, f"{where}: field 'units'")
+    if n_units < 0:
+        raise SaemuiError(f"{sfile}: field 'units.n_units' is {n_units}, expected >= 0")
+
+    afile = path / "arrays.npz"
+    arrays = load_npz(afile, "result arrays file")
+    for k, a in arrays.items():
+        if a.dtype.kind not in "biuf":
+            raise SaemuiError(f"{afile}: array {k!r} has dtype {a.dtype}, expected numbers")
+
+    cfile = path / "samples.csv"
+    text = read_text(cfile, "samples table")
+    rows = []
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        cols = ("index", "id", "correct", "n_response_tokens", "n_scored", "truncated")
+        missing = [c for c in cols if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SaemuiError(f"{cfile}: missing column {missing[0]!r}")
+        for n, r in enumerate(reader, start=2):
+            for k in ("index", "n_response_tokens", "n_scored", "truncated"):
+                try:
+                    r[k] = int(r[k])
+                except (TypeError, ValueError):
+                    raise SaemuiError(
+                        f"{cfile}:{n}: column {k!r} must be an integer, got {r[k]!r:.40}"
+                    ) from None
+            r["correct"] = {"True": True, "False": False}.get(r["correct"])
+            rows.append(r)
+    except csv.Error as e:
+        raise SaemuiError(f"{cfile}: malformed CSV ({e})") from None
+
+    ip, su = arrays.get("set_indptr"), arrays.get("set_units")
+    if ip is not None and ip.size:
+        L = len(layers)
+        if (
+            su is None
+            or ip.ndim != 1
+            or su.ndim != 1
+            or ip.dtype.kind not in "iu"
+            or su.dtype.kind not in "iu"
+        ):
+            raise SaemuiError(f"{afile}: 'set_indptr'/'set_units' must be 1-D integer arrays")
+        if ip.size != len(rows) * L + 1 or ip[0] != 0 or ip[-1] != su.size or (np.diff(ip) < 0).any():
+            raise SaemuiError(
+                f"{afile}: 'set_indptr' is inconsistent ({ip.size} offsets for {len(rows)} samples × {L} layers, "
+                f"{su.size} set units)"
+            )
+        if su.size and (su.min() < 0 or su.max() >= n_units):
+            raise SaemuiError(f"{afile}: 'set_units' holds unit ids outside [0, {n_units})")
+
+    run_file = path / "run.json"
+    run_info = read_json(run_file, dict, "run info") if run_file.is_file() else {}
+    return summary, arrays, rows, run_info
+
+
+def check_zoo_record(rec: Any, where: str) -> None:
+    """The fields :func:`saemui.analysis.zoo.load_zoo` reads, with their types (one-line error otherwise)."""
+    if not isinstance(rec, dict):
+        raise SaemuiError(f"{where}: expected a JSON object, got {type_name(rec)}")
+    for key in ("model", "task", "root", "derivation", "selection", "basis"):
+        checked_field(rec, key, str, where)
+    for key in ("parent",):
+        checked_field(rec, key, str, where, required=False)
+    for key in ("step", "train_steps"):
+        checked_field(rec, key, int, where, required=False)
+    n = checked_field(rec, "n", int, where)
+    k = checked_field(rec, "n_correct", int, where)
+    if not 0 <= k <= n:
+        raise SaemuiError(f"{where}: field 'n_correct' is {k}, expected 0..n ({n})")
+    for key in ("accuracy", "mui"):
+        checked_field(rec, key, (int, float), where)
+    checked_field(rec, "mui_correct", (int, float), where, required=False)
+    for key in ("in_domain", "contaminated"):
+        v = checked_field(rec, key, list, where, required=False)
+        if v is not None and not all(isinstance(x, str) for x in v):
+            raise SaemuiError(f"{where}: field {key!r} must be a list of task names")
+    for key in ("ids", "sets", "correct"):
+        checked_field(rec, key, list, where, required=False)
+
+
+def check_contexts(a: dict, path: str | os.PathLike, fmt: str, n_bins: int) -> dict:
+    """Validate the arrays of a ``contexts.npz`` before a collector is rebuilt from them; returns the meta dict.
+
+    Every index, offset and shape the loader uses is checked, so a damaged or hand-edited file is a one-line
+    error naming the array instead of an ``IndexError`` (or a huge allocation) halfway through the load.
+    """
+    import numpy as np
+
+    def bad(name: str, what: str) -> SaemuiError:
+        return SaemuiError(f"{path}: array {name!r} {what}")
+
+    need = (
+        "meta_json layers n_units tracked_all tracked_indptr tracked_units row_indptr row_units values sample pos "
+        "hist tok_samples tok_indptr tok_ids first_scored vocab_ids vocab_str lens_layer lens_unit lens_top_ids "
+        "lens_top_vals lens_bot_ids lens_bot_vals"
+    ).split()
+    for k in need:
+        if k not in a:
+            raise bad(k, "is missing (not a saemui contexts file, or a damaged one)")
+    mj = a["meta_json"]
+    if mj.shape != () or mj.dtype.kind != "U":
+        raise bad("meta_json", "must be one string")
+    meta = loads(str(mj), f"{path}: meta_json")
+    if not isinstance(meta, dict):
+        raise bad("meta_json", f"must hold a JSON object, got {type_name(meta)}")
+    if meta.get("format") != fmt:
+        raise SaemuiError(f"{path}: format {meta.get('format')!r}, expected {fmt!r}")
+    N = meta.get("n_contexts")
+    if type(N) is not int or not 1 <= N <= 100_000:
+        raise SaemuiError(f"{path}: meta field 'n_contexts' is {N!r:.40}, expected a positive integer")
+
+    def ints(name: str, ndim: int = 1) -> np.ndarray:
+        x = a[name]
+        if x.ndim != ndim or (x.dtype.kind not in "iu" and not (x.dtype.kind == "b" and ndim == 1)):
+            raise bad(name, f"must be a {ndim}-D integer array, got {x.dtype} {x.shape}")
+        return x.astype(np.int64)
+
+    def indptr(name: str, n: int, total: int) -> np.ndarray:
+        ip = ints(name)
+        if ip.size != n + 1 or (ip.size and (ip[0] != 0 or ip[-1] > total)) or (np.diff(ip) < 0).any():
+            raise bad(name, f"must hold {n + 1} non-decreasing offsets from 0 to at most {total}")
+        return ip
+
+    layers, n_units, tracked_all = ints("layers"), ints("n_units"), a["tracked_all"]
+    L = layers.size
+    if n_units.size != L or tracked_all.shape != (L,) or tracked_all.dtype.kind != "b":
+        raise bad("n_units", f"and 'tracked_all' must hold one entry per layer ({L})")
+    if (n_units < 0).any() or int(n_units.sum()) * N > 2**31:
+        raise bad("n_units", "holds a negative or implausibly large unit count")
+    tu = ints("tracked_units")
+    ti = indptr("tracked_indptr", L, tu.size)
+    ru = ints("row_units")
+    ri = indptr("row_indptr", L, ru.size)
+    R = ru.size
+    for name, kinds, shape in (
+        ("values", "f", (R, N)),
+        ("sample", "iu", (R, N)),
+        ("pos", "iu", (R, N)),
+        ("hist", "iu", (R, n_bins)),
+    ):
+        if a[name].shape != shape or a[name].dtype.kind not in kinds:
+            raise bad(name, f"must have shape {shape}, got {a[name].dtype} {a[name].shape}")
+    for i in range(L):
+        tracked = tu[ti[i] : ti[i + 1]]
+        rows = ru[ri[i] : ri[i + 1]]
+        if tracked.size and ((np.diff(tracked) <= 0).any() or tracked[0] < 0 or tracked[-1] >= n_units[i]):
+            raise bad(
+                "tracked_units", f"of layer {int(layers[i])} must be sorted unit ids below {n_units[i]}"
+            )
+        allowed = np.arange(n_units[i]) if tracked_all[i] else tracked
+        if rows.size and not np.isin(rows, allowed).all():
+            raise bad("row_units", f"of layer {int(layers[i])} names units the layer does not track")
+        if rows.size != np.unique(rows).size:
+            raise bad("row_units", f"of layer {int(layers[i])} repeats a unit")
+    ts, tok_ids = ints("tok_samples"), ints("tok_ids")
+    indptr("tok_indptr", ts.size, tok_ids.size)
+    if ints("first_scored").size != ts.size:
+        raise bad("first_scored", "must hold one entry per token sample")
+    vi, vs = ints("vocab_ids"), a["vocab_str"]
+    if vs.ndim != 1 or vs.size != vi.size or (vs.size and vs.dtype.kind != "U"):
+        raise bad("vocab_str", "must hold one string per vocab id")
+    J = ints("lens_layer").size
+    if ints("lens_unit").size != J:
+        raise bad("lens_unit", "must match 'lens_layer'")
+    for name in ("lens_top_ids", "lens_top_vals", "lens_bot_ids", "lens_bot_vals"):
+        x = a[name]
+        if x.ndim != 2 or x.shape[0] != J or x.dtype.kind not in ("f" if name.endswith("vals") else "iu"):
+            raise bad(name, f"must be a 2-D array with {J} rows, got {x.dtype} {x.shape}")
+    return meta
+
+
+def check_gguf_header(path: str | os.PathLike) -> None:
+    """Magic, version and tensor/key counts of a GGUF file, checked against its size before any parser runs
+    (a corrupt count otherwise drives the parser into a multi-gigabyte allocation or a very long loop)."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(24)
+    except OSError as e:
+        raise SaemuiError(f"{p}: cannot read ({e.strerror or e})") from None
+    if len(head) < 24 or head[:4] != b"GGUF":
+        raise SaemuiError(
+            f"{p}: not a loadable GGUF model (no 'GGUF' magic and 24-byte header: truncated or another format)"
+        )
+    version = int.from_bytes(head[4:8], "little")
+    if version not in (2, 3):
+        raise SaemuiError(f"{p}: not a loadable GGUF model (version {version}, expected 2 or 3)")
+    n_tensors, n_kv = int.from_bytes(head[8:16], "little"), int.from_bytes(head[16:24], "little")
+    # smallest possible entries: a key/value pair takes >= 13 bytes, a tensor description >= 28
+    if 24 + 13 * n_kv + 28 * n_tensors > size:
+        raise SaemuiError(
+            f"{p}: not a loadable GGUF model (corrupt header: {n_tensors} tensors and {n_kv} metadata keys cannot "
+            f"fit in {size} bytes)"
+        )
