@@ -70,8 +70,9 @@ def loads(text: str, where: str, one_line: bool = False) -> Any:
         raise SaemuiError(f"{where}: malformed JSON ({e.msg} {at})") from None
     except RecursionError:
         raise SaemuiError(f"{where}: malformed JSON (nested too deeply)") from None
-    except ValueError as e:  # e.g. an integer literal longer than Python's 4300-digit limit
-        raise SaemuiError(f"{where}: malformed JSON ({_short(e)})") from None
+    except ValueError as e:  # an integer literal longer than Python's 4300-digit limit
+        what = "a number literal with more than 4300 digits" if "digits" in str(e) else _short(e)
+        raise SaemuiError(f"{where}: malformed JSON ({what})") from None
 
 
 def read_json(path: str | os.PathLike, expected: type | None = dict, what: str = "JSON file") -> Any:

@@ -84,3 +84,44 @@ def test_duplicate_id_error_names_the_file(tmp_path):
     p.write_text((json.dumps(dict(REC, id="x")) + "\n") * 2)
     with pytest.raises(SaemuiError, match="s.jsonl: record 1: duplicate id"):
         saemui.read_samples(p)
+
+
+@pytest.mark.parametrize(
+    "line, fragment",
+    [
+        ("[" * 100_000 + "]" * 100_000, "malformed JSON"),
+        ('{"prompt": "a", "response": "b", "n": ' + "9" * 5000 + "}", "more than 4300 digits"),
+        ('{"prompt": "a", "response": "b", "meta": [1, 2]}', "field 'meta' must be a JSON object"),
+        ('{"prompt": "\\ud800", "response": "b"}', "unpaired surrogate"),
+    ],
+)
+def test_records_odd_json_is_one_line_error(tmp_path, line, fragment):
+    p = tmp_path / "s.jsonl"
+    p.write_text(line + "\n")
+    with pytest.raises(SaemuiError, match=fragment) as e:
+        read_samples(p)
+    assert "s.jsonl" in _one_line(e)
+
+
+def test_lm_eval_doc_id_of_non_ascii_digits(tmp_path):
+    from saemui.tasks.imports import import_lm_eval_samples
+
+    rec = {
+        "doc_id": "²",
+        "doc": {"question": "1+1?", "answer": "#### 2"},
+        "arguments": [["Q"]],
+        "resps": [["2"]],
+    }
+    p = tmp_path / "samples.jsonl"
+    p.write_text(json.dumps(rec) + "\n")
+    (s,) = import_lm_eval_samples(p, "gsm8k")
+    assert s.id == "²"
+
+
+def test_manifest_file_names_stay_inside_the_sae(tmp_path):
+    d = save_synthetic_sae(tmp_path / "b" / "layer_00", 16, 8, "blocks.0.hook_resid_post")
+    man = {"format": "saemui-sae-bundle/1", "saes": [{"layer": 0, "hook_name": "blocks.0.hook_resid_post",
+           "path": "layer_00", "files": {"../../../etc/passwd": "0"}}]}  # fmt: skip
+    (d.parent / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(SaemuiError, match="points outside its SAE directory"):
+        open_suite(d.parent)
