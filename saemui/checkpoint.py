@@ -58,6 +58,8 @@ def load(ckpt_dir: Path, expected: dict[str, str]) -> dict | None:
         raise SaemuiError(
             f"{path}: unreadable checkpoint ({type(e).__name__}); delete it to start over"
         ) from None
+    if not isinstance(state, dict) or not isinstance(state.get("fingerprint", {}), dict):
+        raise SaemuiError(f"{path}: unreadable checkpoint (not a saemui checkpoint); delete it to start over")
     if state.get("version") != CKPT_VERSION:
         raise SaemuiError(
             f"{path}: checkpoint format {state.get('version')} unsupported; delete it to start over"

@@ -198,6 +198,9 @@ def _dequantized_cache(gguf: Path, sha: str) -> Path:
 def _load_gguf(gguf: Path, dtype: torch.dtype, use_cache: bool) -> tuple[nn.Module, object, dict]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from saemui.readers import check_gguf_header
+
+    check_gguf_header(gguf)
     sha = sha256_file(gguf)
     prov = {"format": "gguf", "file": gguf.name, "sha256": sha, "dequantized_to": "float32"}
     cached = _dequantized_cache(gguf, sha)

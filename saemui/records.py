@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from saemui.errors import SaemuiError
+from saemui.readers import jsonl_lines, loads, read_text
 
 
 @dataclass
@@ -56,11 +57,22 @@ def sample_from_dict(obj: object, where: str) -> Sample:
             )
         if not isinstance(obj[key], str):
             raise SaemuiError(f"{where}: field '{key}' must be a string, got {type(obj[key]).__name__}")
+        if not obj[key].isascii():
+            try:
+                obj[key].encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise SaemuiError(
+                    f"{where}: field '{key}' holds an unpaired surrogate ({obj[key][e.start]!r} at {e.start}); "
+                    "text must be valid Unicode"
+                ) from None
     correct = obj.get("correct")
     if correct is not None and not isinstance(correct, bool):
         raise SaemuiError(f"{where}: field 'correct' must be true, false or null, got {correct!r}")
     rid = obj.get("id")
-    meta = dict(obj.get("meta") or {})
+    meta = obj.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise SaemuiError(f"{where}: field 'meta' must be a JSON object, got {type(meta).__name__}")
+    meta = dict(meta)
     meta.update({k: v for k, v in obj.items() if k not in _KNOWN})
     return Sample(
         prompt=obj["prompt"],
@@ -76,27 +88,18 @@ def read_samples(path: str | os.PathLike) -> list[Sample]:
     path = Path(path)
     if not path.is_file():
         raise SaemuiError(f"{path}: no such file (expected a JSONL file with 'prompt'/'response' records)")
-    try:
-        raw = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise SaemuiError(
-            f"{path}:{line}: not valid UTF-8 (byte {e.start}); re-encode the file as UTF-8"
-        ) from None
     samples = []
-    for n, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SaemuiError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
+    for n, line in jsonl_lines(read_text(path)):
+        obj = loads(line, f"{path}:{n}", one_line=True)
         samples.append(sample_from_dict(obj, f"{path}:{n}"))
     if not samples:
         raise SaemuiError(
             f"{path}: no records (expected one JSON object per line with 'prompt' and 'response')"
         )
-    return assign_ids(samples)
+    try:
+        return assign_ids(samples)
+    except SaemuiError as e:
+        raise SaemuiError(f"{path}: {e}") from None
 
 
 def assign_ids(samples: Iterable[Sample]) -> list[Sample]:

@@ -193,30 +193,6 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 def load_result(path: str | os.PathLike) -> MUIResult:
     """Read a result directory written by :meth:`MUIResult.save`."""
-    path = Path(path)
-    sfile = path / "summary.json"
-    if not sfile.is_file():
-        raise SaemuiError(f"{path}: no summary.json (not a saemui result directory, or an unfinished run)")
-    try:
-        summary = json.loads(sfile.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise SaemuiError(f"{sfile}: malformed JSON ({e.msg})") from None
-    if not summary.get("complete"):
-        raise SaemuiError(f"{sfile}: result is not marked complete")
-    if summary.get("schema_version") != SCHEMA_VERSION:
-        raise SaemuiError(
-            f"{sfile}: schema_version {summary.get('schema_version')} unsupported (expected {SCHEMA_VERSION})"
-        )
-    with np.load(path / "arrays.npz", allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    with open(path / "samples.csv", newline="", encoding="utf-8") as f:
-        rows = []
-        for r in csv.DictReader(f):
-            r["index"] = int(r["index"])
-            r["correct"] = {"True": True, "False": False}.get(r["correct"])
-            for k in ("n_response_tokens", "n_scored", "truncated"):
-                r[k] = int(r[k])
-            rows.append(r)
-    run_file = path / "run.json"
-    run_info = json.loads(run_file.read_text()) if run_file.is_file() else {}
-    return MUIResult(summary, arrays, rows, run_info)
+    from saemui.readers import read_result_files
+
+    return MUIResult(*read_result_files(path, SCHEMA_VERSION))

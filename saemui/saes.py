@@ -31,6 +31,7 @@ from saemui.capture import parse_site
 from saemui.errors import SaemuiError
 from saemui.io import atomic_write_json
 from saemui.models import sha256_file
+from saemui.readers import check_finite_tensors, check_sae_files, checked_field, read_json, type_name
 
 BUNDLE_FORMAT = "saemui-sae-bundle/1"
 #: files of one SAE directory whose sha256 a bundle manifest records (and open_suite verifies)
@@ -81,12 +82,16 @@ def load_sae_dir(path: Path, device: str = "cpu", dtype: str = "float32", encode
     for f in ("cfg.json", "sae_weights.safetensors"):
         if not (path / f).is_file():
             raise SaemuiError(f"{path}: missing {f} (expected a sae-lens SAE directory)")
+    check_sae_files(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             if not encoder_only:
-                return SAE.load_from_disk(path, device=device, dtype=dtype)
-            return _load_encoder_only(path, device, dtype)
+                sae = SAE.load_from_disk(path, device=device, dtype=dtype)
+            else:
+                sae = _load_encoder_only(path, device, dtype)
+        check_finite_tensors(sae.state_dict(), str(path / "sae_weights.safetensors"))
+        return sae
     except SaemuiError:
         raise
     except Exception as e:
@@ -127,13 +132,22 @@ def _load_encoder_only(path: Path, device: str, dtype: str):
 
 
 def _local_entry(path: Path, meta: dict | None = None) -> SAEEntry:
-    cfg = json.loads((path / "cfg.json").read_text())
-    hook = (cfg.get("metadata") or {}).get("hook_name") or cfg.get("hook_name")
+    cfg_path = path / "cfg.json"
+    cfg = read_json(cfg_path, dict, "SAE config (cfg.json)")
+    md = cfg.get("metadata") or {}
+    if not isinstance(md, dict):
+        raise SaemuiError(f"{cfg_path}: field 'metadata' must be a JSON object, got {type_name(md)}")
+    hook = md.get("hook_name") or cfg.get("hook_name")
+    if hook and not isinstance(hook, str):
+        raise SaemuiError(f"{cfg_path}: field 'metadata.hook_name' must be a string, got {type_name(hook)}")
     if not hook:
         raise SaemuiError(
             f"{path / 'cfg.json'}: no metadata.hook_name (needed to know which activations it encodes)"
         )
-    layer, _ = parse_site(hook)
+    try:
+        layer, _ = parse_site(hook)
+    except SaemuiError as e:
+        raise SaemuiError(f"{cfg_path}: {e}") from None
     return SAEEntry(
         layer, hook, str(path), lambda dev, dt, enc, p=path: load_sae_dir(p, dev, dt, enc), meta or {}
     )
@@ -141,24 +155,35 @@ def _local_entry(path: Path, meta: dict | None = None) -> SAEEntry:
 
 def _open_bundle(root: Path, verify: bool) -> SAESuite:
     mpath = root / "manifest.json"
-    try:
-        man = json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise SaemuiError(f"{mpath}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    man = read_json(mpath, dict, "bundle manifest")
     if man.get("format") != BUNDLE_FORMAT:
         raise SaemuiError(f"{mpath}: field 'format' is {man.get('format')!r}, expected {BUNDLE_FORMAT!r}")
     entries = []
-    for i, s in enumerate(man.get("saes") or []):
-        for key in ("layer", "hook_name", "path"):
+    saes = man.get("saes") or []
+    if not isinstance(saes, list):
+        raise SaemuiError(f"{mpath}: field 'saes' must be a JSON array, got {type_name(saes)}")
+    for i, s in enumerate(saes):
+        if not isinstance(s, dict):
+            raise SaemuiError(f"{mpath}: saes[{i}] must be a JSON object, got {type_name(s)}")
+        for key, types in (("layer", int), ("hook_name", str), ("path", str)):
             if key not in s:
                 raise SaemuiError(f"{mpath}: saes[{i}] lacks field {key!r}")
+            checked_field(s, key, types, f"{mpath}: saes[{i}]")
+        if "\x00" in s["path"] or any("\x00" in str(k) for k in s.get("files") or {}):
+            raise SaemuiError(f"{mpath}: saes[{i}] holds a path with a NUL character")
+        if not isinstance(s.get("files") or {}, dict):
+            raise SaemuiError(f"{mpath}: saes[{i}].files must be a JSON object of file name -> sha256")
         # Paths from files are not trusted: stay inside the bundle.
         sub = (root / s["path"]).resolve()
         if root.resolve() not in sub.parents:
             raise SaemuiError(f"{mpath}: saes[{i}].path {s['path']!r} points outside the bundle")
         if verify:
             for fname, digest in (s.get("files") or {}).items():
-                f = sub / fname
+                f = (sub / fname).resolve()
+                if sub not in f.parents:
+                    raise SaemuiError(
+                        f"{mpath}: saes[{i}].files name {fname!r} points outside its SAE directory"
+                    )
                 if not f.is_file():
                     raise SaemuiError(f"{f}: listed in {mpath} but missing")
                 if sha256_file(f) != digest:
@@ -283,11 +308,13 @@ def _registry_suite(spec: str, target_l0: float, contains: str | None) -> SAESui
         from sae_lens import SAE
 
         try:
-            return SAE.from_pretrained(release, sid, device=dev, dtype=dt)
+            sae = SAE.from_pretrained(release, sid, device=dev, dtype=dt)
         except Exception as e:  # network, auth, missing file: report one line
             raise SaemuiError(
                 f"could not download SAE {release}:{sid} ({type(e).__name__}; offline? weights live on the Hugging Face Hub)"
             ) from None
+        check_finite_tensors(sae.state_dict(), f"SAE {release}:{sid}")
+        return sae
 
     entries = []
     for layer, sid in chosen.items():

@@ -126,7 +126,31 @@ def case_setup(case: str, t: Path, model: str) -> tuple[list[str], str]:
     if case == "safetensors-corrupt":
         save_synthetic_sae(t / "sae", 64, 8, "blocks.0.hook_resid_post")
         (t / "sae/sae_weights.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{bad}")
-        return s(GOOD) + ["--saes", str(t / "sae")], "could not load SAE"
+        return s(GOOD) + ["--saes", str(t / "sae")], "corrupt safetensors header"
+    if case == "sae-cfg-json":
+        save_synthetic_sae(t / "sae", 64, 8, "blocks.0.hook_resid_post")
+        (t / "sae/cfg.json").write_text('{"d_in": 64,')
+        return s(GOOD) + ["--saes", str(t / "sae")], "cfg.json: malformed JSON"
+    if case == "sae-weights-nonfinite":
+        from safetensors.torch import load_file, save_file
+
+        save_synthetic_sae(t / "sae", 64, 8, "blocks.0.hook_resid_post")
+        w = t / "sae/sae_weights.safetensors"
+        state = load_file(w)
+        state["b_enc"][0] = float("nan")
+        save_file(state, w)
+        return s(GOOD) + ["--saes", str(t / "sae")], "tensor 'b_enc' has 1 non-finite"
+    if case == "sae-shape-mismatch":
+        save_synthetic_sae(t / "sae", 64, 8, "blocks.0.hook_resid_post")
+        cfg = json.loads((t / "sae/cfg.json").read_text())
+        cfg["d_sae"] = 10**9
+        (t / "sae/cfg.json").write_text(json.dumps(cfg))
+        return s(GOOD) + ["--saes", str(t / "sae")], "cfg.json says"
+    if case == "jsonl-huge-number":
+        return s('{"prompt": "a", "response": "b", "x": ' + "9" * 5000 + "}\n") + neu, "malformed JSON"
+    if case == "manifest-types":
+        _write(t / "b/manifest.json", json.dumps({"format": "saemui-sae-bundle/1", "saes": {"layer": 0}}))
+        return s(GOOD) + ["--saes", str(t / "b")], "field 'saes' must be a JSON array"
     if case == "sae-no-hook-name":
         save_synthetic_sae(t / "sae", 64, 8, "blocks.0.hook_resid_post")
         cfg = json.loads((t / "sae/cfg.json").read_text())
@@ -211,6 +235,11 @@ CASES = [
     "bundle-sha-mismatch",
     "bundle-file-missing",
     "safetensors-corrupt",
+    "sae-cfg-json",
+    "sae-weights-nonfinite",
+    "sae-shape-mismatch",
+    "jsonl-huge-number",
+    "manifest-types",
     "sae-no-hook-name",
     "sae-hook-unsupported",
     "sae-layer-out-of-range",

@@ -111,7 +111,8 @@ def test_corrupt_safetensors_is_one_line_error(tmp_path):
     (tmp_path / "s/sae_weights.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(SaemuiError) as e:
         load_sae_dir(tmp_path / "s")
-    assert "could not load SAE" in str(e.value) and "\n" not in str(e.value)
+    msg = str(e.value)
+    assert "sae_weights.safetensors" in msg and "corrupt safetensors header" in msg and "\n" not in msg
 
 
 def test_d_in_mismatch_refused(tmp_path, tiny_llama):

@@ -39,8 +39,20 @@ def test_chat_prompt_official_format() -> None:
     assert task.stop_sequences("base") == ["\n\nQuestion:"]
 
 
+def test_scoring_refuses_without_opt_in() -> None:
+    from saemui import SaemuiError
+    from saemui.tasks.base import task_options
+
+    for name in ("humaneval", "mbpp"):
+        with pytest.raises(SaemuiError, match="--allow-code-execution.*allow_code_execution=True") as e:
+            get_task(name).score("```python\ndef add(a, b):\n    return a + b\n```", ITEM)
+        assert "\n" not in str(e.value)
+        # a permission, not an option of the task: run directories and fingerprints do not change with it
+        assert task_options(get_task(name, allow_code_execution=True)) == task_options(get_task(name))
+
+
 def test_pass_and_fail() -> None:
-    task = get_task("humaneval")
+    task = get_task("humaneval", allow_code_execution=True)
     assert task.score("```python\ndef add(a: int, b: int) -> int:\n    return a + b\n```", ITEM)
     assert not task.score("```python\ndef add(a: int, b: int) -> int:\n    return a - b\n```", ITEM)
     assert not task.score("    return a +", ITEM)  # syntax error
@@ -70,28 +82,59 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def test_forked_children_are_killed_with_the_group(tmp_path: Path) -> None:
-    # libc fork through ctypes bypasses the os.fork guard: the process-group kill must still get every child
-    pidfile = tmp_path / "pids"
+def _procs_named(name: str) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and (d / "comm").read_text().strip() == name and _alive(int(d.name)):
+                out.append(int(d.name))
+        except OSError:
+            pass
+    return out
+
+
+def test_forked_children_are_killed_with_the_group() -> None:
+    # libc fork through ctypes bypasses the os.fork guard: the process-group (and PID namespace) kill must still
+    # get every child. Children rename themselves so that the host can find them in /proc.
+    from saemui.tasks.sandbox import isolation
+
+    if isolation() == "none":
+        res = run_program("import ctypes\n", timeout=2.0)
+        assert not res.passed and "ctypes" in res.detail
+        return
+    name = "saemui" + os.urandom(4).hex()
     program = (
-        "import ctypes, os, time\n"
+        "import ctypes, time\n"
         "libc = ctypes.CDLL(None)\n"
         "for _ in range(3):\n"
         "    if libc.fork() == 0:\n"
-        f"        open({str(pidfile)!r}, 'a').write(str(os.getpid()) + '\\n')\n"
+        f"        libc.prctl(15, ctypes.c_char_p({name.encode()!r}), 0, 0, 0)\n"
         "        while True:\n"
         "            time.sleep(0.05)\n"
         "while True:\n"
         "    time.sleep(0.05)\n"
     )
-    res = run_program(program, timeout=1.0)
+    import threading
+
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.update(_procs_named(name))
+            time.sleep(0.05)
+
+    t = threading.Thread(target=watch)
+    t.start()
+    res = run_program(program, timeout=1.5)
+    done.set()
+    t.join()
     assert res.status == "timeout"
+    assert len(seen) == 3
     deadline = time.monotonic() + 3.0
-    pids = [int(x) for x in pidfile.read_text().split()] if pidfile.exists() else []
-    assert len(pids) == 3
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while _procs_named(name) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(_alive(p) for p in pids)
+    assert not _procs_named(name)
 
 
 def test_memory_network_and_early_exit_fail() -> None:
@@ -124,7 +167,7 @@ def test_canonical_humaneval_solutions_pass() -> None:
         pytest.skip(f"shared data missing: {path}")
     from saemui.tasks.sources import read_records
 
-    task = get_task("humaneval")
+    task = get_task("humaneval", allow_code_execution=True)
     recs = read_records(path)[:2]
     for i, rec in enumerate(recs):
         item = task.item_from_record(rec, i)

@@ -14,7 +14,6 @@ Nothing here computes a statistic itself: it selects points from the zoo and cal
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +42,7 @@ from saemui.analysis.sensitivity import sensitivity_table
 from saemui.analysis.stats import auroc, kendall_tau, kendall_tau_ci
 from saemui.analysis.training import classify_trajectory
 from saemui.errors import SaemuiError
+from saemui.readers import check_zoo_record, read_json
 
 RESULT_SCHEMA = "saemui-zoo-result/1"
 DEFAULT_RESULTS = "results/zoo"
@@ -66,14 +66,12 @@ def load_records(results: str | os.PathLike | None = None) -> list[dict]:
         raise SaemuiError(f"{d}: no zoo results directory (build it with scripts/build_zoo.py)")
     out = []
     for f in sorted(d.glob("*__*.json")):
-        try:
-            rec = json.loads(f.read_text())
-        except json.JSONDecodeError as e:
-            raise SaemuiError(f"{f}: malformed JSON ({e.msg})") from None
+        rec = read_json(f, dict, "zoo result")
         if rec.get("schema") != RESULT_SCHEMA:
             raise SaemuiError(
                 f"{f}: not a zoo result (schema {rec.get('schema')!r}, expected {RESULT_SCHEMA})"
             )
+        check_zoo_record(rec, str(f))
         out.append(rec)
     if not out:
         raise SaemuiError(f"{d}: no zoo result files (<model>__<task>.json)")
@@ -96,7 +94,8 @@ def load_zoo(results: str | os.PathLike | Sequence[dict] | None = None) -> pd.Da
         else load_records(results)
     )
     rows = []
-    for r in recs:
+    for i, r in enumerate(recs):
+        check_zoo_record(r, f"zoo record {i}")
         mc = r.get("mui_correct")
         rows.append(
             {
@@ -436,12 +435,9 @@ def diversity_analysis(
 def load_items(task: str, results: str | os.PathLike | None = None) -> dict:
     """``<results>/items/<task>.json`` (ids, chat prompt text, gold of the zoo's N items), written by the build."""
     f = results_dir(results) / "items" / f"{task}.json"
-    try:
-        return json.loads(f.read_text())
-    except FileNotFoundError:
-        raise SaemuiError(f"{f}: no items file for task {task!r} (scripts/build_zoo.py writes it)") from None
-    except json.JSONDecodeError as e:
-        raise SaemuiError(f"{f}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not f.is_file():
+        raise SaemuiError(f"{f}: no items file for task {task!r} (scripts/build_zoo.py writes it)")
+    return read_json(f, dict, "zoo items file")
 
 
 def _basis_sets(rec: dict, basis: str) -> list[np.ndarray] | None:

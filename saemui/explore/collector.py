@@ -391,14 +391,10 @@ class ContextCollector(Observer):
             path = path / CONTEXTS_FILE
         if not path.is_file():
             raise SaemuiError(f"{path}: no contexts file (run with `saemui run --explore`)")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                a = {k: z[k] for k in z.files}
-            meta = json.loads(str(a["meta_json"]))
-        except (OSError, ValueError, KeyError) as e:
-            raise SaemuiError(f"{path}: not a readable contexts file ({e})") from None
-        if meta.get("format") != CONTEXTS_FORMAT:
-            raise SaemuiError(f"{path}: format {meta.get('format')!r}, expected {CONTEXTS_FORMAT!r}")
+        from saemui.readers import check_contexts, load_npz
+
+        a = load_npz(path, "contexts file")
+        meta = check_contexts(a, path, CONTEXTS_FORMAT, N_BINS)
         N = int(meta["n_contexts"])
         c = cls(N)
         c.meta = {k: v for k, v in meta.items() if k not in ("format", "n_contexts")}

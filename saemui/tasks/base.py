@@ -105,11 +105,12 @@ class Task:
         if limit is not None and limit < 0:
             raise SaemuiError(f"limit must be >= 0, got {limit}")
         records = self.records_from_source(source)
+        where = None if source is None or isinstance(source, list) else str(source)
         items = []
         for i, rec in enumerate(records):
             if limit is not None and len(items) >= limit:
                 break
-            item = self.item_from_record(rec, i)
+            item = checked_item(self, rec, i, where)
             if item is not None:
                 items.append(item)
         return items
@@ -141,6 +142,24 @@ class Task:
 # ----- registry -----------------------------------------------------------------------------------------
 
 _REGISTRY: dict[str, Callable[..., Task]] = {}
+
+
+def checked_item(task: Task, record: Any, index: int, where: str | None = None) -> Item | None:
+    """``task.item_from_record`` whose failures are one-line errors prefixed with ``where`` (the file).
+
+    Task parsers check the fields they know; a record of an unexpected shape (a list where a string was
+    expected…) still ends here as an error naming the file, the record and the exception, never a traceback.
+    """
+    prefix = f"{where}: " if where else ""
+    try:
+        return task.item_from_record(record, index)
+    except SaemuiError as e:
+        raise SaemuiError(f"{prefix}{e}") from None
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
+        detail = " ".join(str(e).split())[:120]
+        raise SaemuiError(
+            f"{prefix}{task.name} record {index}: unexpected field type or value ({type(e).__name__}: {detail})"
+        ) from None
 
 
 def register_task(name: str) -> Callable:
@@ -193,13 +212,15 @@ def _ensure_builtin() -> None:
 def task_options(task: Task) -> dict[str, Any]:
     """The task's option values (for recording in results).
 
-    A field with ``metadata={"omit_if_default": True}`` (an option added later) is left out at its default, so
+    Left out: permissions such as ``allow_code_execution`` (field metadata ``record=False``), which change no
+    result, and a field with ``metadata={"omit_if_default": True}`` (an option added later) at its default, so
     records and generation fingerprints made before it existed stay valid.
     """
     return {
         f.name: getattr(task, f.name)
         for f in dataclasses.fields(task)
-        if not (f.metadata.get("omit_if_default") and getattr(task, f.name) == f.default)
+        if f.metadata.get("record", True)
+        and not (f.metadata.get("omit_if_default") and getattr(task, f.name) == f.default)
     }
 
 

@@ -7,11 +7,13 @@ Prompt (official instruct): "Write a Python function `{sig}` to solve the follow
 Extraction (official ``extract_code``): the body after ``def <entry_point>...:`` in a fenced block, else
 unfenced up to the first unindented line, else after any ``def``, else the whole response indented.
 Program = prompt + body + test + ``check(entry_point)``, run by :func:`saemui.tasks.sandbox.run_program`
-(3 s default). As in the official code, helpers and imports written outside the function are lost.
+(3 s default). Scoring executes code only with ``allow_code_execution=True`` (CLI ``--allow-code-execution``),
+as lm-eval asks for confirmation; otherwise it stops with a one-line error. As in the official code, helpers and imports written outside the function are lost.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import textwrap
 from dataclasses import dataclass
@@ -77,6 +79,10 @@ class CodeTask(Task):
     """Seconds one test program may run before its process group is killed (official: 3.0)."""
     memory_mb: int = 1024
     """Address-space limit of the test process (RLIMIT_AS), in MiB."""
+    allow_code_execution: bool = dataclasses.field(default=False, metadata={"record": False})
+    """Run model-written code to score it (see :mod:`saemui.tasks.sandbox`). Off by default: scoring refuses until
+    the user opts in (``--allow-code-execution`` on the command line). Not part of the task's identity: it is left
+    out of :func:`~saemui.tasks.base.task_options`, so run directories and fingerprints do not depend on it."""
     drop_broken: bool = False
     """Skip records whose entry point or test is corrupt (MBPP tasks 380 and 462 of the shared copy). The default keeps
     them, with the entry point recovered from the prompt, so counts match the official 499; they never pass."""
@@ -121,6 +127,11 @@ class CodeTask(Task):
         return f["prompt"] + completion + "\n" + f["test"] + "\n" + f"check({f['entry_point']})\n"
 
     def is_correct(self, pred: str | None, item: Item) -> bool:
+        if not self.allow_code_execution:
+            raise SaemuiError(
+                f"task {self.name}: scoring runs model-written code; pass --allow-code-execution (command line) "
+                "or allow_code_execution=True (Python API) to allow it"
+            )
         if pred is None:
             return False
         return run_program(self.program(pred, item), timeout=self.timeout, memory_mb=self.memory_mb).passed

@@ -21,7 +21,7 @@ from typing import Any
 
 from saemui.errors import SaemuiError
 from saemui.records import Sample, assign_ids
-from saemui.tasks.base import Item, Task, check_style, get_task
+from saemui.tasks.base import Item, Task, check_style, checked_item, get_task
 from saemui.tasks.sources import read_records
 
 _LM_EVAL_KEYS = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "filter", "metrics"}
@@ -113,10 +113,9 @@ def import_lm_eval_samples(
             raise SaemuiError(f"{where}: field 'resps' holds no response string (expected [[\"...\"]])")
         if not isinstance(rec["doc"], dict):
             raise SaemuiError(f"{where}: field 'doc' must be an object")
-        try:
-            item = task.item_from_record(rec["doc"], int(doc_id) if doc_id.isdigit() else n - 1)
-        except SaemuiError as e:
-            raise SaemuiError(f"{where}: {e}") from None
+        item = checked_item(
+            task, rec["doc"], int(doc_id) if doc_id.isascii() and doc_id.isdigit() else n - 1, where
+        )
         if item is None:
             continue
         item.id = doc_id
@@ -153,10 +152,7 @@ def import_paper_responses(
         where = f"{path}: record {n}"
         if not isinstance(rec.get("response"), str):
             raise SaemuiError(f"{where}: missing string field 'response'")
-        try:
-            item = task.item_from_record(rec, n)
-        except SaemuiError as e:
-            raise SaemuiError(f"{where}: {e}") from None
+        item = checked_item(task, rec, n, where)
         if item is None:
             continue
         if style is None and isinstance(rec.get("question_input"), str):

