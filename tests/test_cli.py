@@ -122,3 +122,12 @@ def test_builtin_samples_are_valid():
     s = read_samples(BUILTIN_SAMPLES)
     assert len(s) == 32 and all(x.response for x in s)
     assert json.loads(BUILTIN_SAMPLES.read_text().splitlines()[0])["meta"]["generator"] == "greedy"
+
+
+def test_plot_kinds_match_the_reproducers():
+    # the CLI lists the kinds itself (importing saemui.reproduce is slow); both lists must name the same figures
+    from saemui.cli.plot import KINDS
+    from saemui.reproduce import KINDS as REPRODUCE_KINDS
+    from saemui.reproduce import REPRODUCERS
+
+    assert KINDS == REPRODUCE_KINDS and set(KINDS) == set(REPRODUCERS)
