@@ -116,8 +116,7 @@ def test_console_script_help():
 
 
 def test_builtin_samples_are_valid():
-    from saemui.cli import BUILTIN_SAMPLES
-    from saemui.records import read_samples
+    from saemui.records import BUILTIN_SAMPLES, read_samples
 
     s = read_samples(BUILTIN_SAMPLES)
     assert len(s) == 32 and all(x.response for x in s)

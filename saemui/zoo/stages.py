@@ -28,7 +28,7 @@ ZOO_VERSION = 1
 
 @dataclass(frozen=True)
 class Rates:
-    """CPU rates for the cost estimate (``--plan``); defaults from docs cpu-budget.md / offline-assets.md.
+    """CPU rates for the cost estimate (``--plan``); defaults measured on the 2-core development machine.
 
     fwd_tok_s: forward tokens/s per root model spec (SmolLM2-135M measured ≈ 450 on the 2-core machine;
         Gemma-3-270M assumed half of that: twice the parameters, 262k-row unembedding).
