@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from saemui.analysis import KINDS
 from saemui.analysis import zoo as az
 from saemui.errors import SaemuiError
 from saemui.io import atomic_write_json, atomic_write_text
@@ -28,16 +29,6 @@ from saemui.plots import (
     plot_task_bars,
     plot_trajectory,
     save_figure,
-)
-
-KINDS: tuple[str, ...] = (
-    "law",
-    "training",
-    "contamination",
-    "comparison",
-    "diversity",
-    "sensitivity",
-    "summary",
 )
 
 

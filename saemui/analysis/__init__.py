@@ -6,3 +6,15 @@ public docstring labels its definitions: **[P]** the paper (arXiv 2504.07440), *
 arXiv 2509.23933, EffiEval arXiv 2508.09662), **[INF]** inferred by us, **[OURS]** a choice of ours where the
 paper is silent. See ``docs/method.md`` sections 3-4.
 """
+
+#: the analyses of a zoo that have a figure and a table (``saemui plot KIND``, :func:`saemui.reproduce.reproduce`);
+#: kept here, in a module without imports, so that building the command line stays cheap
+KINDS: tuple[str, ...] = (
+    "law",
+    "training",
+    "contamination",
+    "comparison",
+    "diversity",
+    "sensitivity",
+    "summary",
+)

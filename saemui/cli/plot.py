@@ -6,19 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from saemui.analysis import KINDS
 from saemui.errors import SaemuiError
-
-# Listed here rather than imported from saemui.reproduce, which loads pandas, scipy and matplotlib: building the
-# parser must stay cheap for `saemui --help`. tests/test_cli.py checks that both lists agree.
-KINDS: tuple[str, ...] = (
-    "law",
-    "training",
-    "contamination",
-    "comparison",
-    "diversity",
-    "sensitivity",
-    "summary",
-)
 
 
 def add_plot_args(p: argparse.ArgumentParser) -> None:
