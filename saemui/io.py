@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader never sees a half-written result."""
+"""Atomic file writes (a reader never sees a half-written result) and the early check that an output can be written."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import os
 import tempfile
 from pathlib import Path
+
+from saemui.errors import SaemuiError
 
 
 def _umask() -> int:
@@ -74,3 +76,14 @@ def compact_json(obj: object, indent: int = 2) -> str:
 
 def atomic_write_compact_json(path: Path, obj: object) -> None:
     atomic_write_text(path, compact_json(obj))
+
+
+def check_writable(out: Path) -> None:
+    """Refuse an output path whose nearest existing parent is a file or read-only, before any expensive work."""
+    parent = Path(out).resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SaemuiError(f"{out}: output directory not writable ({parent} is a file, not a directory)")
+    if not os.access(parent, os.W_OK):
+        raise SaemuiError(f"{out}: output directory not writable ({parent} is read-only for this user)")

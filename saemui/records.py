@@ -16,6 +16,10 @@ from pathlib import Path
 from saemui.errors import SaemuiError
 from saemui.readers import jsonl_lines, loads, read_text
 
+#: the built-in prompt/response records (SmolLM2-135M-Instruct's own greedy answers; see
+#: scripts/make_default_samples.py): what ``saemui run`` measures without ``--samples``
+BUILTIN_SAMPLES = Path(__file__).parent / "data" / "default_samples.jsonl"
+
 
 @dataclass
 class Sample:

@@ -1,4 +1,4 @@
-"""``saemui report``: one self-contained static HTML page for one or more finished runs.
+"""One self-contained static HTML page for one or more finished runs (what ``saemui report`` writes).
 
 The page has no server, fetches nothing and embeds no files: CSS, a little JavaScript (tabs, layer picker,
 sortable tables) and SVG charts are inline, every text is escaped with :func:`html.escape`. The only external
@@ -13,7 +13,6 @@ All numbers come from the functions in :mod:`saemui.explore`, which notebooks ca
 
 from __future__ import annotations
 
-import argparse
 import html
 import math
 import os
@@ -598,30 +597,3 @@ def write_report(
     out = Path(out)
     atomic_write_text(out, build_report(runs, **kwargs))
     return out
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "report",
-        help="write a self-contained HTML report of one or more runs",
-        description="One static HTML file (no server, no network) with the MUI summary, per-layer bars, top "
-        "units per layer with their contexts, histograms and logit-lens tokens (runs made with --explore), "
-        "correct-vs-incorrect units and comparisons between runs.",
-    )
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="result directories (saemui run --out)")
-    p.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
-    p.add_argument("--names", help="comma-separated display names, one per RUN_DIR")
-    p.add_argument("--top", type=int, default=8, help="units per ranking per layer (default 8)")
-    p.add_argument("--contexts", type=int, default=5, help="contexts shown per unit (default 5)")
-    p.add_argument("--window", type=int, default=8, help="tokens either side of a context (default 8)")
-    p.set_defaults(func=cmd_report)
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    for n, v in (("--top", args.top), ("--contexts", args.contexts), ("--window", args.window)):
-        if v < 1:
-            raise SaemuiError(f"{n} {v}: expected a positive number")
-    names = [x.strip() for x in args.names.split(",")] if args.names else None
-    out = write_report(args.runs, args.out, names, n_top=args.top, n_show=args.contexts, window=args.window)
-    print(f"written    {out} ({out.stat().st_size / 1024:.0f} KiB)")
-    return 0

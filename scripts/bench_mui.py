@@ -123,8 +123,7 @@ def bench_samples(n: int) -> list:
     mix of real answers), cycled with fresh ids past 1,319; the built-in samples when ../shared is absent."""
     import re
 
-    from saemui.cli import BUILTIN_SAMPLES
-    from saemui.records import Sample, read_samples
+    from saemui.records import BUILTIN_SAMPLES, Sample, read_samples
 
     gsm = SHARED_DATA / "gsm8k" / "test.jsonl"
     if gsm.is_file():
@@ -282,22 +281,24 @@ def load_bench_model(spec: str, device: str):
 # ------------------------------------------------------------------------------------------------------- cases
 
 
+# bench spec key -> RunConfig field; a key the spec leaves out keeps RunConfig's default
+_SPEC_FIELDS = {
+    "threshold": "threshold",
+    "max_length": "max_length",
+    "prompt_format": "prompt_format",
+    "group_size": "sae_group_size",
+    "sae_dtype": "sae_dtype",
+    "keep_sets": "keep_sets",
+    "encode_chunk": "encode_chunk",
+    "max_batch_tokens": "max_batch_tokens",
+}
+
+
 def _run_config(spec: dict):
     from saemui.config import RunConfig
 
-    return RunConfig(
-        units="sae",
-        saes=spec["saes"],
-        threshold=spec.get("threshold"),
-        max_length=spec.get("max_length", 2048),
-        prompt_format=spec.get("prompt_format", "auto"),
-        sae_group_size=spec.get("group_size"),
-        sae_dtype=spec.get("sae_dtype"),
-        health=spec.get("health", False),
-        keep_sets=spec.get("keep_sets", True),
-        encode_chunk=spec.get("encode_chunk", 2048),
-        max_batch_tokens=spec.get("max_batch_tokens", 4096),
-    )
+    fields = {field: spec[key] for key, field in _SPEC_FIELDS.items() if key in spec}
+    return RunConfig(units="sae", saes=spec["saes"], health=spec.get("health", False), **fields)
 
 
 def _token_counts(lm, samples, cfg) -> dict:
@@ -938,8 +939,7 @@ def orchestrate(args: argparse.Namespace) -> dict:
 def _big_samples_file(work: Path, response_chars: int) -> str:
     """Built-in samples cut short for the paper-scale cases (131k-wide encodes cost ~1 s per token per model on
     2 cores); their random models use the tiny test tokenizer (~400 tokens, so ~2-3 characters per token)."""
-    from saemui.cli import BUILTIN_SAMPLES
-    from saemui.records import Sample, read_samples, write_samples
+    from saemui.records import BUILTIN_SAMPLES, Sample, read_samples, write_samples
 
     path = work / f"samples-big-{response_chars}.jsonl"
     write_samples(

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saemui.generate import generate
 from saemui.models import load_model
 from saemui.records import Sample, write_samples
+from saemui.tasks.generation import generate
 
 # A spread of everyday skills (facts, arithmetic, code, writing, reasoning), short enough for a fast default run.
 PROMPTS = [

@@ -33,7 +33,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
         (
             "code",
             "from saemui import RunConfig, compute_mui, load_model, read_samples\n"
-            "from saemui.cli import BUILTIN_SAMPLES\n\n"
+            "from saemui.records import BUILTIN_SAMPLES\n\n"
             "lm = load_model()  # smollm2-135m-instruct\n"
             "samples = read_samples(BUILTIN_SAMPLES)[:4]\n"
             "[s.prompt for s in samples]",

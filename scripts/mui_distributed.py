@@ -23,30 +23,32 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from saemui.cli import BUILTIN_SAMPLES  # noqa: E402
+from saemui.cli.args import (  # noqa: E402
+    add_data_args,
+    add_model_args,
+    add_performance_args,
+    add_units_args,
+    run_config_fields,
+)
 from saemui.distributed import gather_result, shard_samples  # noqa: E402
 from saemui.engine import RunConfig, compute_mui  # noqa: E402
 from saemui.models import load_model  # noqa: E402
-from saemui.records import read_samples  # noqa: E402
+from saemui.records import BUILTIN_SAMPLES, read_samples  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The MUI flags of ``saemui run`` (model, units and threshold, data, performance) plus the driver's own."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="smollm2-135m-instruct", help="model spec (as for saemui run)")
-    p.add_argument("--samples", default=str(BUILTIN_SAMPLES), help="JSONL of prompt/response records")
-    p.add_argument("--limit", type=int, default=None, help="first N samples only")
-    p.add_argument("--saes", default=None, help="SAE bundle/dir (units=sae)")
-    p.add_argument("--neurons", action="store_true", help="MLP neurons instead of SAE features")
-    p.add_argument("--threshold", default=None)
-    p.add_argument("--sae-group-size", type=int, default=None)
-    p.add_argument("--no-health", action="store_true")
-    p.add_argument("--max-length", type=int, default=2048)
-    p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK when CUDA exists, else cpu")
-    p.add_argument(
+    add_model_args(p, device_help="default: cuda:LOCAL_RANK when CUDA exists, else cpu")
+    add_units_args(p)
+    add_data_args(p)
+    add_performance_args(p)
+    g = p.add_argument_group("distributed")
+    g.add_argument(
         "--threads", type=int, default=None, help="torch threads per rank (default: cores / local ranks)"
     )
-    p.add_argument("--out", required=True, help="result directory (written by rank 0)")
-    p.add_argument("--timing-json", default=None, help="rank 0 also writes wall times here")
+    g.add_argument("--out", required=True, help="result directory (written by rank 0)")
+    g.add_argument("--timing-json", default=None, help="rank 0 also writes wall times here")
     return p.parse_args(argv)
 
 
@@ -66,17 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         dist.init_process_group(backend, timeout=timedelta(minutes=30))
 
     t0 = time.perf_counter()
-    lm = load_model(args.model, device=device)
-    samples = read_samples(args.samples)[: args.limit]
+    lm = load_model(args.model, device=device, dtype=args.dtype)
+    samples = read_samples(args.samples or BUILTIN_SAMPLES)[: args.limit]
     index, shard = shard_samples(samples, rank, world)
-    cfg = RunConfig(
-        units="neurons" if args.neurons else "sae",
-        saes=args.saes,
-        threshold=args.threshold,
-        sae_group_size=args.sae_group_size,
-        health=not args.no_health,
-        max_length=args.max_length,
-    )
+    cfg = RunConfig(units="neurons" if args.neurons else "sae", saes=args.saes, **run_config_fields(args))
     t1 = time.perf_counter()
     local = compute_mui(lm, shard, cfg, progress=rank == 0)
     t2 = time.perf_counter()

@@ -3,15 +3,12 @@
 
     python scripts/reproduce_law.py [--results results/zoo] [--out figures]
 
-Same code path as `saemui plot law` and the notebooks: :func:`saemui.plot_cli.reproduce`.
+Same code path as `saemui plot law` and the notebooks: :func:`saemui.reproduce.reproduce`.
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from saemui.plot_cli import script_main  # noqa: E402
+from saemui.cli.plot import script_main
 
 if __name__ == "__main__":
     sys.exit(script_main("law"))

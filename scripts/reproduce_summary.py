@@ -6,11 +6,8 @@ result of the zoo, from committed result files (offline, no model). Same as ``sa
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from saemui.plot_cli import script_main  # noqa: E402
+from saemui.cli.plot import script_main
 
 if __name__ == "__main__":
     sys.exit(script_main("summary"))

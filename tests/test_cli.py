@@ -116,9 +116,16 @@ def test_console_script_help():
 
 
 def test_builtin_samples_are_valid():
-    from saemui.cli import BUILTIN_SAMPLES
-    from saemui.records import read_samples
+    from saemui.records import BUILTIN_SAMPLES, read_samples
 
     s = read_samples(BUILTIN_SAMPLES)
     assert len(s) == 32 and all(x.response for x in s)
     assert json.loads(BUILTIN_SAMPLES.read_text().splitlines()[0])["meta"]["generator"] == "greedy"
+
+
+def test_plot_kinds_match_the_reproducers():
+    # `saemui plot` offers saemui.analysis.KINDS (saemui.reproduce is slow to import): each needs a reproducer
+    from saemui.cli.plot import KINDS
+    from saemui.reproduce import REPRODUCERS
+
+    assert list(KINDS) == list(REPRODUCERS)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import saemui
 from saemui.tasks import get_task
 from saemui.tasks.base import list_tasks
-from saemui.tasks.imports import detect_format, import_lm_eval_samples, import_paper_responses
+from saemui.tasks.responses import detect_format, import_lm_eval_samples, import_paper_responses
 from saemui.tasks.sources import read_records
 
 RECORD = st.fixed_dictionaries(

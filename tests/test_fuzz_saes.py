@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 from fuzz_support import JSON_VALUES, dumps, expect_ok_or_error, fuzz, mutated
-from helpers import save_synthetic_sae
 from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from saemui import open_suite
 from saemui.saes import check_compatible
+from saemui.testing import save_synthetic_sae
 
 D_IN, D_SAE, HOOK = 16, 8, "blocks.1.hook_resid_post"
 ARCHS = ["standard", "topk", "jumprelu"]

@@ -4,11 +4,11 @@ import json
 
 import pytest
 import torch
-from helpers import save_synthetic_sae
 from safetensors.torch import load_file, save_file
 
 import saemui
 from saemui import SaemuiError, open_suite, read_samples
+from saemui.testing import save_synthetic_sae
 
 HOOK = "blocks.0.hook_resid_post"
 
@@ -68,7 +68,7 @@ def test_records_line_separator_inside_string(tmp_path):
 
 
 def test_task_data_and_response_files_with_bom(tmp_path):
-    from saemui.tasks.imports import import_paper_responses
+    from saemui.tasks.responses import import_paper_responses
     from saemui.tasks.sources import read_records
 
     recs = [{"question": "1+1?", "answer": "#### 2", "response": "The answer is 2."}]
@@ -104,7 +104,7 @@ def test_records_odd_json_is_one_line_error(tmp_path, line, fragment):
 
 
 def test_lm_eval_doc_id_of_non_ascii_digits(tmp_path):
-    from saemui.tasks.imports import import_lm_eval_samples
+    from saemui.tasks.responses import import_lm_eval_samples
 
     rec = {
         "doc_id": "²",

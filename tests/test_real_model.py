@@ -2,10 +2,9 @@
 
 import pytest
 
-from saemui.cli import BUILTIN_SAMPLES
 from saemui.engine import RunConfig, compute_mui
 from saemui.inputs import encode_samples
-from saemui.records import Sample, read_samples
+from saemui.records import BUILTIN_SAMPLES, Sample, read_samples
 
 pytestmark = pytest.mark.real_model
 

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from saemui.testing import save_tiny_model
 from test_sae_data import make_fake_wheel
 
 from saemui import sae_data as sd
+from saemui.testing import save_tiny_model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "sae_recipes.py"
 

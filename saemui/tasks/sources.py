@@ -208,3 +208,20 @@ def _default_records(task: Task) -> list[dict]:
         f"task {task.name}: no local data found (tried {'; '.join(tried) or 'nothing'}); "
         "pass source=<file or wheel> or source='hf'"
     )
+
+
+def data_origin(task: Task) -> str:
+    """Where ``load_items()`` without a source gets its items (for listings and result metadata)."""
+    if not (task.default_path or task.package_data or task.hf_dataset):
+        return "generated (offline)"
+    if task.default_path:
+        p = find_data_file(task.default_path)
+        if p is not None:
+            return f"local {p.resolve()}"
+    if task.package_data:
+        pkg, rel = task.package_data
+        if package_file(pkg, rel) is not None:
+            return f"package {pkg}"
+    if task.hf_dataset:
+        return f"not found locally; --source hf ({task.hf_dataset[0]}, online)"
+    return "not found locally; pass --source"

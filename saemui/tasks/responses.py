@@ -1,4 +1,4 @@
-"""Turn items + responses into ``Sample`` records, and import response files written by other tools.
+"""Scored ``Sample`` records from responses: fresh generations, and response files written by other tools.
 
 Formats:
 
@@ -8,8 +8,11 @@ Formats:
   filters repeats each document; the first line per ``doc_id`` is kept (the raw response is the same).
 - **paper** (MUI-Eval result files): the benchmark record's own fields plus ``response``, ``sys_input`` and
   ``question_input`` (the prompt the response was generated from).
+- **jsonl**: saemui records (``{prompt, response, id}``, e.g. a run's ``responses.jsonl``), matched to the task's
+  items by id.
 
-In both cases ``correct`` is set by *our* scorer; the file's own verdicts are kept in ``meta``.
+In every case ``correct`` is set by *our* scorer; the file's own verdicts are kept in ``meta``.
+:func:`score_responses` is what ``saemui score`` runs.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from saemui.errors import SaemuiError
-from saemui.records import Sample, assign_ids
-from saemui.tasks.base import Item, Task, check_style, checked_item, get_task
+from saemui.records import Sample, assign_ids, read_samples
+from saemui.tasks.base import Item, Task, check_style, checked_item, get_task, strip_reasoning
 from saemui.tasks.sources import read_records
 
 _LM_EVAL_KEYS = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "filter", "metrics"}
@@ -41,8 +44,6 @@ def _meta(task: Task, item: Item, pred: Any, style: str | None) -> dict:
 
 def make_sample(task: Task, item: Item, response: str, prompt: str, style: str | None) -> Sample:
     """One scored Sample; ``correct`` comes from ``task.score``."""
-    from saemui.tasks.base import strip_reasoning
-
     pred = task.extract_answer(strip_reasoning(response), item)
     correct = bool(task.is_correct(pred, item))
     return Sample(
@@ -191,3 +192,74 @@ def score_file(task: Task | str, path: str | os.PathLike, fmt: str = "auto") -> 
     else:
         raise SaemuiError(f"score_file: format {fmt!r} is unknown (expected auto, lm-eval or paper)")
     return sum(bool(s.correct) for s in samples) / len(samples), samples
+
+
+# ----- saemui records and format detection ----------------------------------------------------------------
+
+_RECORD_KEYS = {"prompt", "response", "id", "correct", "meta"}
+RESPONSE_FORMATS = ("auto", "paper", "lm-eval", "jsonl")
+
+
+def import_records(path: str | os.PathLike, task: Task | str, source: Any = None) -> list[Sample]:
+    """Rescore saemui records (``{prompt, response, id}`` JSONL, e.g. a run's ``responses.jsonl``).
+
+    Each record's ``id`` must be the id of one of the task's items (from ``source``, see
+    :meth:`Task.load_items`); the record's prompt is kept, ``correct`` is recomputed.
+    """
+    task = get_task(task)
+    records = read_samples(path)
+    items = {str(it.id): it for it in task.load_items(source)}
+    out = []
+    for n, s in enumerate(records, start=1):
+        item = items.get(str(s.id))
+        if item is None:
+            raise SaemuiError(
+                f"{path}: record {n} has id {s.id!r}, which is not an item of task {task.name} "
+                "(records need the task's item ids; use --format paper/lm-eval for benchmark-field files)"
+            )
+        sample = make_sample(task, item, s.response, s.prompt, s.meta.get("style"))
+        out.append(sample)
+    return assign_ids(out)
+
+
+def detect_response_format(path: str | os.PathLike) -> str:
+    """``"jsonl"`` for saemui records (only prompt/response/id/correct/meta keys), else
+    :func:`detect_format` (``"lm-eval"`` or ``"paper"``)."""
+    keys = set(read_records(path)[0])
+    if {"prompt", "response"} <= keys <= _RECORD_KEYS:
+        return "jsonl"
+    return detect_format(path)
+
+
+def score_responses(
+    task: Task | str, path: str | os.PathLike, fmt: str = "auto", source: Any = None
+) -> tuple[float, list[Sample], str]:
+    """Score a response file with ``task``'s scorer: ``(accuracy, samples, detected format)``.
+
+    fmt: "auto", "paper" (MUI-Eval result files), "lm-eval" (``--log_samples``) or "jsonl" (saemui records).
+    """
+    if fmt not in RESPONSE_FORMATS:
+        raise SaemuiError(
+            f"response format {fmt!r} is unknown (expected one of {', '.join(RESPONSE_FORMATS)})"
+        )
+    if fmt == "auto":
+        fmt = detect_response_format(path)
+    if fmt == "jsonl":
+        samples = import_records(path, task, source)
+        return sum(bool(s.correct) for s in samples) / len(samples), samples, fmt
+    acc, samples = score_file(task, path, fmt)
+    return acc, samples, fmt
+
+
+__all__ = [
+    "RESPONSE_FORMATS",
+    "detect_format",
+    "detect_response_format",
+    "import_lm_eval_samples",
+    "import_paper_responses",
+    "import_records",
+    "make_sample",
+    "score_file",
+    "score_responses",
+    "to_samples",
+]

@@ -1,15 +1,16 @@
-"""Generate a task's responses with a model, score them, and hand scored ``Sample`` records to the MUI engine.
+"""Greedy generation of a task's responses: the model's own answers, scored, with a resumable cache.
 
 >>> from saemui import load_model
->>> from saemui.tasks import get_task
->>> from saemui.tasks.runner import generate_task
+>>> from saemui.tasks import get_task, generate_task
 >>> lm, task = load_model(), get_task("arith-1")
 >>> samples = generate_task(lm, task, task.load_items(limit=8), "auto", cache_path="runs/arith-1.gen.jsonl")
 
-Generation is greedy (:func:`saemui.generate.generate`) with the task's stop sequences and ``max_new_tokens``.
-The prompt text comes from :meth:`Task.format_prompt`; it is tokenized exactly as the engine will tokenize it:
-style ``"chat"`` goes through the tokenizer's chat template (``prompt_format="chat"``), style ``"base"`` is fed
-as raw text (``prompt_format="raw"``). :func:`prompt_format_for` gives the engine setting that matches a style.
+Generation is greedy (:func:`generate`: fixed, length-sorted batch order, left padding, no sampling) with the
+task's stop sequences and ``max_new_tokens``. The prompt text comes from :meth:`Task.format_prompt`; it is
+tokenized exactly as the engine will tokenize it (:func:`saemui.inputs.prompt_ids`): style ``"chat"`` goes through
+the tokenizer's chat template (``prompt_format="chat"``), style ``"base"`` is fed as raw text
+(``prompt_format="raw"``). :func:`prompt_format_for` gives the engine setting that matches a style;
+:func:`saemui.tasks.pipeline.run_task` applies it.
 
 Resumable: with a ``cache_path`` every finished batch is appended to a JSONL cache (one line per item, a single
 ``write`` + ``fsync`` per batch). A rerun reuses cached items whose configuration fingerprint (model weights,
@@ -30,23 +31,62 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from saemui.errors import SaemuiError
-from saemui.generate import generate
 from saemui.inputs import prompt_ids
 from saemui.models import LoadedModel
-from saemui.records import Sample, assign_ids, read_samples
-from saemui.tasks.base import Item, Task, check_style, get_task, task_options
-from saemui.tasks.imports import detect_format, make_sample, score_file
-from saemui.tasks.sources import read_records
+from saemui.provenance import model_fingerprint
+from saemui.records import Sample, assign_ids
+from saemui.tasks.base import Item, Task, check_style, get_task, task_options, truncate_at_stop
+from saemui.tasks.responses import make_sample
 
 log = logging.getLogger(__name__)
 
 #: version of the cache line layout; bump when the meaning of a cached response changes
 CACHE_VERSION = 1
 #: bytes read from each end of a weight file for the quick local-weights digest
-_DIGEST_EDGE = 1 << 20
+
+
+@torch.inference_mode()
+def generate(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    max_new_tokens: int = 64,
+    stop: Sequence[str] = (),
+    prompt_format: str = "auto",
+    batch_size: int = 16,
+    progress: bool = True,
+) -> list[str]:
+    """Greedy responses for ``prompts``; left padding (generation appends on the right)."""
+    tok = lm.tokenizer
+    ids = [prompt_ids(tok, p, prompt_format) for p in prompts]
+    order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
+    out: list[str] = [""] * len(ids)
+    eos = tok.eos_token_id
+    for start in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress):
+        idx = order[start : start + batch_size]
+        T = max(len(ids[i]) for i in idx)
+        inp = torch.full((len(idx), T), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), T), dtype=torch.long)
+        for b, i in enumerate(idx):
+            inp[b, T - len(ids[i]) :] = torch.tensor(ids[i])
+            mask[b, T - len(ids[i]) :] = 1
+        gen = lm.model.generate(
+            input_ids=inp.to(lm.device),
+            attention_mask=mask.to(lm.device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=tok.pad_token_id,
+            stop_strings=list(stop) or None,
+            tokenizer=tok if stop else None,
+        )
+        for b, i in enumerate(idx):
+            text = tok.decode(gen[b, T:], skip_special_tokens=True)
+            out[i] = truncate_at_stop(text, stop).strip()
+    return out
 
 
 def resolve_style(lm: LoadedModel, style: str) -> str:
@@ -64,41 +104,6 @@ def resolve_style(lm: LoadedModel, style: str) -> str:
 def prompt_format_for(style: str) -> str:
     """The engine's ``prompt_format`` matching a task prompt style (the scored prompt must be the one answered)."""
     return "chat" if check_style(style) == "chat" else "raw"
-
-
-def _weights_digest(path: Path) -> str:
-    # A full hash of multi-GB checkpoints on every run would cost more than generating a few items; size plus
-    # the first and last MiB of each weight file changes with any retraining or re-quantization.
-    h = hashlib.sha256()
-    files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf", ".pt"))
-    for p in [path / "config.json", *files]:
-        if not p.is_file():
-            continue
-        size = p.stat().st_size
-        h.update(f"{p.name}:{size}:".encode())
-        with open(p, "rb") as f:
-            h.update(f.read(_DIGEST_EDGE))
-            if size > 2 * _DIGEST_EDGE:
-                f.seek(size - _DIGEST_EDGE)
-                h.update(f.read(_DIGEST_EDGE))
-    return h.hexdigest()
-
-
-def model_fingerprint(lm: LoadedModel) -> dict[str, Any]:
-    """What identifies the model's greedy outputs: weights (sha256 or digest), dtype and chat template."""
-    prov = lm.provenance or {}
-    out: dict[str, Any] = {"hf_id": lm.hf_id, "dtype": str(lm.dtype).replace("torch.", "")}
-    if prov.get("sha256"):
-        out["sha256"] = prov["sha256"]
-    elif Path(lm.name).is_dir():
-        out["weights_digest"] = _weights_digest(Path(lm.name))
-    else:
-        # a hub id: the snapshot commit pins the weights when transformers recorded it
-        out["commit"] = getattr(lm.model.config, "_commit_hash", None)
-    template = getattr(lm.tokenizer, "chat_template", None)
-    if isinstance(template, str):
-        out["chat_template_sha256"] = hashlib.sha256(template.encode()).hexdigest()[:16]
-    return out
 
 
 def generation_fingerprint(lm: LoadedModel, task: Task, style: str) -> dict[str, Any]:
@@ -335,73 +340,16 @@ def generate_task(
     return run_generation(lm, task, items, style, cache_path, batch_size, progress).samples
 
 
-# ----- scoring response files ------------------------------------------------------------------------------
-
-_RECORD_KEYS = {"prompt", "response", "id", "correct", "meta"}
-RESPONSE_FORMATS = ("auto", "paper", "lm-eval", "jsonl")
-
-
-def import_records(path: str | os.PathLike, task: Task | str, source: Any = None) -> list[Sample]:
-    """Rescore saemui records (``{prompt, response, id}`` JSONL, e.g. a run's ``responses.jsonl``).
-
-    Each record's ``id`` must be the id of one of the task's items (from ``source``, see
-    :meth:`Task.load_items`); the record's prompt is kept, ``correct`` is recomputed.
-    """
-    task = get_task(task)
-    records = read_samples(path)
-    items = {str(it.id): it for it in task.load_items(source)}
-    out = []
-    for n, s in enumerate(records, start=1):
-        item = items.get(str(s.id))
-        if item is None:
-            raise SaemuiError(
-                f"{path}: record {n} has id {s.id!r}, which is not an item of task {task.name} "
-                "(records need the task's item ids; use --format paper/lm-eval for benchmark-field files)"
-            )
-        sample = make_sample(task, item, s.response, s.prompt, s.meta.get("style"))
-        out.append(sample)
-    return assign_ids(out)
-
-
-def detect_response_format(path: str | os.PathLike) -> str:
-    """``"jsonl"`` for saemui records (only prompt/response/id/correct/meta keys), else
-    :func:`saemui.tasks.imports.detect_format` (``"lm-eval"`` or ``"paper"``)."""
-    keys = set(read_records(path)[0])
-    if {"prompt", "response"} <= keys <= _RECORD_KEYS:
-        return "jsonl"
-    return detect_format(path)
-
-
-def score_responses(
-    task: Task | str, path: str | os.PathLike, fmt: str = "auto", source: Any = None
-) -> tuple[float, list[Sample], str]:
-    """Score a response file with ``task``'s scorer: ``(accuracy, samples, detected format)``.
-
-    fmt: "auto", "paper" (MUI-Eval result files), "lm-eval" (``--log_samples``) or "jsonl" (saemui records).
-    """
-    if fmt not in RESPONSE_FORMATS:
-        raise SaemuiError(
-            f"response format {fmt!r} is unknown (expected one of {', '.join(RESPONSE_FORMATS)})"
-        )
-    if fmt == "auto":
-        fmt = detect_response_format(path)
-    if fmt == "jsonl":
-        samples = import_records(path, task, source)
-        return sum(bool(s.correct) for s in samples) / len(samples), samples, fmt
-    acc, samples = score_file(task, path, fmt)
-    return acc, samples, fmt
-
-
 __all__ = [
+    "CACHE_VERSION",
     "GenerationCache",
     "GenerationOutput",
-    "detect_response_format",
+    "fingerprint_id",
+    "generate",
     "generate_task",
     "generation_fingerprint",
-    "import_records",
     "model_fingerprint",
     "prompt_format_for",
     "resolve_style",
     "run_generation",
-    "score_responses",
 ]

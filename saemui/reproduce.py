@@ -1,13 +1,12 @@
-"""``saemui plot KIND --results DIR --out DIR``: every zoo figure and table from committed result files.
+"""Every zoo figure and table from committed result files: ``reproduce(KIND, results, out)``.
 
-The ``scripts/reproduce_*.py`` scripts and the notebooks call the same ``reproduce_*`` functions, so a figure
-has exactly one code path. Each writes ``<out>/<name>.png`` and ``.pdf`` plus a small CSV/JSON table, and
+``saemui plot KIND``, the ``scripts/reproduce_*.py`` scripts and the notebooks call the same ``reproduce_*``
+functions, so a figure has exactly one code path. Each writes ``<out>/<name>.png`` and ``.pdf`` plus a small CSV/JSON table, and
 returns the written paths. Nothing here loads a model: only ``results/zoo/*.json`` is read.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from saemui.analysis import KINDS
 from saemui.analysis import zoo as az
 from saemui.errors import SaemuiError
 from saemui.io import atomic_write_json, atomic_write_text
@@ -29,16 +29,6 @@ from saemui.plots import (
     plot_task_bars,
     plot_trajectory,
     save_figure,
-)
-
-KINDS: tuple[str, ...] = (
-    "law",
-    "training",
-    "contamination",
-    "comparison",
-    "diversity",
-    "sensitivity",
-    "summary",
 )
 
 
@@ -403,43 +393,4 @@ def reproduce(
     return REPRODUCERS[kind](az.results_dir(results), out, n_boot)
 
 
-def script_main(kind: str, argv: list[str] | None = None) -> int:
-    """Entry point shared by ``scripts/reproduce_<kind>.py``."""
-    import sys
-
-    ap = argparse.ArgumentParser(
-        description=f"Reproduce the zoo's {kind} figure and table from result files."
-    )
-    ap.add_argument("--results", help="zoo results (default $SAEMUI_ZOO_RESULTS or results/zoo)")
-    ap.add_argument("--out", default="figures", help="output directory (default figures)")
-    ap.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    args = ap.parse_args(argv)
-    try:
-        for p in reproduce(kind, args.results, args.out, args.n_boot):
-            print(p)
-    except SaemuiError as e:
-        print(f"reproduce_{kind}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "plot",
-        help="zoo figures and tables from result files",
-        description="Regenerate a zoo figure (PNG + PDF) and its table from results/zoo/*.json; offline, no model.",
-    )
-    p.add_argument("kind", choices=KINDS)
-    p.add_argument("--results", help="zoo results directory (default $SAEMUI_ZOO_RESULTS or results/zoo)")
-    p.add_argument("--out", default="figures", help="output directory (default figures)")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    p.set_defaults(func=cmd_plot)
-
-
-def cmd_plot(args: argparse.Namespace) -> int:
-    for path in reproduce(args.kind, args.results, args.out, args.n_boot):
-        print(path)
-    return 0
-
-
-__all__ = ["KINDS", "REPRODUCERS", "add_parser", "reproduce", "script_main"]
+__all__ = ["KINDS", "REPRODUCERS", "reproduce"]

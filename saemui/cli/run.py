@@ -1,0 +1,238 @@
+"""``saemui run``: MUI of a model on prompt/response records, or (``--task``) on its own scored answers to a task.
+
+``saemui run --task TASK`` is :func:`saemui.tasks.run_task`: it generates the model's responses to the task's
+items (resumable cache), scores them and measures MUI on the scored records; the result's summary gets accuracy,
+``mui_correct`` (MUI over the correctly answered items) and a ``task`` entry, and the records are written to
+``<out>/responses.jsonl``. Model libraries are imported inside the handlers: ``saemui --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from saemui.cli.args import run_config_fields
+from saemui.cli.tasks import build_task
+from saemui.engine import RunConfig
+from saemui.errors import SaemuiError
+from saemui.io import check_writable
+from saemui.records import BUILTIN_SAMPLES, Sample
+from saemui.result import MUIResult
+from saemui.tasks.base import Task, get_task, task_options
+from saemui.tasks.pipeline import slug
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``saemui run``: records from ``--samples`` (or the built-in set), or generated with ``--task``."""
+    return _run_task(args) if args.task else _run_samples(args)
+
+
+def _is_local(spec: str | None) -> bool:
+    from saemui.models import MODEL_SOURCES
+
+    return spec is None or spec in MODEL_SOURCES or Path(spec).exists()
+
+
+def prepare_run(args: argparse.Namespace) -> None:
+    """Process-wide settings of a run, before any model library is used."""
+    if _is_local(args.model) and _is_local(args.saes):
+        # Everything is on disk: make sure no library reaches for the Hub behind our back.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.checkpoint_every < 0:
+        raise SaemuiError(
+            f"--checkpoint-every {args.checkpoint_every}: expected 0 (off) or a positive number"
+        )
+    if args.quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
+def execute_run(
+    args: argparse.Namespace,
+    lm,
+    samples: list[Sample],
+    cfg: RunConfig,
+    out: Path,
+    extra_summary: dict[str, Any] | None = None,
+    run_info: dict[str, Any] | None = None,
+) -> MUIResult:
+    """compute → save (checkpointed unless --checkpoint-every 0; --explore adds feature contexts) → result."""
+    from saemui import checkpoint
+    from saemui.engine import compute_mui
+
+    ckpt_dir = checkpoint.checkpoint_dir_for(out) if args.checkpoint_every else None
+    if getattr(args, "explore", False):
+        from saemui.explore import explore_run
+
+        # The context collector is not checkpointed: an --explore run restarts from scratch after a crash.
+        result, _ = explore_run(lm, samples, cfg, out, progress=not args.quiet)
+        if extra_summary or run_info:
+            result.summary.update(extra_summary or {})
+            result.run_info.update(run_info or {})
+            result.save(out)
+    else:
+        result = compute_mui(
+            lm,
+            samples,
+            cfg,
+            progress=not args.quiet,
+            checkpoint_dir=ckpt_dir,
+            checkpoint_every=args.checkpoint_every or 1,
+            extra_summary=extra_summary,
+        )
+        result.run_info.update(run_info or {})
+        result.save(out)
+    if ckpt_dir is not None:
+        checkpoint.clear(ckpt_dir)
+    return result
+
+
+def _run_samples(args: argparse.Namespace) -> int:
+    prepare_run(args)
+    from saemui.models import load_model
+    from saemui.records import read_samples
+
+    samples = read_samples(args.samples or BUILTIN_SAMPLES)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise SaemuiError(f"--limit {args.limit}: expected a positive number of records")
+        samples = samples[: args.limit]
+    cfg = run_config(args)
+    out = Path(args.out) if args.out else _default_out(args.model, cfg)
+    check_writable(out)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype)
+    result = execute_run(args, lm, samples, cfg, out)
+    print(format_summary(result, out))
+    return 0
+
+
+def _run_task(args: argparse.Namespace) -> int:
+    from saemui.models import load_model
+    from saemui.records import write_samples
+    from saemui.tasks import run_task
+
+    if args.samples:
+        raise SaemuiError("--samples and --task exclude each other (records come from the task)")
+    prepare_run(args)
+    if args.limit is not None and args.limit < 1:
+        raise SaemuiError(f"--limit {args.limit}: expected a positive number of items")
+    if args.gen_batch_size < 1:
+        raise SaemuiError(f"--gen-batch-size {args.gen_batch_size}: expected a positive number")
+    task = build_task(args.task, args.task_option, args.max_new_tokens, args.allow_code_execution)
+    items = task.load_items(args.source, args.limit)
+    if not items:
+        raise SaemuiError(f"task {task.name}: no items to evaluate")
+    cfg = run_config(args)
+    out = Path(args.out) if args.out else _default_task_out(args.model, args.task, task, args.style, cfg)
+    check_writable(out)
+
+    lm = load_model(args.model, device=args.device, dtype=args.dtype)
+    run = run_task(
+        lm,
+        task,
+        items,
+        cfg,
+        style=args.style,
+        source=args.source,
+        cache=args.cache or None,
+        cache_dir=out.parent / "generations",
+        batch_size=args.gen_batch_size,
+        name=args.task,
+        model_name=args.model,
+        progress=not args.quiet,
+        measure=lambda samples, c, extra, info: execute_run(args, lm, samples, c, out, extra, info),
+    )
+    gen = run.generation
+    write_samples(out / "responses.jsonl", gen.samples)
+    print(format_summary(run.result, out))
+    print(
+        f"responses  {out / 'responses.jsonl'} ({gen.n_generated} generated in {gen.seconds:.1f} s, "
+        f"{gen.n_cached} from {run.cache})"
+    )
+    return 0
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The resolved RunConfig of ``saemui run`` arguments (SAE bundle lookup included)."""
+    from saemui.saes import find_bundles
+
+    saes = args.saes
+    if not args.neurons and not saes:
+        bundles = find_bundles(args.model) or find_bundles(_hf_id(args.model))
+        if bundles:
+            saes = str(bundles[0])
+        else:
+            print(
+                f"saemui: no SAE bundle found for {args.model!r}; measuring MLP-neuron MUI (pass --saes for features)",
+                file=sys.stderr,
+            )
+    units = "sae" if (saes and not args.neurons) else "neurons"
+    return RunConfig(units=units, saes=saes if units == "sae" else None, **run_config_fields(args)).resolved()
+
+
+def _hf_id(model: str) -> str:
+    from saemui.models import MODEL_SOURCES
+
+    return MODEL_SOURCES[model].hf_id if model in MODEL_SOURCES else model
+
+
+def _default_out(model: str, cfg: RunConfig) -> Path:
+    basis = Path(cfg.saes).name if cfg.units == "sae" else f"neurons-{cfg.neuron_site}"
+    return Path("runs") / f"{Path(model).name.replace('/', '_')}-{basis.replace(':', '_').replace('/', '_')}"
+
+
+def _default_task_out(model: str, task_name: str, task: Task, style: str, cfg: RunConfig) -> Path:
+    basis = Path(cfg.saes).name if cfg.units == "sae" else f"neurons-{cfg.neuron_site}"
+    defaults = task_options(get_task(task_name))
+    parts = [Path(model).name, task_name]
+    # non-default options name the directory, so runs with other options do not overwrite each other
+    parts += [f"{k}{v}" for k, v in sorted(task_options(task).items()) if defaults.get(k) != v]
+    if style != "auto":
+        parts.append(style)
+    parts.append(basis)
+    return Path("runs") / slug("-".join(str(p) for p in parts))
+
+
+def format_summary(result: MUIResult, out: Path | None = None) -> str:
+    s = result.summary
+    pl = s["per_layer"]
+    lines = [
+        f"model      {s['model']['name']} ({s['model']['hf_id']}, {s['model']['dtype']} on {s['model']['device']})",
+        f"units      {s['units']['kind']}: {s['units']['basis']} — {s['units']['n_units']} units × {s['units']['n_layers']} layers",
+        f"selection  {s['selection']}, alignment {s['config']['alignment']}",
+        f"data       {s['n_samples']} samples, {s['n_tokens']} scored tokens"
+        + (f", {s['n_truncated_samples']} truncated" if s["n_truncated_samples"] else ""),
+        f"MUI        {s['mui_percent']:.4f} %  (per layer min {100 * min(pl):.3f} %, max {100 * max(pl):.3f} %)",
+    ]
+    if s.get("task"):
+        t = s["task"]
+        lines.insert(3, f"task       {t['name']} ({t['style']} style), {t['n_items']} items")
+    if s.get("accuracy") is not None:
+        lines.append(f"accuracy   {100 * s['accuracy']:.1f} % of {s['n_labelled']} labelled")
+    if s.get("mui_correct") is not None:
+        lines.append(f"MUI(correct only) {100 * s['mui_correct']:.4f} % over {s.get('n_correct')} samples")
+    if s.get("sae_health"):
+        ev = [h["explained_variance"] for h in s["sae_health"] if h.get("explained_variance") is not None]
+        l0 = [h["l0"] for h in s["sae_health"]]
+        lines.append(
+            f"SAE health median L0 {statistics.median(l0):.1f}"
+            + (f", median explained variance {statistics.median(ev):.3f}" if ev else "")
+        )
+    run = result.run_info or {}
+    tps = (run.get("timing") or {}).get("tokens_per_second")
+    lines.append(
+        f"speed      {tps:.0f} tokens/s (forward + scoring, {run['machine']['cpu_count']} CPUs)"
+        if tps
+        else "speed      n/a"
+    )
+    if out is not None:
+        lines.append(f"written    {out}")
+    return "\n".join(lines)
+
+
+__all__ = ["cmd_run", "execute_run", "format_summary", "prepare_run", "run_config"]
