@@ -1,5 +1,7 @@
 """Model sources: registry errors, and the GGUF dequantization cache never trusts an unfinished copy."""
 
+import struct
+
 import pytest
 
 import saemui.models as models
@@ -18,7 +20,8 @@ def test_interrupted_gguf_cache_is_rebuilt(tmp_path, monkeypatch, tiny_dir):
 
     monkeypatch.setenv("SAEMUI_CACHE", str(tmp_path / "cache"))
     gguf = tmp_path / "fake.gguf"
-    gguf.write_bytes(b"GGUF-not-really")
+    # a well-formed empty GGUF header (v3, 0 tensors, 0 keys): passes the header check; loading is faked below
+    gguf.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0))
     tiny = save_tiny_model(tiny_dir, "llama")
     stale = models._dequantized_cache(gguf, models.sha256_file(gguf))
     stale.mkdir(parents=True)
