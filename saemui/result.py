@@ -341,7 +341,8 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     denom = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, center - half), min(1.0, center + half)
+    # at k = 0 (k = n) the lower (upper) end is exactly 0 (1); the formula leaves a rounding residue
+    return (0.0 if k == 0 else max(0.0, center - half)), (1.0 if k == n else min(1.0, center + half))
 
 
 def _gather(ptr: np.ndarray, which: np.ndarray) -> np.ndarray:

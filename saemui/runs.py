@@ -115,9 +115,8 @@ def _rows_of(path: Path) -> list[dict[str, Any]]:
         if zoo:
             return [zoo_row(_zoo_file(f), f) for f in zoo]
         inner = sorted(p.name for p in path.iterdir() if (p / "summary.json").is_file())
-        hint = (
-            f"; it holds run directories ({', '.join(inner[:3])}…): pass them, e.g. {path}/*" if inner else ""
-        )
+        shown = ", ".join(inner[:3]) + ("…" if len(inner) > 3 else "")
+        hint = f"; it holds run directories ({shown}): pass them, e.g. {path}/*" if inner else ""
         raise SaemuiError(f"{path}: not a saemui run directory (no summary.json){hint}")
     if path.is_file():
         if path.name == "summary.json":

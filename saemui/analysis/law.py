@@ -271,7 +271,9 @@ def slope_test(fit: LawFit, level: float = 0.95) -> SlopeTest:
         )
     tval = fit.slope / se
     p = float(2 * t_dist.sf(abs(tval), df))
-    return SlopeTest(float(se), float(tval), df, p, (fit.slope - q * se, fit.slope + q * se), level)
+    return SlopeTest(
+        float(se), float(tval), df, p, (float(fit.slope - q * se), float(fit.slope + q * se)), level
+    )
 
 
 COMPARABILITY_KEYS: tuple[str, ...] = ("n_samples", "basis", "selection", "alignment", "layers")
