@@ -465,11 +465,10 @@ def reproduce_comparison_runs(
 ) -> list[Path]:
     """The fair-comparison ranking (:func:`saemui.analysis.zoo.comparison_analysis`) over run directories at
     equal N."""
-    from saemui.analysis.law import check_comparable
     from saemui.runs import equalize_n, load_runs
 
     df = load_runs(runs)
-    check_comparable(az.comparability_records(df), keys=("basis", "selection", "alignment", "layers"))
+    az.check_points(df, keys=("basis", "selection", "alignment", "layers"))
     eq = equalize_n(az.check_table(df, "runs"), n_sub=n_sub, seed=seed)
     res = az.comparison_analysis(eq, n_boot=n_boot)
     tau = res["tau"]

@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from saemui.analysis.law import LawBootstrap, LawFit, SlopeTest, check_comparable, slope_test
+from saemui.analysis.law import LawBootstrap, LawFit, SlopeTest, slope_test
 from saemui.analysis.zoo import (
     TABLE_COLUMNS,
+    check_points,
     check_table,
-    comparability_records,
     law_analysis,
+    layers_text,
     smoothed_perf,
     zoo_row,
 )
@@ -79,6 +80,7 @@ def run_row(result: MUIResult, path: PathLike | None = None) -> dict[str, Any]:
         "selection": s.get("selection"),
         "threshold": cfg.get("threshold"),
         "layers": tuple(result.layers),
+        "layer_selection": _layer_selection(result),
         "alignment": cfg.get("alignment"),
         "neuron_site": cfg.get("neuron_site") if units.get("kind") == "neurons" else None,
         "prompt_format": cfg.get("prompt_format"),
@@ -94,6 +96,16 @@ def run_row(result: MUIResult, path: PathLike | None = None) -> dict[str, Any]:
         "source": "run",
         "path": None if path is None else str(path),
     }
+
+
+def _layer_selection(result: MUIResult) -> str:
+    """``all`` when the run measured every layer its basis has (no --layers), else the layers measured."""
+    cfg = result.summary.get("config") or {}
+    if "layers" in cfg:
+        return "all" if cfg["layers"] is None else layers_text(cfg["layers"])
+    # results without the config entry: all layers iff the rows are every layer of the model
+    depth = (result.summary.get("model") or {}).get("n_layers")
+    return "all" if result.layers == list(range(depth or -1)) else layers_text(result.layers)
 
 
 def _zoo_file(path: Path) -> dict:
@@ -197,15 +209,15 @@ def equalize_n(
     if not 1 <= target <= smallest:
         raise SaemuiError(f"n={n}: expected 1..{smallest} (the smallest run has N = {smallest})")
     out = df.copy()
-    means, los, his, exact, used = [], [], [], [], []
+    cols: list[tuple[float, float, float, bool, int]] = []  # mean, lo, hi (%), exact, subsets used
     for _, row in df.iterrows():
         if int(row["n"]) == target:
             m = float(row["mui"])
-            means.append(m), los.append(m), his.append(m), exact.append(True), used.append(1)
-            continue
-        sub = _subsample_row(row, target, n_sub, seed, level)
-        means.append(100 * sub.mean), los.append(100 * sub.lo), his.append(100 * sub.hi)
-        exact.append(sub.exact), used.append(sub.n_subsets)
+            cols.append((m, m, m, True, 1))
+        else:
+            sub = _subsample_row(row, target, n_sub, seed, level)
+            cols.append((100 * sub.mean, 100 * sub.lo, 100 * sub.hi, sub.exact, sub.n_subsets))
+    means, los, his, exact, used = (list(c) for c in zip(*cols))
     out["mui_full"] = df["mui"].astype(float)
     out["mui"] = means
     out["mui_lo"], out["mui_hi"] = los, his
@@ -273,7 +285,7 @@ def fit_law_runs(
             f"{r['path'] or r['model']}: no sample is labelled correct/incorrect, so the run has no accuracy "
             "(the law needs one; run with --task, or give records a 'correct' field)"
         )
-    check_comparable(comparability_records(df), keys=("basis", "selection", "alignment", "layers"))
+    check_points(df, keys=("basis", "selection", "alignment", "layers"))
     check_table(df, "runs")
     eq = equalize_n(df, n, n_sub=n_sub, seed=seed, level=level)
     res = law_analysis(eq, "all", n_boot=n_boot, seed=seed, level=level)
@@ -302,14 +314,6 @@ def fit_law_runs(
     )
 
 
-def _layers_text(layers: Any) -> str:
-    if not isinstance(layers, tuple) or not layers:
-        return str(layers)
-    if list(layers) == list(range(layers[0], layers[-1] + 1)):
-        return f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(layers[0])
-    return ",".join(map(str, layers))
-
-
 def format_law(res: RunsLaw) -> str:
     """The text ``saemui law`` prints: settings, the equal-N note, one line per run, one block per form."""
     t = res.table
@@ -319,8 +323,8 @@ def format_law(res: RunsLaw) -> str:
     lines = [
         f"runs       {len(t)} ({t['model'].nunique()} models"
         + (f"; tasks {', '.join(tasks)})" if tasks else ")"),
-        f"settings   basis {r0['basis']}, selection {r0['selection']}, alignment {r0['alignment']}, "
-        f"layers {_layers_text(r0['layers'])}",
+        f"settings   basis {', '.join(map(str, dict.fromkeys(t['basis'])))}, selection {r0['selection']}, "
+        f"alignment {r0['alignment']}, layers {r0['layer_selection']}",
         res.note,
         "",
         f"{'model':<24} {'task':<12} {'N':>5} {'accuracy %':>10} {'[' + pct + ' Wilson]':>18} "

@@ -24,6 +24,7 @@ def make_result(
     ids: list[str] | None = None,
     tokens_per_sample: int = 5,
     keep_sets: bool = True,
+    layer_selection: list[int] | None = None,
 ) -> MUIResult:
     """A result whose sample s has key units ``sets[s][r]`` at layer row r (union, keyfreq and MUI by hand)."""
     N, L = len(sets), len(sets[0])
@@ -71,6 +72,7 @@ def make_result(
             "alignment": alignment,
             "neuron_site": "down_input",
             "prompt_format": "chat",
+            "layers": layer_selection,
         },
         "versions": {"saemui": "0.0-test"},
     }

@@ -128,14 +128,15 @@ def test_fit_law_runs_matches_hand_ols(run_dirs):
 
 def test_fit_law_runs_refusals(tmp_path, run_dirs):
     sets, corr = RUNS["/models/a"]
-    for key, kw in (
-        ("alignment", {"alignment": "current"}),
-        ("layers", {"layers": [3, 4]}),
-        ("basis", {"basis": "bundle"}),
-    ):
-        odd = save_run(tmp_path / f"odd-{key}", make_result(sets, U, corr, model="/models/d", **kw))
+    odd = {
+        "alignment": {"alignment": "current"},
+        "layers": {"layers": [0, 2], "layer_selection": [0, 2]},
+        "basis": {"basis": "bundle"},
+    }
+    for key, kw in odd.items():
+        path = save_run(tmp_path / f"odd-{key}", make_result(sets, U, corr, model="/models/d", **kw))
         with pytest.raises(SaemuiError, match=rf"model 'd' has {key}=.* only comparable at equal {key}"):
-            fit_law_runs([*run_dirs, odd])
+            fit_law_runs([*run_dirs, path])
     nolab = save_run(tmp_path / "nolab", make_result(sets, U, None, model="/models/e", task=None))
     with pytest.raises(SaemuiError, match="nolab: no sample is labelled"):
         fit_law_runs([*run_dirs, nolab])
@@ -143,6 +144,21 @@ def test_fit_law_runs_refusals(tmp_path, run_dirs):
         fit_law_runs([*run_dirs, run_dirs[0]])
     with pytest.raises(SaemuiError, match="at least 3"):
         fit_law_runs(run_dirs[:2])
+
+
+def test_fit_law_runs_across_depths_and_sae_bundles(tmp_path):
+    """Models of different depth measured on all their layers compare (MUI is a fraction); SAE runs of different
+    models use their own bundles; one model measured in two bundles is refused."""
+    paths = []
+    for i, (m, (sets, corr)) in enumerate(RUNS.items()):
+        res = make_result(sets, U, corr, model=m, layers=[0, 1 + i], basis=f"sae-bundle-{i}")
+        paths.append(save_run(tmp_path / f"sae{i}", res))
+    res = fit_law_runs(paths, n_boot=50)
+    assert res.fits["mui_from_perf"].n == 3 and res.table["layer_selection"].eq("all").all()
+    sets, corr = RUNS["/models/a"]
+    other = make_result(sets, U, corr, model="/models/a", task="other-task", basis="sae-bundle-9")
+    with pytest.raises(SaemuiError, match="model 'a' is measured in several bases"):
+        fit_law_runs([*paths, save_run(tmp_path / "a-other", other)], n_boot=50)
 
 
 def _zoo_record(model: str, sets, corr) -> dict:
@@ -283,7 +299,9 @@ def test_law_cli_refuses_other_layers(task_runs, capsys):
     assert main(["law", *map(str, dirs[1:]), str(odd)]) == 2
     err = capsys.readouterr().err
     assert (
-        "has layers=(0, 1) but" in err and "only comparable at equal layers" in err and err.count("\n") == 1
+        "has layers='0-1' but 'tiny-llama-1' has layers='all'" in err
+        and "only comparable at equal layers" in err
+        and err.count("\n") == 1
     )
     assert main(["law", *map(str, dirs), str(root)]) == 2
     assert "not a saemui run directory" in capsys.readouterr().err

@@ -294,8 +294,8 @@ def check_comparable(
     MUI is a union over samples, so it grows with the sample count [method notes §1.3], and its denominator
     depends on the unit basis (an SAE bundle id or ``"neurons"``) and the key-unit selection rule (e.g.
     ``"topscore:0.9"``, ``"topk:0.001"``). The token alignment (which position's activations score which token)
-    changes which units are key, and the measured layers are the denominator's other factor. Values differing
-    in any of ``keys`` are not on one scale.
+    changes which units are key, and the layer selection (all layers of each model, or a chosen subset) is the
+    denominator's other factor. Values differing in any of ``keys`` are not on one scale.
 
     records: one mapping per model with at least ``keys`` (and ideally ``model`` for error messages).
     Raises SaemuiError naming the first model whose setting differs from the first record's, or that lacks a key.

@@ -40,7 +40,7 @@ from saemui.analysis.diversity import (
     subset_rank_preservation,
     union_ids,
 )
-from saemui.analysis.law import bootstrap_ci, check_comparable, fit_law
+from saemui.analysis.law import COMPARABILITY_KEYS, bootstrap_ci, check_comparable, fit_law
 from saemui.analysis.sensitivity import sensitivity_table
 from saemui.analysis.stats import auroc, kendall_tau, kendall_tau_ci
 from saemui.analysis.training import classify_trajectory
@@ -79,6 +79,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "selection",
     "threshold",
     "layers",
+    "layer_selection",
     "alignment",
     "neuron_site",
     "prompt_format",
@@ -126,6 +127,8 @@ def zoo_row(r: dict, path: str | os.PathLike | None = None) -> dict[str, Any]:
         "selection": r["selection"],
         "threshold": cfg.get("threshold"),
         "layers": tuple(int(x) for x in layers) if isinstance(layers, list) else None,
+        # the zoo measures every layer of each model (ZooSpec has no layer selection)
+        "layer_selection": "all" if cfg.get("layers") is None else layers_text(cfg["layers"]),
         "alignment": cfg.get("alignment"),
         "neuron_site": cfg.get("neuron_site"),
         "prompt_format": cfg.get("prompt_format"),
@@ -170,28 +173,55 @@ def check_table(df: pd.DataFrame, what: str) -> pd.DataFrame:
     return df
 
 
+def layers_text(layers: Any) -> str:
+    """``[0, 1, 2]`` → ``"0-2"``, ``[0, 5, 9]`` → ``"0,5,9"``."""
+    xs = [int(x) for x in layers]
+    if len(xs) > 1 and xs == list(range(xs[0], xs[-1] + 1)):
+        return f"{xs[0]}-{xs[-1]}"
+    return ",".join(map(str, xs))
+
+
 def comparability_records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """The settings :func:`~saemui.analysis.law.check_comparable` compares, one dict per row. The sample count
-    is the one the MUI was measured at: ``n_mui`` after :func:`saemui.runs.equalize_n`, else ``n``."""
+    """The settings :func:`~saemui.analysis.law.check_comparable` compares, one dict per row.
+
+    n_samples: the count the MUI was measured at (``n_mui`` after :func:`saemui.runs.equalize_n`, else ``n``).
+    basis: the neuron basis with its site (``neurons:down_input``) or ``sae``: each model has its own SAEs, so
+    SAE bundles are compared within a model (:func:`check_points`), not across models. layers: the layer
+    selection (``all`` layers of each model, or an explicit list), not the layer ids, which differ between
+    models of different depth.
+    """
     n_col = "n_mui" if "n_mui" in df.columns else "n"
-    get = lambda r, c: getattr(r, c, None)  # noqa: E731  (tables from older code lack the newer columns)
-    return [
-        {
-            "model": r.model,
-            "n_samples": int(getattr(r, n_col)),
-            "basis": r.basis,
-            "selection": r.selection,
-            "alignment": get(r, "alignment"),
-            "layers": get(r, "layers"),
-        }
-        for r in df.itertuples()
-    ]
+    out = []
+    for r in df.itertuples():
+        basis = getattr(r, "basis", None)
+        units = getattr(r, "units", None) or ("neurons" if str(basis).startswith("neurons") else "sae")
+        out.append(
+            {
+                "model": r.model,
+                "n_samples": int(getattr(r, n_col)),
+                "basis": basis if units == "neurons" else "sae",
+                "selection": r.selection,
+                "alignment": getattr(r, "alignment", None),
+                "layers": getattr(r, "layer_selection", None),
+            }
+        )
+    return out
+
+
+def check_points(df: pd.DataFrame, keys: Sequence[str] = COMPARABILITY_KEYS) -> None:
+    """Refuse rows measured under different settings (:func:`comparability_records`) and a model whose rows
+    use different unit bases (e.g. two SAE bundles)."""
+    check_comparable(comparability_records(df), keys)
+    for model, g in df.groupby("model", sort=False):
+        bases = list(dict.fromkeys(g["basis"]))
+        if len(bases) > 1:
+            raise SaemuiError(f"model {model!r} is measured in several bases ({', '.join(map(str, bases))})")
 
 
 def model_points(df: pd.DataFrame) -> pd.DataFrame:
     """Model-level points (mean perf, accuracy and MUI over tasks); refuses unequal N, basis, selection,
     alignment or layers, and models missing a task."""
-    check_comparable(comparability_records(df))
+    check_points(df)
     tasks = sorted(set(df["task"]))
     for model, g in df.groupby("model", sort=False):
         missing = sorted(set(tasks) - set(g["task"]))
