@@ -72,24 +72,76 @@ def _check_comparable(a: MUIResult, b: MUIResult) -> list[int]:
     return common
 
 
-def compare_runs(a: MUIResult, b: MUIResult) -> pd.DataFrame:
+def _equal_n_subsets(
+    x: MUIResult, other: MUIResult, target: int, n_sub: int, rng: np.random.Generator
+) -> tuple[list[np.ndarray | None], str]:
+    """Sample positions of ``x`` to compare at N = ``target`` (None: all of them), and how they were chosen."""
+    nx = int(x.summary["n_samples"])
+    if nx == target:
+        return [None], f"all {nx}"
+    ids = [str(r.get("id")) for r in x.samples]
+    other_ids = [str(r.get("id")) for r in other.samples]
+    if int(other.summary["n_samples"]) == target and set(other_ids) <= set(ids):
+        # the same items as the smaller run: an exact, paired comparison
+        pos = {i: k for k, i in enumerate(ids)}
+        return [np.array([pos[i] for i in other_ids], dtype=np.int64)], f"the other run's {target} ids"
+    x.sets_csr()  # refuse here, with the reason, when no per-sample key sets were kept
+    return [rng.permutation(nx)[:target] for _ in range(n_sub)], f"{n_sub} random {target}-subsets of {nx}"
+
+
+def compare_runs(
+    a: MUIResult, b: MUIResult, n: int | None = None, n_sub: int = 200, seed: int = 0
+) -> pd.DataFrame:
     """Per common layer: key units of A and B (their MUI unions), shared, only-A, only-B and Jaccard.
 
     The units must be the same basis (the same SAEs, or neurons of models with the same architecture);
     the last row (layer "all") pools every common layer.
+
+    Equal N: a union grows with the number of samples, so both runs are compared at ``n`` samples (default:
+    the smaller run's N). A larger run whose sample ids include all of the smaller run's ids is cut to those
+    same samples (exact); otherwise its counts and the Jaccard are means over ``n_sub`` random ``n``-sample
+    subsets (seeded). Column ``n_samples`` and ``df.attrs`` (n, n_a, n_b, how_a, how_b, note) say what was
+    compared.
     """
-    rows = []
-    tot = np.zeros(5, np.int64)
-    for layer in _check_comparable(a, b):
-        ua = a.arrays["union_LU"][a.layers.index(layer)].astype(bool)
-        ub = b.arrays["union_LU"][b.layers.index(layer)].astype(bool)
-        c = np.array([ua.sum(), ub.sum(), (ua & ub).sum(), (ua & ~ub).sum(), (~ua & ub).sum()])
-        tot += c
-        rows.append([layer, *c])
-    rows.append(["all", *tot])
-    df = pd.DataFrame(rows, columns=["layer", "n_a", "n_b", "shared", "only_a", "only_b"])
-    union = df["shared"] + df["only_a"] + df["only_b"]
-    df["jaccard"] = np.where(union > 0, df["shared"] / union.where(union > 0, 1), np.nan)
+    layers = _check_comparable(a, b)
+    na, nb = int(a.summary["n_samples"]), int(b.summary["n_samples"])
+    target = min(na, nb) if n is None else int(n)
+    if not 1 <= target <= min(na, nb):
+        raise SaemuiError(f"n={n}: expected 1..{min(na, nb)} (the smaller run has N = {min(na, nb)})")
+    if n_sub < 1:
+        raise SaemuiError(f"n_sub: expected a positive number of subsets, got {n_sub}")
+    rng = np.random.default_rng(seed)
+    subs_a, how_a = _equal_n_subsets(a, b, target, n_sub, rng)
+    subs_b, how_b = _equal_n_subsets(b, a, target, n_sub, rng)
+    k = max(len(subs_a), len(subs_b))
+
+    def unions(x: MUIResult, idx: np.ndarray | None) -> np.ndarray:
+        u = x.arrays["union_LU"] if idx is None else x.subset_union(idx)
+        return np.asarray(u, dtype=bool)[[x.layers.index(layer) for layer in layers]]
+
+    counts = np.zeros((k, len(layers) + 1, 5))
+    for d in range(k):
+        ua = unions(a, subs_a[d % len(subs_a)])
+        ub = unions(b, subs_b[d % len(subs_b)])
+        c = np.stack([ua.sum(1), ub.sum(1), (ua & ub).sum(1), (ua & ~ub).sum(1), (~ua & ub).sum(1)], axis=1)
+        counts[d, :-1] = c
+        counts[d, -1] = c.sum(0)
+    union = counts[..., 2:].sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        jac = np.where(union > 0, counts[..., 2] / np.where(union > 0, union, 1), np.nan)
+    cols = ["n_a", "n_b", "shared", "only_a", "only_b"]
+    mean = counts.mean(0)
+    df = pd.DataFrame(mean.astype(np.int64) if k == 1 else mean, columns=cols)
+    df.insert(0, "layer", [*layers, "all"])
+    df["jaccard"] = jac[0] if k == 1 else np.nanmean(jac, axis=0) if np.isfinite(jac).any() else np.nan
+    df["n_samples"] = target
+    note = (
+        f"both runs at N = {target}"
+        if na == nb == target
+        else f"subsampled to N = {target}: run a ({na} samples) uses {how_a}, run b ({nb}) uses {how_b}"
+        + ("; counts and Jaccard are means over the subsets" if k > 1 else "")
+    )
+    df.attrs = {"n": target, "n_a": na, "n_b": nb, "how_a": how_a, "how_b": how_b, "note": note}
     return df
 
 

@@ -394,3 +394,119 @@ def reproduce(
 
 
 __all__ = ["KINDS", "REPRODUCERS", "reproduce"]
+
+
+# ----- figures from ordinary run directories (``saemui plot KIND --runs RUN ...``) ---------------------------
+
+
+def plot_law_runs(res: Any) -> Any:
+    """The law plot of :func:`saemui.runs.fit_law_runs`: model points (smoothed accuracy %, MUI % at the common
+    N), the ``mui_from_perf`` fit with its bootstrap band, and per point the 95 % Wilson interval of the
+    accuracy (clipped to [0, 100]) and the interval of MUI over subsets, when every model has one run."""
+    import numpy as np
+
+    fit, boot, test = res.fits["mui_from_perf"], res.boots["mui_from_perf"], res.tests["mui_from_perf"]
+    n_runs = len(res.table)
+    title = (
+        f"Utility Law on {n_runs} runs, MUI at N = {res.n_mui} (subsampled)\n"
+        f"n = {fit.n} models, slope t-test p = {test.p:.2g} (df {test.df})"
+    )
+    fig = plot_law(fit, boot=boot, title=title)
+    ax = fig.axes[0]
+    pts = res.points
+    x, y = pts["perf"].to_numpy(float), pts["mui"].to_numpy(float)
+    if {"acc_lo", "mui_lo"} <= set(pts.columns):
+        a_lo = np.clip(100 * pts["acc_lo"].to_numpy(float), 0, 100)
+        a_hi = np.clip(100 * pts["acc_hi"].to_numpy(float), 0, 100)
+        m_lo, m_hi = pts["mui_lo"].to_numpy(float), pts["mui_hi"].to_numpy(float)
+        ax.errorbar(
+            x,
+            y,
+            xerr=np.vstack([np.maximum(x - a_lo, 0), np.maximum(a_hi - x, 0)]),
+            yerr=np.vstack([np.maximum(y - m_lo, 0), np.maximum(m_hi - y, 0)]),
+            fmt="none",
+            ecolor="#1f77b4",
+            alpha=0.5,
+            capsize=3,
+            zorder=2,
+        )
+        lo, hi = float(a_lo.min()), float(a_hi.max())
+    else:
+        lo, hi = float(x.min()), float(x.max())
+    pad = max(2.0, 0.05 * (hi - lo))
+    ax.set_xlim(max(0.0, lo - pad), min(100.0, hi + pad))
+    ax.set_xlabel("accuracy P (%, add-half smoothed; bars: 95 % Wilson)")
+    ax.set_ylabel(f"MUI (%) at N = {res.n_mui} (bars: 95 % over subsets)")
+    return fig
+
+
+def reproduce_law_runs(
+    runs: Any, out: Path, n_boot: int = 2000, n_sub: int = 1000, seed: int = 0
+) -> list[Path]:
+    """The law over run directories at equal N: ``law_runs.png``/``.pdf``, the run table, the fits (OLS, slope
+    t-interval and p, bootstrap over models) and a notes JSON with the equal-N note."""
+    from saemui.runs import fit_law_runs
+
+    res = fit_law_runs(runs, n_sub=n_sub, n_boot=n_boot, seed=seed)
+    written = [
+        _csv(res.table, out / "law_runs_table.csv"),
+        _csv(res.summary, out / "law_runs_fits.csv"),
+        _json(
+            {"note": res.note, "n_mui": res.n_mui, "dropped_zero_mui": res.dropped},
+            out / "law_runs_notes.json",
+        ),
+    ]
+    written += save_figure(plot_law_runs(res), out / "law_runs")
+    return written
+
+
+def reproduce_comparison_runs(
+    runs: Any, out: Path, n_boot: int = 2000, n_sub: int = 1000, seed: int = 0
+) -> list[Path]:
+    """The fair-comparison ranking (:func:`saemui.analysis.zoo.comparison_analysis`) over run directories at
+    equal N."""
+    from saemui.runs import equalize_n, load_runs
+
+    df = load_runs(runs)
+    az.check_points(df, keys=("basis", "selection", "alignment", "layers"))
+    eq = equalize_n(az.check_table(df, "runs"), n_sub=n_sub, seed=seed)
+    res = az.comparison_analysis(eq, n_boot=n_boot)
+    tau = res["tau"]
+    written = [
+        _csv(eq, out / "comparison_runs_table.csv"),
+        _csv(res["ranks"], out / "comparison_runs_ranks.csv"),
+        _csv(res["sweep"], out / "comparison_runs_alpha_sweep.csv"),
+        _json(
+            {
+                "note": eq.attrs["note"],
+                "kendall_tau_vs_accuracy": tau.tau,
+                "tau_lo": tau.lo,
+                "tau_hi": tau.hi,
+            },
+            out / "comparison_runs_tau.json",
+        ),
+    ]
+    written += save_figure(plot_rank_sweep(res["sweep"], title=eq.attrs["note"]), out / "comparison_runs")
+    return written
+
+
+RUN_REPRODUCERS: dict[str, Callable[..., list[Path]]] = {
+    "law": reproduce_law_runs,
+    "comparison": reproduce_comparison_runs,
+}
+
+
+def reproduce_runs(kind: str, runs: Any, out: str | Path = "figures", n_boot: int = 2000) -> list[Path]:
+    """Write the figure(s) and table(s) of ``kind`` from ``saemui run`` result directories into ``out``."""
+    if kind not in RUN_REPRODUCERS:
+        raise SaemuiError(
+            f"plot {kind} --runs: not drawn from run directories (kinds with --runs: {', '.join(RUN_REPRODUCERS)})"
+        )
+    if n_boot < 1:
+        raise SaemuiError(f"--n-boot {n_boot}: expected a positive number of resamples")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return RUN_REPRODUCERS[kind](runs, out, n_boot)
+
+
+__all__ += ["RUN_REPRODUCERS", "plot_law_runs", "reproduce_runs"]

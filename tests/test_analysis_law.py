@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from saemui.analysis.law import bootstrap_ci, check_comparable, fit_law
+from saemui.analysis.law import bootstrap_ci, check_comparable, fit_law, slope_test
 from saemui.errors import SaemuiError
 
 PERF = np.array([35.0, 48.0, 52.0, 61.0, 70.0, 83.0])
@@ -108,13 +108,28 @@ def test_bootstrap_defaults_reproducible_and_cover_estimate():
         bootstrap_ci(fit, level=95)
 
 
-def _rec(model, n=500, basis="gemma-scope-9b-pt-res", sel="topscore:0.9"):
-    return {"model": model, "n_samples": n, "basis": basis, "selection": sel}
+def _rec(
+    model, n=500, basis="gemma-scope-9b-pt-res", sel="topscore:0.9", align="predicting", layers=(0, 1, 2)
+):
+    return {
+        "model": model,
+        "n_samples": n,
+        "basis": basis,
+        "selection": sel,
+        "alignment": align,
+        "layers": layers,
+    }
 
 
 def test_check_comparable_accepts_equal_settings():
     shared = check_comparable([_rec("a"), _rec("b"), _rec("c")])
-    assert shared == {"n_samples": 500, "basis": "gemma-scope-9b-pt-res", "selection": "topscore:0.9"}
+    assert shared == {
+        "n_samples": 500,
+        "basis": "gemma-scope-9b-pt-res",
+        "selection": "topscore:0.9",
+        "alignment": "predicting",
+        "layers": (0, 1, 2),
+    }
 
 
 @pytest.mark.parametrize(
@@ -123,6 +138,8 @@ def test_check_comparable_accepts_equal_settings():
         (_rec("qwen", n=1000), "n_samples"),
         (_rec("qwen", basis="neurons"), "basis"),
         (_rec("qwen", sel="topk:0.001"), "selection"),
+        (_rec("qwen", align="current"), "alignment"),
+        (_rec("qwen", layers=(0, 1)), "layers"),
     ],
 )
 def test_check_comparable_names_offending_model(bad, key):
@@ -136,3 +153,24 @@ def test_check_comparable_missing_key():
     del rec["selection"]
     with pytest.raises(SaemuiError, match="model 'mistral': missing selection"):
         check_comparable([_rec("a"), rec])
+
+
+@pytest.mark.parametrize("form", ["mui_from_perf", "perf_from_mui"])
+def test_slope_test_matches_scipy_linregress(form):
+    perf = np.array([22.0, 35.0, 41.0, 58.0, 63.0, 80.0])
+    mui = np.array([6.1, 5.0, 5.3, 3.9, 4.2, 2.8])
+    fit = fit_law(perf, mui, form=form)
+    x, y = (np.log(perf), mui) if form == "mui_from_perf" else (np.log(mui), perf)
+    ref = stats.linregress(x, y)
+    st = slope_test(fit, level=0.9)
+    q = stats.t.ppf(0.95, len(x) - 2)
+    assert st.se == pytest.approx(ref.stderr) and st.p == pytest.approx(ref.pvalue) and st.df == 4
+    assert st.ci == pytest.approx((ref.slope - q * ref.stderr, ref.slope + q * ref.stderr))
+    assert st.t == pytest.approx(ref.slope / ref.stderr)
+
+
+def test_slope_test_perfect_fit():
+    perf = np.array([10.0, 20.0, 40.0])
+    fit = fit_law(perf, 2.0 * np.log(perf) + 1.0)
+    st = slope_test(fit)
+    assert st.se < 1e-12 and st.p < 1e-12 and st.ci == pytest.approx((2.0, 2.0))

@@ -12,8 +12,8 @@ give different lines unless the fit is perfect):
   ``slope`` = d.
 
 Units: any, as long as they are consistent across points (a change of unit only moves the intercept). The
-MUI values must be comparable: same sample count, same unit basis, same key-unit selection; see
-``check_comparable``.
+MUI values must be comparable: same sample count, same unit basis, same key-unit selection, same token
+alignment and the same layers; see ``check_comparable``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 from scipy.stats import spearmanr
+from scipy.stats import t as t_dist
 
 from saemui.analysis.stats import ArrayLike, as_1d, check_level, percentile_interval, same_length
 from saemui.errors import SaemuiError
@@ -238,7 +239,44 @@ def bootstrap_ci(fit: LawFit, n_boot: int = 2000, seed: int = 0, level: float = 
     )
 
 
-COMPARABILITY_KEYS: tuple[str, ...] = ("n_samples", "basis", "selection")
+@dataclass(frozen=True)
+class SlopeTest:
+    """The classical OLS inference on a law fit's slope (normal, independent residuals assumed).
+
+    se: standard error ``residual_sd / sqrt(sum((x - mean x)^2))`` with x the log regressor; t: slope / se;
+    df: n - 2; p: two-sided p-value of slope = 0 (Student t with df degrees of freedom); ci: slope ± t_q · se,
+    t_q the (1 + level) / 2 quantile. With a handful of models df is tiny and the interval is wide: that is
+    the honest width, and the reason a bootstrap over models is reported beside it.
+    """
+
+    se: float
+    t: float
+    df: int
+    p: float
+    ci: tuple[float, float]
+    level: float
+
+
+def slope_test(fit: LawFit, level: float = 0.95) -> SlopeTest:
+    """t-interval and two-sided t-test of a fit's slope (``LawFit.slope``)."""
+    check_level(level)
+    x = np.log(fit.regressor)
+    sxx = float(((x - x.mean()) ** 2).sum())
+    df = fit.n - 2
+    se = fit.residual_sd / np.sqrt(sxx)
+    q = float(t_dist.ppf(0.5 + level / 2, df))
+    if se == 0:  # a perfect fit: the slope is known exactly from these points
+        return SlopeTest(
+            0.0, float("inf") if fit.slope else float("nan"), df, 0.0, (fit.slope, fit.slope), level
+        )
+    tval = fit.slope / se
+    p = float(2 * t_dist.sf(abs(tval), df))
+    return SlopeTest(
+        float(se), float(tval), df, p, (float(fit.slope - q * se), float(fit.slope + q * se)), level
+    )
+
+
+COMPARABILITY_KEYS: tuple[str, ...] = ("n_samples", "basis", "selection", "alignment", "layers")
 
 
 def _name(rec: Mapping, i: int) -> str:
@@ -255,7 +293,9 @@ def check_comparable(
 
     MUI is a union over samples, so it grows with the sample count [method notes §1.3], and its denominator
     depends on the unit basis (an SAE bundle id or ``"neurons"``) and the key-unit selection rule (e.g.
-    ``"topscore:0.9"``, ``"topk:0.001"``). Values differing in any of ``keys`` are not on one scale.
+    ``"topscore:0.9"``, ``"topk:0.001"``). The token alignment (which position's activations score which token)
+    changes which units are key, and the layer selection (all layers of each model, or a chosen subset) is the
+    denominator's other factor. Values differing in any of ``keys`` are not on one scale.
 
     records: one mapping per model with at least ``keys`` (and ideally ``model`` for error messages).
     Raises SaemuiError naming the first model whose setting differs from the first record's, or that lacks a key.

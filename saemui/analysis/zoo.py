@@ -1,6 +1,9 @@
 """Glue between zoo result records (``results/zoo/<model>__<task>.json``, read by :mod:`saemui.zoo.record`) and
 the analysis functions.
 
+The analyses take one table (:data:`TABLE_COLUMNS`, one row per (model, task) point) whether its rows come from
+zoo records (:func:`load_zoo`) or from ordinary ``saemui run`` result directories (:func:`saemui.runs.load_runs`).
+
 Nothing here computes a statistic itself: it selects points from the zoo and calls ``saemui.analysis.law``,
 ``training``, ``contamination``, ``comparison``, ``diversity`` and ``sensitivity``. Choices made here are
 [OURS] and stated where they are made:
@@ -37,12 +40,13 @@ from saemui.analysis.diversity import (
     subset_rank_preservation,
     union_ids,
 )
-from saemui.analysis.law import bootstrap_ci, check_comparable, fit_law
+from saemui.analysis.law import COMPARABILITY_KEYS, bootstrap_ci, check_comparable, fit_law
 from saemui.analysis.sensitivity import sensitivity_table
 from saemui.analysis.stats import auroc, kendall_tau, kendall_tau_ci
 from saemui.analysis.training import classify_trajectory
 from saemui.errors import SaemuiError
 from saemui.readers import check_zoo_record
+from saemui.result import wilson_interval
 from saemui.zoo.record import RESULT_SCHEMA, load_items, load_records, results_dir  # noqa: F401  (re-exported)
 
 
@@ -52,10 +56,103 @@ def smoothed_perf(n_correct: Any, n: Any) -> np.ndarray:
     return 100.0 * (k + 0.5) / (m + 1.0)
 
 
+#: the columns of the table every analysis here takes, in order (see :func:`load_zoo`)
+TABLE_COLUMNS: tuple[str, ...] = (
+    "model",
+    "task",
+    "root",
+    "derivation",
+    "parent",
+    "step",
+    "train_steps",
+    "n",
+    "n_labelled",
+    "n_correct",
+    "accuracy",
+    "acc_lo",
+    "acc_hi",
+    "perf",
+    "mui",
+    "mui_correct",
+    "units",
+    "basis",
+    "selection",
+    "threshold",
+    "layers",
+    "layer_selection",
+    "alignment",
+    "neuron_site",
+    "prompt_format",
+    "n_tokens",
+    "tokens_per_item",
+    "model_id",
+    "model_sha256",
+    "sae_ids",
+    "saemui_version",
+    "in_domain",
+    "contaminated",
+    "contaminated_model",
+    "source",
+    "path",
+)
+
+
+def zoo_row(r: dict, path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The table row (:data:`TABLE_COLUMNS`) of one checked zoo record; ``path`` is the file it came from."""
+    mc = r.get("mui_correct")
+    cfg = r.get("config") if isinstance(r.get("config"), dict) else {}
+    n, k = int(r["n"]), int(r["n_correct"])
+    lo, hi = wilson_interval(k, n)
+    layers = r.get("layers")
+    n_tokens = r.get("n_tokens")
+    return {
+        "model": r["model"],
+        "task": r["task"],
+        "root": r["root"],
+        "derivation": r["derivation"],
+        "parent": r.get("parent"),
+        "step": r.get("step"),
+        "train_steps": r.get("train_steps"),
+        "n": n,
+        "n_labelled": n,
+        "n_correct": k,
+        "accuracy": float(r["accuracy"]),
+        "acc_lo": lo,
+        "acc_hi": hi,
+        "perf": float(smoothed_perf(k, n)),
+        "mui": 100.0 * float(r["mui"]),
+        "mui_correct": None if mc is None else 100.0 * float(mc),
+        "units": cfg.get("units") or ("neurons" if str(r["basis"]).startswith("neurons") else "sae"),
+        "basis": r["basis"],
+        "selection": r["selection"],
+        "threshold": cfg.get("threshold"),
+        "layers": tuple(int(x) for x in layers) if isinstance(layers, list) else None,
+        # the zoo measures every layer of each model (ZooSpec has no layer selection)
+        "layer_selection": "all" if cfg.get("layers") is None else layers_text(cfg["layers"]),
+        "alignment": cfg.get("alignment"),
+        "neuron_site": cfg.get("neuron_site"),
+        "prompt_format": cfg.get("prompt_format"),
+        "n_tokens": n_tokens,
+        "tokens_per_item": n_tokens / n if isinstance(n_tokens, int) and n else None,
+        "model_id": r["model"],
+        "model_sha256": r.get("model_sha256"),
+        "sae_ids": None,
+        "saemui_version": None,
+        "in_domain": r["task"] in r.get("in_domain", []),
+        "contaminated": r["task"] in r.get("contaminated", []),
+        "contaminated_model": bool(r.get("contaminated")),
+        "source": "zoo",
+        "path": None if path is None else str(path),
+    }
+
+
 def load_zoo(results: str | os.PathLike | Sequence[dict] | None = None) -> pd.DataFrame:
-    """One row per (model, task): model, task, root, derivation, parent, step, train_steps, n, n_correct,
-    accuracy (0-1), perf (smoothed %), mui and mui_correct (%), selection, basis, in_domain (the task is in the
-    model's training distribution), contaminated (its eval items were trained on), contaminated_model."""
+    """One row per (model, task) with :data:`TABLE_COLUMNS`: model, task, root, derivation, parent, step,
+    train_steps, n, n_labelled, n_correct, accuracy (0-1) with its 95 % Wilson interval acc_lo/acc_hi, perf
+    (smoothed %), mui and mui_correct (%), units (sae or neurons), basis, selection, threshold, layers (tuple),
+    alignment, neuron_site, prompt_format, n_tokens, tokens_per_item, provenance (model_id, model_sha256,
+    sae_ids, saemui_version; None where a record lacks it), in_domain (the task is in the model's training
+    distribution), contaminated (its eval items were trained on), contaminated_model, source ("zoo"), path."""
     recs = (
         list(results)
         if isinstance(results, Sequence) and not isinstance(results, str)
@@ -64,45 +161,67 @@ def load_zoo(results: str | os.PathLike | Sequence[dict] | None = None) -> pd.Da
     rows = []
     for i, r in enumerate(recs):
         check_zoo_record(r, f"zoo record {i}")
-        mc = r.get("mui_correct")
-        rows.append(
-            {
-                "model": r["model"],
-                "task": r["task"],
-                "root": r["root"],
-                "derivation": r["derivation"],
-                "parent": r.get("parent"),
-                "step": r.get("step"),
-                "train_steps": r.get("train_steps"),
-                "n": int(r["n"]),
-                "n_correct": int(r["n_correct"]),
-                "accuracy": float(r["accuracy"]),
-                "perf": float(smoothed_perf(r["n_correct"], r["n"])),
-                "mui": 100.0 * float(r["mui"]),
-                "mui_correct": None if mc is None else 100.0 * float(mc),
-                "selection": r["selection"],
-                "basis": r["basis"],
-                "in_domain": r["task"] in r.get("in_domain", []),
-                "contaminated": r["task"] in r.get("contaminated", []),
-                "contaminated_model": bool(r.get("contaminated")),
-            }
-        )
-    df = pd.DataFrame(rows)
+        rows.append(zoo_row(r))
+    return check_table(pd.DataFrame(rows, columns=list(TABLE_COLUMNS)), "zoo results")
+
+
+def check_table(df: pd.DataFrame, what: str) -> pd.DataFrame:
+    """Refuse a table holding one (model, task) point twice (model means and per-task fits would double it)."""
     if df.duplicated(["model", "task"]).any():
         row = df[df.duplicated(["model", "task"])].iloc[0]
-        raise SaemuiError(f"zoo results: model {row['model']!r} has task {row['task']!r} twice")
+        raise SaemuiError(f"{what}: model {row['model']!r} has task {row['task']!r} twice")
     return df
 
 
+def layers_text(layers: Any) -> str:
+    """``[0, 1, 2]`` → ``"0-2"``, ``[0, 5, 9]`` → ``"0,5,9"``."""
+    xs = [int(x) for x in layers]
+    if len(xs) > 1 and xs == list(range(xs[0], xs[-1] + 1)):
+        return f"{xs[0]}-{xs[-1]}"
+    return ",".join(map(str, xs))
+
+
+def comparability_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The settings :func:`~saemui.analysis.law.check_comparable` compares, one dict per row.
+
+    n_samples: the count the MUI was measured at (``n_mui`` after :func:`saemui.runs.equalize_n`, else ``n``).
+    basis: the neuron basis with its site (``neurons:down_input``) or ``sae``: each model has its own SAEs, so
+    SAE bundles are compared within a model (:func:`check_points`), not across models. layers: the layer
+    selection (``all`` layers of each model, or an explicit list), not the layer ids, which differ between
+    models of different depth.
+    """
+    n_col = "n_mui" if "n_mui" in df.columns else "n"
+    out = []
+    for r in df.itertuples():
+        basis = getattr(r, "basis", None)
+        units = getattr(r, "units", None) or ("neurons" if str(basis).startswith("neurons") else "sae")
+        out.append(
+            {
+                "model": r.model,
+                "n_samples": int(getattr(r, n_col)),
+                "basis": basis if units == "neurons" else "sae",
+                "selection": r.selection,
+                "alignment": getattr(r, "alignment", None),
+                "layers": getattr(r, "layer_selection", None),
+            }
+        )
+    return out
+
+
+def check_points(df: pd.DataFrame, keys: Sequence[str] = COMPARABILITY_KEYS) -> None:
+    """Refuse rows measured under different settings (:func:`comparability_records`) and a model whose rows
+    use different unit bases (e.g. two SAE bundles)."""
+    check_comparable(comparability_records(df), keys)
+    for model, g in df.groupby("model", sort=False):
+        bases = list(dict.fromkeys(g["basis"]))
+        if len(bases) > 1:
+            raise SaemuiError(f"model {model!r} is measured in several bases ({', '.join(map(str, bases))})")
+
+
 def model_points(df: pd.DataFrame) -> pd.DataFrame:
-    """Model-level points (mean perf, accuracy and MUI over tasks); refuses unequal N, basis or selection and
-    models missing a task."""
-    check_comparable(
-        [
-            {"model": r.model, "n_samples": r.n, "basis": r.basis, "selection": r.selection}
-            for r in df.itertuples()
-        ]
-    )
+    """Model-level points (mean perf, accuracy and MUI over tasks); refuses unequal N, basis, selection,
+    alignment or layers, and models missing a task."""
+    check_points(df)
     tasks = sorted(set(df["task"]))
     for model, g in df.groupby("model", sort=False):
         missing = sorted(set(tasks) - set(g["task"]))

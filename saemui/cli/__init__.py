@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from saemui.cli import plot, report, run, tasks
+from saemui.cli import law, plot, report, run, tasks
 from saemui.cli.args import RUN_GROUPS, add_code_execution_arg, add_task_option_arg, parse_layers
 from saemui.cli.run import execute_run, format_summary, prepare_run, run_config
 from saemui.errors import SaemuiError
@@ -86,6 +86,18 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=plot.cmd_plot)
 
 
+def _add_law(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "law",
+        help="fit the Utility Law over run directories",
+        description="Fit MUI = a ln P + b and P = c + d ln MUI over `saemui run --task` result directories "
+        "(one point per model), after subsampling every run to the smallest N; prints each run's accuracy "
+        "(Wilson interval) and MUI, and per form the slope's t-interval and a bootstrap over runs.",
+    )
+    law.add_law_args(p)
+    p.set_defaults(func=law.cmd_law)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from saemui import __version__
 
@@ -97,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"saemui {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_run, _add_report, _add_score, _add_tasks, _add_plot):
+    for add in (_add_run, _add_report, _add_score, _add_tasks, _add_plot, _add_law):
         add(sub)
     return ap
 

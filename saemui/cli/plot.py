@@ -1,5 +1,6 @@
 """``saemui plot KIND``: a zoo figure and its table from result files (:func:`saemui.reproduce.reproduce`), and the
-entry point of the ``scripts/reproduce_<kind>.py`` scripts."""
+entry point of the ``scripts/reproduce_<kind>.py`` scripts. With ``--runs RUN ...`` the figure is drawn from
+ordinary ``saemui run`` result directories instead (:func:`saemui.reproduce.reproduce_runs`)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,28 @@ def add_plot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", help="zoo results directory (default $SAEMUI_ZOO_RESULTS or results/zoo)")
     p.add_argument("--out", default="figures", help="output directory (default figures)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        metavar="RUN",
+        help="draw from these `saemui run` result directories instead of the zoo (kinds: law, comparison); "
+        "every run is subsampled to the smallest N",
+    )
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from saemui.reproduce import reproduce
+    runs = getattr(args, "runs", None)
+    if runs:
+        if args.results:
+            raise SaemuiError("--results (zoo records) and --runs (run directories) exclude each other")
+        from saemui.reproduce import reproduce_runs
 
-    for path in reproduce(args.kind, args.results, args.out, args.n_boot):
+        paths = reproduce_runs(args.kind, runs, args.out, args.n_boot)
+    else:
+        from saemui.reproduce import reproduce
+
+        paths = reproduce(args.kind, args.results, args.out, args.n_boot)
+    for path in paths:
         print(path)
     return 0
 
