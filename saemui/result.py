@@ -35,6 +35,7 @@ from saemui.io import default_mode
 
 if TYPE_CHECKING:
     from saemui.counter import UtilizationCounter
+    from saemui.health import HealthAccumulator
 
 SCHEMA_VERSION = 1
 
@@ -51,6 +52,9 @@ class MUIResult:
     arrays: dict[str, np.ndarray]
     samples: list[dict] = field(default_factory=list)
     run_info: dict = field(default_factory=dict)
+    # The exact SAE-health sums behind summary["sae_health"], per layer, for merging results of several processes
+    # (saemui.distributed); in memory only: a loaded result has None.
+    health_sums: dict[int, HealthAccumulator] | None = field(default=None, compare=False, repr=False)
 
     @property
     def mui(self) -> float:

@@ -24,7 +24,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from saemui.cli import BUILTIN_SAMPLES  # noqa: E402
-from saemui.distributed import gather_result, shard_samples  # noqa: E402
+from saemui.distributed import gather_result, shard_batches  # noqa: E402
 from saemui.engine import RunConfig, compute_mui  # noqa: E402
 from saemui.models import load_model  # noqa: E402
 from saemui.records import read_samples  # noqa: E402
@@ -68,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     lm = load_model(args.model, device=device)
     samples = read_samples(args.samples)[: args.limit]
-    index, shard = shard_samples(samples, rank, world)
     cfg = RunConfig(
         units="neurons" if args.neurons else "sae",
         saes=args.saes,
@@ -77,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         health=not args.no_health,
         max_length=args.max_length,
     )
+    # Whole batches of the single-process plan per rank: the merged result is then byte-identical to one process.
+    index, shard = shard_batches(lm, samples, cfg, rank, world)
     t1 = time.perf_counter()
-    local = compute_mui(lm, shard, cfg, progress=rank == 0)
+    # With more ranks than batches a rank has nothing to measure; it still joins the merge.
+    local = compute_mui(lm, shard, cfg, progress=rank == 0) if shard or world == 1 else None
     t2 = time.perf_counter()
     result = gather_result(local, index) if world > 1 else local
     t3 = time.perf_counter()
