@@ -23,7 +23,8 @@ from saemui.errors import SaemuiError
 from saemui.io import atomic_write_bytes
 
 CKPT_NAME = "checkpoint.pt"
-CKPT_VERSION = 1
+# 2: SAE-health sums are exact integer limbs (saemui.health.ExactSum), no longer float64 running sums
+CKPT_VERSION = 2
 
 
 def digest(obj: object) -> str:

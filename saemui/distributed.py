@@ -2,11 +2,19 @@
 
 MUI is a union over samples, so ranks never need to talk during the forward: each rank runs ``compute_mui`` on
 its shard and the counters merge exactly afterwards (union by MAX, counts by SUM, per-sample sets by gather).
-Works with ``gloo`` (CPU) and ``nccl`` (GPU). Typical use (see ``scripts/mui_distributed.py``)::
+SAE health merges exactly too: every rank keeps integer-exact sums (:class:`saemui.health.HealthAccumulator`),
+which add up to the single-process sums in any order. Works with ``gloo`` (CPU) and ``nccl`` (GPU). Typical use
+(see ``scripts/mui_distributed.py``)::
 
-    index, shard = shard_samples(samples, rank, world)
-    local = compute_mui(lm, shard, cfg)
+    index, shard = shard_batches(lm, samples, cfg, rank, world)
+    local = compute_mui(lm, shard, cfg) if shard else None  # more ranks than batches: some are idle
     merged = gather_result(local, index)  # same MUIResult on every rank
+
+With :func:`shard_batches` every rank runs whole batches of the single-process plan, so each token is computed
+with the same padding as in one process and the saved summary, arrays and sample table are byte-identical to a
+single-process run on the same device, dtype and thread count. (A token's activations depend, in the last bits,
+on the padded length of its batch; :func:`shard_samples` re-batches each shard, which keeps MUI, union, counts
+and sets exact but moves SAE-health figures in their last few digits.)
 """
 
 from __future__ import annotations
@@ -16,9 +24,12 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
+from saemui.config import RunConfig
 from saemui.counter import UtilizationCounter
 from saemui.errors import SaemuiError
-from saemui.health import firing_stats
+from saemui.health import HealthAccumulator, health_rows
+from saemui.inputs import encode_samples, plan_batches
+from saemui.models import LoadedModel
 from saemui.records import Sample, assign_ids
 from saemui.result import MUIResult, summary_counts
 
@@ -33,6 +44,37 @@ def shard_samples(samples: Sequence[Sample], rank: int, world: int) -> tuple[lis
         raise SaemuiError(f"rank {rank} / world size {world} invalid")
     copies = assign_ids([Sample(s.prompt, s.response, s.id, s.correct, dict(s.meta)) for s in samples])
     index = list(range(rank, len(copies), world))
+    return index, [copies[i] for i in index]
+
+
+def shard_batches(
+    lm: LoadedModel, samples: Sequence[Sample], cfg: RunConfig, rank: int, world: int
+) -> tuple[list[int], list[Sample]]:
+    """This rank's share as whole batches of the single-process batch plan: (global positions, samples).
+
+    Batches go to the least-loaded rank (padded tokens) in plan order, longest first. Running ``compute_mui`` on
+    the returned samples (kept in their global order) re-plans exactly these batches: the plan's cuts depend only
+    on a batch's longest sample and size, never on the sample that follows. A rank may get no batch (more ranks
+    than batches); it then passes None to :func:`gather_result`.
+    """
+    if world < 1 or not 0 <= rank < world:
+        raise SaemuiError(f"rank {rank} / world size {world} invalid")
+    cfg = cfg.resolved()
+    copies = assign_ids([Sample(s.prompt, s.response, s.id, s.correct, dict(s.meta)) for s in samples])
+    encoded = encode_samples(lm.tokenizer, copies, cfg.alignment, cfg.prompt_format, cfg.max_length)
+    plan = plan_batches(encoded, cfg.max_batch_tokens, cfg.max_batch_size)
+    load = [0] * world
+    mine: list[list[int]] = []
+    for batch in plan:
+        r = min(range(world), key=lambda i: (load[i], i))
+        load[r] += max(len(encoded[i].ids) for i in batch) * len(batch)
+        if r == rank:
+            mine.append(batch)
+    index = sorted(i for batch in mine for i in batch)
+    # The engine re-plans the shard; check it finds the same batches (positions are shard-local there).
+    replanned = plan_batches([encoded[i] for i in index], cfg.max_batch_tokens, cfg.max_batch_size)
+    if [[index[j] for j in batch] for batch in replanned] != mine:
+        raise SaemuiError("internal: a shard's batches differ from the single-process plan")
     return index, [copies[i] for i in index]
 
 
@@ -100,71 +142,76 @@ def all_reduce_counter(counter: UtilizationCounter, group=None) -> UtilizationCo
     return counter
 
 
-def _merge_health(parts: list[list[dict] | None], counter: UtilizationCounter) -> list[dict] | None:
-    if not parts or parts[0] is None:
-        return None
-    fire = counter.fire_LU.numpy()
-    ntok = counter.n_tokens_L.numpy()
-    out = []
-    for r, layer in enumerate(counter.layers):
-        row = firing_stats(layer, fire[r], int(ntok[r]))
-        # Per-token means merge exactly as token-weighted means; explained variance needs the global mean of x,
-        # which ranks do not share, so its merge is approximate (flagged below).
-        rows = [p[r] for p in parts if p is not None]
-        weights = [float(p.get("_n_tokens", 0)) for p in rows]
-        for key in ("mse", "l2_ratio", "cossim", "explained_variance"):
-            vals = [(w, p.get(key)) for w, p in zip(weights, rows) if p.get(key) is not None and w > 0]
-            if vals:
-                row[key] = sum(w * v for w, v in vals) / sum(w for w, _ in vals)
-        out.append(row)
-    return out
+def _merge_health(parts: list[dict | None], counter: UtilizationCounter) -> list[dict]:
+    sums: dict[int, HealthAccumulator] = {}
+    for part in parts:
+        for layer, state in (part or {}).items():
+            sums.setdefault(layer, HealthAccumulator()).merge(HealthAccumulator(**state))
+    return health_rows(counter.layers, counter.fire_LU.numpy(), counter.n_tokens_L.numpy(), sums)
 
 
-def gather_result(local: MUIResult, index: Sequence[int], group=None) -> MUIResult:
+def gather_result(local: MUIResult | None, index: Sequence[int], group=None) -> MUIResult:
     """Merge per-rank results of ``compute_mui`` over disjoint shards into the result of all samples.
 
-    ``index``: the global sample positions of this rank's shard (from :func:`shard_samples`). Collective: every
-    rank must call it; every rank gets the merged result. MUI, union, counts and per-sample sets equal a
-    single-process run exactly; timing is kept per rank.
+    ``index``: the global sample positions of this rank's shard (from :func:`shard_batches` or
+    :func:`shard_samples`); ``local`` None for a rank without samples. Collective: every rank must call it; every
+    rank gets the merged result. MUI, union, counts, per-sample sets and SAE health equal a single-process run
+    exactly (health: see the module docstring); timing and how the run was split go to ``run_info``.
     """
     world = dist.get_world_size(group)
-    counter = all_reduce_counter(counter_from_result(local, index), group=group)
+    if local is None and len(index):
+        raise SaemuiError(f"this rank has {len(index)} samples but no result")
+    # Every rank needs the run's layout; an idle rank takes it from the first rank with samples.
+    protos: list = [None] * world
+    mine = None if local is None else (local.summary, local.run_info, local.layers, local.n_units)
+    dist.all_gather_object(protos, mine, group=group)
+    first = next((p for p in protos if p is not None), None)
+    if first is None:
+        raise SaemuiError("no rank measured any sample")
+    summary, run_info, layers, n_units = first
+    if local is None:
+        keep_sets = bool(summary.get("config", {}).get("keep_sets", True))
+        counter = UtilizationCounter(list(layers), n_units, device="cpu", keep_sets=keep_sets)
+    else:
+        counter = counter_from_result(local, index)
+    counter = all_reduce_counter(counter, group=group)
     n = len(counter.samples_seen)
     if counter.samples_seen != set(range(n)):
-        raise SaemuiError("merged shards do not cover sample positions 0..N-1 (use shard_samples)")
+        raise SaemuiError("merged shards do not cover sample positions 0..N-1 (use shard_batches)")
 
     rows: list = [None] * world
-    dist.all_gather_object(rows, [dict(r, index=g) for r, g in zip(local.samples, index)], group=group)
+    local_rows = [] if local is None else [dict(r, index=g) for r, g in zip(local.samples, index)]
+    dist.all_gather_object(rows, local_rows, group=group)
     all_rows = sorted((r for part in rows for r in part), key=lambda r: r["index"])
 
-    health = local.summary.get("sae_health")
-    if health is not None:
-        nt = local.arrays["n_tokens_L"]
-        health = [dict(h, _n_tokens=int(nt[r])) for r, h in enumerate(health)]
+    health = None
+    if local is not None and local.summary.get("sae_health") is not None:
+        if local.health_sums is None:
+            raise SaemuiError(
+                "a rank's result carries no SAE-health sums (loaded from disk?): merge results straight from "
+                "compute_mui"
+            )
+        health = {layer: h.state() for layer, h in local.health_sums.items()}
     healths: list = [None] * world
     dist.all_gather_object(healths, health, group=group)
     timings: list = [None] * world
-    dist.all_gather_object(
-        timings, dict(local.run_info.get("timing") or {}, n_samples=len(index)), group=group
-    )
+    local_timing = {} if local is None else (local.run_info.get("timing") or {})
+    dist.all_gather_object(timings, dict(local_timing, n_samples=len(index)), group=group)
 
     arrays = counter.arrays(n)
-    s = dict(local.summary)
+    s = dict(summary)
     # Keys already in the local summary keep their place, so the merged summary.json has a single run's layout.
     s.update(summary_counts(counter, all_rows))
-    s.update(
-        {
-            "sae_health": _merge_health(healths, counter),
-            "distributed": {
-                "world_size": world,
-                "backend": dist.get_backend(group),
-                "merge": "union MAX (uint8), fire/keyfreq/tokens SUM, sets all_gather_object",
-                "explained_variance": "token-weighted mean of per-rank values (approximate)",
-            },
-        }
-    )
-    # Timing varies between identical runs, so it goes to run.json, never into the deterministic summary.
-    run_info = dict(local.run_info)
+    if s.get("sae_health") is not None:
+        s["sae_health"] = _merge_health(healths, counter)
+    # How the run was split, like its timing, varies between runs of the same measurement: run.json, never the
+    # deterministic summary.
+    run_info = dict(run_info)
+    run_info["distributed"] = {
+        "world_size": world,
+        "backend": dist.get_backend(group),
+        "merge": "union MAX (uint8), fire/keyfreq/tokens SUM, sets all_gather_object, SAE health exact sums",
+    }
     run_info["timing"] = {
         "seconds_total": max(t.get("seconds_total", 0.0) for t in timings),
         "per_rank": timings,

@@ -24,7 +24,7 @@ from saemui.capture import get_backend
 from saemui.config import UNIT_DEFAULTS, RunConfig
 from saemui.counter import UtilizationCounter
 from saemui.errors import SaemuiError
-from saemui.health import HealthAccumulator, firing_stats
+from saemui.health import HealthAccumulator, firing_stats, health_rows
 from saemui.heap import trim_heap
 from saemui.inputs import Batch, collate, encode_samples, plan_batches
 from saemui.models import LoadedModel
@@ -146,7 +146,8 @@ def compute_mui(
     batches = plan_batches(encoded, cfg.max_batch_tokens, cfg.max_batch_size)
     backend = get_backend(cfg.backend, lm)
     counter: UtilizationCounter | None = None
-    health: dict[int, dict] = {}
+    # finished layers' health sums (kept whole, not summarised, so that results of several processes merge)
+    health: dict[int, HealthAccumulator] = {}
     n_units = None
     t_fwd = 0.0
     start = (0, 0)
@@ -161,7 +162,7 @@ def compute_mui(
             n_units = state["n_units"]
             counter = UtilizationCounter.from_state_dict(state["counter"], device=lm.device)
             selector.load_state_dict(state["global_cands"])
-            health = {int(k): v for k, v in state["health_done"].items()}
+            health = {int(k): HealthAccumulator(**v) for k, v in state["health_done"].items()}
             health_acc = {int(k): v for k, v in state["health_acc"].items()}
             t_fwd = float(state["t_fwd"])
             for obs, st in zip(observers, state.get("observers", [])):
@@ -178,7 +179,7 @@ def compute_mui(
                 "n_units": n_units,
                 "counter": counter.state_dict(),
                 "global_cands": selector.state_dict(),
-                "health_done": {str(k): v for k, v in health.items()},
+                "health_done": {str(k): h.state() for k, h in health.items()},
                 "health_acc": acc,
                 "t_fwd": t_fwd,
                 "observers": [obs.state_dict() for obs in observers if hasattr(obs, "state_dict")],
@@ -222,8 +223,7 @@ def compute_mui(
             bar.update(1)
             if checkpoint_dir is not None and (b + 1) % checkpoint_every == 0 and b + 1 < len(batches):
                 save_checkpoint((g, b + 1), group)
-        for layer, h in group.health.items():
-            health[layer] = h.summary()
+        health.update(group.health)
         if checkpoint_dir is not None and g + 1 < n_groups:
             save_checkpoint((g + 1, 0), None)
         # Drop every reference to this group's SAEs before the next group loads, or two groups are resident at
@@ -317,13 +317,7 @@ def _build_result(lm, samples, encoded, cfg, rule, suite, counter, health, elaps
     L = len(counter.layers)
     arrays = counter.arrays(len(samples))
     fire, n_tokens_L = arrays["fire_LU"], arrays["n_tokens_L"]
-    per_layer_health = None
-    if cfg.units == "sae":
-        per_layer_health = []
-        for r, layer in enumerate(counter.layers):
-            row = firing_stats(layer, fire[r], int(n_tokens_L[r]))
-            row.update(health.get(layer, {}))
-            per_layer_health.append(row)
+    per_layer_health = health_rows(counter.layers, fire, n_tokens_L, health) if cfg.units == "sae" else None
     rows = []
     for e, s in zip(encoded, samples):
         rows.append(
@@ -379,6 +373,8 @@ def _build_result(lm, samples, encoded, cfg, rule, suite, counter, health, elaps
         },
         "machine": machine_info(),
     }
-    result = MUIResult(summary, arrays, rows, run_info)
+    result = MUIResult(
+        summary, arrays, rows, run_info, health_sums=dict(health) if cfg.units == "sae" else None
+    )
     result.set_mui_correct()
     return result

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from saemui.counter import UtilizationCounter
+    from saemui.health import HealthAccumulator
     from saemui.records import Sample
 
 SCHEMA_VERSION = 1
@@ -57,6 +58,9 @@ class MUIResult:
     arrays: dict[str, np.ndarray]
     samples: list[dict] = field(default_factory=list)
     run_info: dict = field(default_factory=dict)
+    # The exact SAE-health sums behind summary["sae_health"], per layer, for merging results of several processes
+    # (saemui.distributed); in memory only: a loaded result has None.
+    health_sums: dict[int, HealthAccumulator] | None = field(default=None, compare=False, repr=False)
     #: the directory it was loaded from (None for a result still in memory); its responses.jsonl gives the text
     path: Path | None = field(default=None, compare=False)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -21,19 +20,17 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from saemui.cli.args import (  # noqa: E402
+from saemui.cli.args import (
     add_data_args,
     add_model_args,
     add_performance_args,
     add_units_args,
     run_config_fields,
 )
-from saemui.distributed import gather_result, shard_samples  # noqa: E402
-from saemui.engine import RunConfig, compute_mui  # noqa: E402
-from saemui.models import load_model  # noqa: E402
-from saemui.records import BUILTIN_SAMPLES, read_samples  # noqa: E402
+from saemui.distributed import gather_result, shard_batches
+from saemui.engine import RunConfig, compute_mui
+from saemui.models import load_model
+from saemui.records import BUILTIN_SAMPLES, read_samples
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,10 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     lm = load_model(args.model, device=device, dtype=args.dtype)
     samples = read_samples(args.samples or BUILTIN_SAMPLES)[: args.limit]
-    index, shard = shard_samples(samples, rank, world)
     cfg = RunConfig(units="neurons" if args.neurons else "sae", saes=args.saes, **run_config_fields(args))
+    # Whole batches of the single-process plan per rank: the merged result is then byte-identical to one process.
+    index, shard = shard_batches(lm, samples, cfg, rank, world)
     t1 = time.perf_counter()
-    local = compute_mui(lm, shard, cfg, progress=rank == 0)
+    # With more ranks than batches a rank has nothing to measure; it still joins the merge.
+    local = compute_mui(lm, shard, cfg, progress=rank == 0) if shard or world == 1 else None
     t2 = time.perf_counter()
     result = gather_result(local, index) if world > 1 else local
     t3 = time.perf_counter()
