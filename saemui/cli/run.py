@@ -69,12 +69,16 @@ def execute_run(
     if getattr(args, "explore", False):
         from saemui.explore import explore_run
 
+        from saemui.explore.collector import CONTEXTS_FILE
+
         # The context collector is not checkpointed: an --explore run restarts from scratch after a crash.
-        result, _ = explore_run(lm, samples, cfg, out, progress=not args.quiet)
-        if extra_summary or run_info:
-            result.summary.update(extra_summary or {})
-            result.run_info.update(run_info or {})
-            result.save(out)
+        # Saved here, once, after the task's summary entries are in: a second save would replace the directory
+        # (atomic rename) and drop contexts.npz.
+        result, coll = explore_run(lm, samples, cfg, None, progress=not args.quiet)
+        result.summary.update(extra_summary or {})
+        result.run_info.update(run_info or {})
+        result.save(out)
+        coll.save(out / CONTEXTS_FILE)
     else:
         result = compute_mui(
             lm,
