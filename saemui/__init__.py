@@ -6,20 +6,57 @@ Public API (a notebook and the ``saemui`` CLI call the same functions)::
     lm = load_model()                                   # embedded SmolLM2-135M-Instruct, offline
     res = compute_mui(lm, read_samples("items.jsonl"), RunConfig(units="neurons"))
     res.save("runs/demo"); print(res.mui, res.per_layer)
+
+The names are loaded on first use (module ``__getattr__``): ``import saemui`` and ``saemui --help`` import no
+torch, transformers, scipy, matplotlib or pandas.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
-from saemui.config import RunConfig
-from saemui.engine import compute_mui
-from saemui.errors import SaemuiError
-from saemui.models import load_model
-from saemui.records import Sample, read_samples, write_samples
-from saemui.result import MUIResult, load_result
-from saemui.saes import open_suite
-from saemui.selection import KeyRule
+#: public name → the module defining it
+_EXPORTS = {
+    "KeyRule": "saemui.rules",
+    "MUIResult": "saemui.result",
+    "RunConfig": "saemui.config",
+    "Sample": "saemui.records",
+    "SaemuiError": "saemui.errors",
+    "compute_mui": "saemui.engine",
+    "load_model": "saemui.models",
+    "load_result": "saemui.result",
+    "open_suite": "saemui.saes",
+    "read_samples": "saemui.records",
+    "run_task": "saemui.tasks.pipeline",
+    "write_samples": "saemui.records",
+}
+
+if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
+    from saemui.config import RunConfig
+    from saemui.engine import compute_mui
+    from saemui.errors import SaemuiError
+    from saemui.models import load_model
+    from saemui.records import Sample, read_samples, write_samples
+    from saemui.result import MUIResult, load_result
+    from saemui.rules import KeyRule
+    from saemui.saes import open_suite
+    from saemui.tasks.pipeline import run_task
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+    raise AttributeError(f"module 'saemui' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "KeyRule",
@@ -32,6 +69,7 @@ __all__ = [
     "load_result",
     "open_suite",
     "read_samples",
+    "run_task",
     "write_samples",
     "__version__",
 ]

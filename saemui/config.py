@@ -1,45 +1,67 @@
-"""Settings of one MUI run: :class:`RunConfig` and the per-unit-kind defaults.
+"""Settings of one MUI run: :class:`RunConfig`, the presets and the per-unit-kind defaults.
 
-Importable without the engine (no model, capture or SAE code), so command lines and drivers can build and
+Importable without the engine (no torch, model, capture or SAE code), so command lines and drivers can build and
 validate a configuration before anything heavy loads. Every field is recorded in the result's summary
 (``summary["config"]``, in field order).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from saemui.errors import SaemuiError
-from saemui.selection import KeyRule
+from saemui.rules import KeyRule
 
-UNIT_DEFAULTS = {
-    # SAE: the paper's topscore η=0.9 on the response tokens' own positions.
-    "sae": {"threshold": "topscore:0.9", "alignment": "response"},
-    # Neurons: the paper's top-1‰ entries, scored with the corrected next-token alignment.
-    "neurons": {"threshold": "topk:0.001", "alignment": "predicting"},
+#: preset → unit kind → the fields it sets (docs/method.md §7–§8). A field set explicitly wins over the preset.
+PRESETS: dict[str, dict[str, dict[str, str]]] = {
+    # saemui's default: the paper's rules (Q3, Q7) with the paper's equation for neurons (Q1, Q2 fixed)
+    "corrected": {
+        "sae": {"threshold": "topscore:0.9", "alignment": "response"},
+        "neurons": {"threshold": "topk:0.001", "alignment": "predicting", "neuron_site": "down_input"},
+    },
+    # the official code's measurement: neuron site act_fn (Q2), current-token target on the response tokens' own
+    # positions (Q1), its thresholds. Its prompt handling (Q13, Q24) and answer extraction (Q27–Q30) are not
+    # available in saemui (fixed); the official response files are read with `saemui score --format paper`.
+    "paper": {
+        "sae": {"threshold": "topscore:0.9", "alignment": "response"},
+        "neurons": {"threshold": "topk:0.001", "alignment": "response", "neuron_site": "gate_act"},
+    },
 }
+DEFAULT_PRESET = "corrected"
+#: the default preset's settings per unit kind
+UNIT_DEFAULTS = PRESETS[DEFAULT_PRESET]
+#: the model whose shipped SAE bundle ``RunConfig()`` uses when no SAE spec is given (= models.DEFAULT_MODEL)
+DEFAULT_MODEL_NAMES = ("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
 @dataclass
 class RunConfig:
     """Settings of one MUI run (all recorded in the result); :meth:`resolved` fills defaults and validates."""
 
+    preset: str = DEFAULT_PRESET
+    """Settings bundle: "corrected" (default) or "paper" (the official code's neuron site and alignment); it fills
+    ``threshold``, ``alignment`` and ``neuron_site`` where they are None (see PRESETS, docs/method.md §8)."""
+
     units: str = "sae"
     """Unit basis: "sae" (SAE features) or "neurons" (MLP neurons)."""
 
     saes: str | None = None
-    """SAE spec for units="sae" (bundle dir, sae-lens dir, or sae-lens RELEASE[:ID])."""
+    """SAE spec for units="sae" (bundle dir, sae-lens dir, or sae-lens RELEASE[:ID]); None → the shipped bundle
+    of the model (see :meth:`resolved`)."""
 
-    threshold: str | None = None
-    """Key-unit rule (``topscore:0.9``, ``topk:0.001``, ``topk:5``, ``global_topk:10``, ``positive``);
-    None → the unit type's default (see UNIT_DEFAULTS)."""
+    threshold: str | KeyRule | None = None
+    """Key-unit rule: a :class:`KeyRule` or its text (``topscore:0.9``, ``topk:0.001``, ``topk:5``,
+    ``global_topk:10``, ``positive``); None → the preset's rule for the unit type. Resolved to the text."""
 
     alignment: str | None = None
     """Scored positions: "response" (paper: the response tokens' own positions, neuron target = that token) or "predicting"
     (corrected: positions predicting a response token, neuron target = the next token); None → the default."""
 
-    neuron_site: str = "down_input"
-    """Neuron coefficient: "down_input" (act(gate)·up, the true coefficient) or "gate_act" (act(gate), the paper's code)."""
+    neuron_site: str | None = None
+    """Neuron coefficient: "down_input" (act(gate)·up, the true coefficient) or "gate_act" (act(gate), the paper's
+    code); None → the preset's."""
 
     layers: list[int] | None = None
     """Model layers to include (None: all layers of the model / SAE suite)."""
@@ -83,21 +105,64 @@ class RunConfig:
     allow_processing_mismatch: bool = False
     """Encode even if the SAE expects TransformerLens-processed activations."""
 
-    def resolved(self) -> RunConfig:
-        """A copy with the unit kind's defaults filled in, validated before any model is loaded."""
+    @classmethod
+    def from_preset(cls, preset: str, **fields) -> RunConfig:
+        """``RunConfig.from_preset("paper", units="neurons")``: a preset, with ``fields`` overriding its settings."""
+        return cls(preset=preset, **fields)
+
+    def resolved(self, model: str | Iterable[str] | None = None) -> RunConfig:
+        """A copy with the preset's settings filled in, validated before any model is loaded.
+
+        With units="sae" and no ``saes``, the shipped bundle of ``model`` (registry name or HF id; several names
+        are all tried; None → the default model) becomes the SAE spec.
+        """
+        if self.preset not in PRESETS:
+            raise SaemuiError(f"preset {self.preset!r} unknown (expected one of {', '.join(PRESETS)})")
         if self.units not in UNIT_DEFAULTS:
             raise SaemuiError(f"units {self.units!r} unknown (expected 'sae' or 'neurons')")
-        d = UNIT_DEFAULTS[self.units]
-        out = RunConfig(**asdict(self))
-        out.threshold = self.threshold or d["threshold"]
+        d = PRESETS[self.preset][self.units]
+        out = dataclasses.replace(self, layers=None if self.layers is None else list(self.layers))
+        threshold = self.threshold
+        if isinstance(threshold, KeyRule):
+            threshold = threshold.spec()
+        elif threshold is not None and not isinstance(threshold, str):
+            raise SaemuiError(
+                f"threshold {threshold!r}: expected a KeyRule or its text (e.g. 'topscore:0.9', 'topk:5')"
+            )
+        out.threshold = threshold or d["threshold"]
         out.alignment = self.alignment or d["alignment"]
+        out.neuron_site = (
+            self.neuron_site or d.get("neuron_site") or PRESETS[DEFAULT_PRESET]["neurons"]["neuron_site"]
+        )
         if self.units == "sae" and not self.saes:
-            raise SaemuiError("units='sae' needs an SAE spec (--saes PATH|RELEASE[:ID]); or use --neurons")
+            from saemui.bundles import find_bundles
+
+            names = DEFAULT_MODEL_NAMES if model is None else model
+            found = find_bundles(names)
+            if not found:
+                which = ", ".join([names] if isinstance(names, str) else list(names))
+                raise SaemuiError(
+                    f"units='sae' needs an SAE spec and no shipped SAE bundle names the model ({which}): pass "
+                    "saes=PATH|RELEASE[:ID] (--saes), set SAEMUI_SAES to a directory of bundles, or use "
+                    "units='neurons' (--neurons)"
+                )
+            out.saes = str(found[0])
         if self.max_length < 2:
             raise SaemuiError(f"max_length={self.max_length} too small")
         KeyRule.parse(out.threshold)  # validate now, before any model is loaded
         if out.alignment not in ("response", "predicting"):
             raise SaemuiError(f"alignment {out.alignment!r} unknown (expected 'response' or 'predicting')")
+        if out.neuron_site not in ("down_input", "gate_act"):
+            raise SaemuiError(
+                f"neuron site {out.neuron_site!r} unknown (expected 'down_input' or 'gate_act')"
+            )
         if out.padding_side not in ("right", "left"):
             raise SaemuiError(f"padding side {out.padding_side!r} unknown (expected right or left)")
+        if out.layers is not None:
+            bad = [x for x in out.layers if not isinstance(x, int) or isinstance(x, bool) or x < 0]
+            if bad or not out.layers:
+                raise SaemuiError(f"layers {out.layers}: expected a non-empty list of layer indices >= 0")
         return out
+
+
+__all__ = ["DEFAULT_PRESET", "PRESETS", "UNIT_DEFAULTS", "RunConfig"]

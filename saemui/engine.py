@@ -31,7 +31,8 @@ from saemui.models import LoadedModel
 from saemui.provenance import machine_info, package_versions
 from saemui.records import Sample, assign_ids
 from saemui.result import SCHEMA_VERSION, MUIResult, summary_counts
-from saemui.saes import SAESuite, check_compatible, open_suite
+from saemui.rules import few_units_warning
+from saemui.saes import SAESuite, check_compatible, check_suite_for_model, open_suite
 from saemui.selection import KeyRule, Selector, make_selector
 from saemui.units import MLPNeurons, SAEFeatures, UnitScorer
 
@@ -109,7 +110,7 @@ def compute_mui(
     extra_summary: JSON-serializable entries added to the result's summary (e.g. the task the samples came
         from); they may not replace the engine's own keys.
     """
-    cfg = (config or RunConfig()).resolved()
+    cfg = (config or RunConfig()).resolved(model=(lm.name, lm.hf_id))
     extra = dict(extra_summary or {})
     try:
         json.dumps(extra)
@@ -126,6 +127,7 @@ def compute_mui(
     suite = None
     if cfg.units == "sae":
         suite = open_suite(cfg.saes, target_l0=cfg.target_l0)
+        check_suite_for_model(suite, [lm.name, lm.hf_id], lm.n_layers)  # before any download
         entry_groups = _sae_entry_groups(suite, cfg)
         layers = [e.layer for g in entry_groups for e in g]
         n_groups = len(entry_groups)
@@ -198,6 +200,8 @@ def compute_mui(
         group = load_group(g)
         if n_units is None:
             n_units = group.scorers[0].n_units
+            if (msg := few_units_warning(rule, n_units, len(layers))) is not None:
+                log.warning("%s", msg)
             counter = UtilizationCounter(layers, n_units, device=lm.device, keep_sets=cfg.keep_sets)
         for s in group.scorers:
             if s.n_units != n_units:
@@ -328,6 +332,9 @@ def _build_result(lm, samples, encoded, cfg, rule, suite, counter, health, elaps
                 "n_response_tokens": e.n_response_tokens,
                 "n_scored": len(e.score_pos),
                 "truncated": e.truncated,
+                "prompt": s.prompt,
+                "response": s.response,
+                "meta": s.meta,
             }
         )
     summary = {

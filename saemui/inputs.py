@@ -126,7 +126,28 @@ def encode_samples(
     n_empty = sum(1 for e in enc if len(e.score_pos) == 0)
     if n_empty:
         log.warning("%d sample(s) have no scored response tokens; they add no key units", n_empty)
+    if msg := prompt_format_warning(tokenizer, samples, prompt_format):
+        log.warning("%s", msg)
     return enc
+
+
+def prompt_format_warning(tokenizer, samples: Sequence[Sample], prompt_format: str) -> str | None:
+    """A warning text when records say (``meta["style"]``, written by task runs and ``saemui score``) that their
+    responses answered prompts in another format than the one they are scored with: the model then read a
+    different prompt than the one it answered (docs/method.md §7 Q24)."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    used = "chat" if prompt_format == "chat" or (prompt_format == "auto" and has_template) else "raw"
+    # a task's style → the prompt format it was generated with (tasks.generation.prompt_format_for)
+    generated = {"chat": "chat", "base": "raw"}
+    other = [s for s in samples if generated.get(s.meta.get("style")) not in (None, used)]
+    if not other:
+        return None
+    style = other[0].meta["style"]
+    return (
+        f"{len(other)} record(s) were generated with {style}-style prompts ({generated[style]} format) but are "
+        f"scored with prompt format {used}; pass --prompt-format {generated[style]} to score the prompt that "
+        "was answered"
+    )
 
 
 @dataclass

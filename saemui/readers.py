@@ -300,6 +300,11 @@ def read_result_files(path: str | os.PathLike, schema_version: int) -> tuple[dic
                         f"{cfile}:{n}: column {k!r} must be an integer, got {r[k]!r:.40}"
                     ) from None
             r["correct"] = {"True": True, "False": False}.get(r["correct"])
+            if "meta" in r:  # files written before the record's text and meta were kept have no such column
+                meta = loads(r["meta"] or "{}", f"{cfile}:{n}: column 'meta'", one_line=True)
+                if not isinstance(meta, dict):
+                    raise SaemuiError(f"{cfile}:{n}: column 'meta' must hold a JSON object")
+                r["meta"] = meta
             rows.append(r)
     except csv.Error as e:
         raise SaemuiError(f"{cfile}: malformed CSV ({e})") from None

@@ -4,7 +4,8 @@ Layout of a result directory::
 
     summary.json   schema version, config, versions, dtypes, model/SAE ids, mui, per_layer, counts, health
     arrays.npz     union_LU (bool), fire_LU, keyfreq_LU (int64), n_tokens_L, set_indptr (int64), set_units (int32)
-    samples.csv    one row per sample: index, id, correct, n_response_tokens, n_scored, truncated
+    samples.csv    one row per sample: index, id, correct, n_response_tokens, n_scored, truncated, prompt,
+                   response, meta (the record's other fields as a JSON object; absent in older files)
     run.json       what varies between identical runs: creation time, wall-clock timing, machine
 
 The first three are deterministic: the same inputs give byte-identical files (npz members carry a fixed
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from saemui.records import Sample
 
 SCHEMA_VERSION = 1
+#: the columns every samples.csv has; newer files add prompt, response and meta (JSON), read when present
+SAMPLE_COLUMNS = ("index", "id", "correct", "n_response_tokens", "n_scored", "truncated")
 
 
 @dataclass
@@ -269,10 +272,14 @@ class MUIResult:
             (tmp / "arrays.npz").write_bytes(npz_bytes(self.arrays))
             (tmp / "run.json").write_text(json.dumps(self.run_info, indent=2) + "\n")
             with open(tmp / "samples.csv", "w", newline="", encoding="utf-8") as f:
-                cols = ["index", "id", "correct", "n_response_tokens", "n_scored", "truncated"]
+                cols = [*SAMPLE_COLUMNS, "prompt", "response", "meta"]
                 w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
                 w.writeheader()
-                w.writerows(self.samples)
+                # the record's text and its other fields (meta, as one JSON object) travel with the counts
+                w.writerows(
+                    dict(r, meta=json.dumps(r.get("meta") or {}, ensure_ascii=False, default=str))
+                    for r in self.samples
+                )
             summary = dict(self.summary, complete=True)
             (tmp / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
             for f in tmp.iterdir():

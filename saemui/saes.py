@@ -16,8 +16,6 @@ from local files, so peak memory is the model plus a fixed number of encoders. E
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import warnings
 from collections.abc import Callable
@@ -27,6 +25,7 @@ from typing import Any
 
 import torch
 
+from saemui.bundles import bundle_search_paths, find_bundles  # noqa: F401  (re-exported: their former home)
 from saemui.capture import parse_site
 from saemui.errors import SaemuiError
 from saemui.io import atomic_write_json
@@ -345,6 +344,42 @@ def _registry_suite(spec: str, target_l0: float, contains: str | None) -> SAESui
     )
 
 
+_VARIANT_SUFFIXES = ("-instruct", "-chat", "-base", "-deduped", "-it", "-pt", "-small")
+
+
+def _model_base(name: str) -> str:
+    """``"google/gemma-2-2b-it"`` → ``"gemma-2-2b"``: the checkpoint family an SAE can be shared within (SAEs
+    trained on a base model are routinely applied to its instruct variant)."""
+    base = name.rstrip("/").rsplit("/", 1)[-1].lower()
+    for suffix in _VARIANT_SUFFIXES:
+        base = base.removesuffix(suffix)
+    return base
+
+
+def check_suite_for_model(suite: SAESuite, model_names: list[str], n_layers: int) -> None:
+    """Refuse a sae-lens registry release made for another model from its registry metadata alone, before any
+    weights are downloaded: layers the model does not have, or a model family that differs from the model's
+    (d_in would not match). Skipped for names that are local paths (a local copy can carry any name); the
+    per-SAE :func:`check_compatible` still runs on the loaded weights."""
+    if suite.source.get("kind") != "sae-lens-registry":
+        return
+    release, trained_on = suite.source.get("release"), suite.source.get("model")
+    beyond = sorted(e.layer for e in suite.entries if e.layer >= n_layers)
+    if beyond:
+        raise SaemuiError(
+            f"SAE release {release!r} (for {trained_on}) has SAEs at layer(s) {beyond}, the model has {n_layers} "
+            "layers: a release for another model"
+        )
+    hub_names = [n for n in model_names if n and "/" in n and not Path(n).exists()]
+    if trained_on and hub_names:
+        want = _model_base(trained_on)
+        if not any(_model_base(n).startswith(want) or want.startswith(_model_base(n)) for n in hub_names):
+            raise SaemuiError(
+                f"SAE release {release!r} was trained on {trained_on}, not {hub_names[0]} (its d_in and layers "
+                "belong to that model); choose a release for this model"
+            )
+
+
 def open_suite(
     spec: str | Path, target_l0: float = 50.0, contains: str | None = None, verify: bool = True
 ) -> SAESuite:
@@ -401,28 +436,3 @@ def check_compatible(
         )
     if not torch.is_floating_point(next(iter(sae.parameters()))):
         raise SaemuiError(f"SAE {entry.sae_id}: weights are not floating point")
-
-
-def bundle_search_paths() -> list[Path]:
-    """Where shipped SAE bundles are looked for: $SAEMUI_SAES, the repository's saes/ (editable installs)."""
-    paths = []
-    env = os.environ.get("SAEMUI_SAES")
-    if env:
-        paths.append(Path(env))
-    paths.append(Path(__file__).resolve().parent.parent / "saes")
-    return [p for p in paths if p.is_dir()]
-
-
-def find_bundles(model_name: str) -> list[Path]:
-    """Shipped bundles whose manifest names ``model_name`` (registry name or HF id), best (widest) first."""
-    found = []
-    for root in bundle_search_paths():
-        for m in sorted(root.glob("*/manifest.json")):
-            try:
-                man = json.loads(m.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            model = man.get("model") or {}
-            if model_name in (model.get("name"), model.get("hf_id")):
-                found.append(m.parent)
-    return found

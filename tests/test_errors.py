@@ -75,6 +75,12 @@ def case_setup(case: str, t: Path, model: str) -> tuple[list[str], str]:
         return s(GOOD) + neu + ["--threshold", "topk:2.5"], "whole number"
     if case == "layers-syntax":
         return s(GOOD) + neu + ["--layers", "one"], "--layers"
+    if case == "layers-backwards":
+        return s(GOOD) + neu + ["--layers", "5-2"], "runs backwards"
+    if case == "threshold-no-k":
+        return s(GOOD) + neu + ["--threshold", "topk"], "needs K"
+    if case == "task-flags-without-task":
+        return s(GOOD) + neu + ["--task-option", "level=2"], "only apply with --task"
     if case == "layers-range":
         return s(GOOD) + neu + ["--layers", "0-9"], "out of range"
     if case == "limit":
@@ -219,6 +225,9 @@ CASES = [
     "threshold-k",
     "layers-syntax",
     "layers-range",
+    "layers-backwards",
+    "threshold-no-k",
+    "task-flags-without-task",
     "limit",
     "max-length",
     "prompt-too-long",

@@ -89,13 +89,12 @@ def _kill_and_resume(model, root, ref, trial):
 
 @pytest.fixture(scope="module")
 def reference(setup):
-    # The uninterrupted run, in-process (same code path as the CLI: compute_mui + save).
-    from saemui.models import load_model
-    from saemui.records import read_samples
+    # The uninterrupted run, in-process through the same command (its summary carries the CLI's provenance:
+    # input path and sha256, run key).
+    from saemui.cli import main
 
     model, root = setup
-    cfg = RunConfig(units="neurons", threshold="topk:2", max_batch_tokens=64)
-    compute_mui(load_model(model), read_samples(root / "s.jsonl"), cfg, progress=False).save(root / "ref")
+    assert main(_cmd(model, root, root / "ref")[3:]) == 0
     return _files(root / "ref")
 
 

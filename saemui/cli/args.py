@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from saemui.engine import RunConfig
+from saemui.config import PRESETS, RunConfig
 from saemui.errors import SaemuiError
 from saemui.tasks.base import STYLES
 
@@ -29,7 +29,10 @@ def parse_layers(text: str | None) -> list[int] | None:
     try:
         for part in text.split(","):
             a, _, b = part.partition("-")
-            out.update(range(int(a), int(b) + 1) if b else [int(a)])
+            lo, hi = int(a), int(b) if b else int(a)
+            if hi < lo:
+                raise SaemuiError(f"--layers {text!r}: range {part!r} runs backwards (write {hi}-{lo})")
+            out.update(range(lo, hi + 1))
     except ValueError:
         raise SaemuiError(f"--layers {text!r}: expected comma-separated layers or ranges like 0-29") from None
     return sorted(out)
@@ -51,6 +54,7 @@ def _negate(value: bool) -> bool:
 # argparse dest → (RunConfig field, conversion). Only flags a parser declares are mapped, so a script that adds
 # some of the groups gets RunConfig's defaults for the rest.
 _FIELDS: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
+    "preset": ("preset", None),
     "threshold": ("threshold", None),
     "alignment": ("alignment", None),
     "neuron_site": ("neuron_site", None),
@@ -97,6 +101,13 @@ def add_model_args(p: argparse.ArgumentParser, device_help: str | None = None) -
 def add_units_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("units and threshold")
     g.add_argument(
+        "--preset",
+        default=DEFAULTS.preset,
+        choices=list(PRESETS),
+        help="settings bundle: corrected (default: neuron site down_input, alignment predicting for neurons) or "
+        "paper (the official code: neuron site gate_act, alignment response); explicit flags override it",
+    )
+    g.add_argument(
         "--saes", help="SAE bundle dir, sae-lens dir, or sae-lens RELEASE[:ID] (default: shipped bundle)"
     )
     g.add_argument("--neurons", action="store_true", help="MLP-neuron MUI instead of SAE features")
@@ -108,9 +119,14 @@ def add_units_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--alignment",
         choices=["response", "predicting"],
-        help="scored positions: response (paper) or predicting (corrected); default per unit type",
+        help="scored positions: response (paper) or predicting (corrected); default: the preset's, per unit type",
     )
-    g.add_argument("--neuron-site", default=DEFAULTS.neuron_site, choices=["down_input", "gate_act"])
+    g.add_argument(
+        "--neuron-site",
+        choices=["down_input", "gate_act"],
+        help="neuron coefficient: down_input (act(gate)·up) or gate_act (act(gate), the paper's code); "
+        "default: the preset's",
+    )
     g.add_argument("--layers", help="layers to include, e.g. 0-29 or 0,5,10 (default: all)")
     g.add_argument(
         "--target-l0",
@@ -179,6 +195,11 @@ def add_task_args(p: argparse.ArgumentParser) -> None:
 def add_output_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--out", help="result directory (default: runs/<model>-<basis>)")
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a finished run of another configuration in --out (the same configuration re-runs anyway)",
+    )
     g.add_argument("--no-sets", action="store_true", help="do not keep per-sample key sets")
     g.add_argument(
         "--checkpoint-every",

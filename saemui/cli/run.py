@@ -9,26 +9,74 @@ items (resumable cache), scores them and measures MUI on the scored records; the
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from saemui.cli.args import run_config_fields
 from saemui.cli.tasks import build_task
-from saemui.engine import RunConfig
+from saemui.config import RunConfig
 from saemui.errors import SaemuiError
 from saemui.io import check_writable
 from saemui.records import BUILTIN_SAMPLES, Sample
-from saemui.result import MUIResult
 from saemui.tasks.base import Task, get_task, task_options
-from saemui.tasks.pipeline import slug
+
+if TYPE_CHECKING:
+    from saemui.result import MUIResult
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``saemui run``: records from ``--samples`` (or the built-in set), or generated with ``--task``."""
+    if not args.task:
+        # task flags given without --task would be silently ignored
+        given = [f for f, v in (("--task-option", args.task_option), ("--source", args.source),
+                                ("--cache", args.cache), ("--max-new-tokens", args.max_new_tokens)) if v]  # fmt: skip
+        if args.style != "auto":
+            given.append("--style")
+        if given:
+            raise SaemuiError(
+                f"{', '.join(given)} only apply with --task (they choose and generate a task's items)"
+            )
     return _run_task(args) if args.task else _run_samples(args)
+
+
+#: settings that change how fast a run is, not its result (docs/method.md §3.1: MUI does not depend on them)
+_SPEED_ONLY = ("max_batch_tokens", "max_batch_size", "padding_side", "sae_group_size", "encode_chunk")
+
+
+def run_key(model: str, cfg: RunConfig, data: dict[str, Any]) -> str:
+    """Digest of what makes two runs the same measurement: the model as given, the settings that change the
+    result, and the input (records file and its sha256, or the task and its options)."""
+    from dataclasses import asdict
+
+    settings = {k: v for k, v in asdict(cfg).items() if k not in _SPEED_ONLY}
+    blob = json.dumps({"model": model, "config": settings, "data": data}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def check_overwrite(out: Path, key: str, overwrite: bool) -> None:
+    """Refuse to replace a finished run of another configuration (the same configuration re-runs in place)."""
+    summary = out / "summary.json"
+    if overwrite or not summary.is_file():
+        return
+    try:
+        old = json.loads(summary.read_text())
+    except (OSError, ValueError):
+        return  # not a readable result: the save replaces it as before
+    if not isinstance(old, dict) or old.get("complete") is not True:
+        return
+    old_key = (
+        (old.get("provenance") or {}).get("run_key") if isinstance(old.get("provenance"), dict) else None
+    )
+    if old_key != key:
+        raise SaemuiError(
+            f"--out {out} holds a finished run of another configuration (model, settings or input differ); "
+            "pass --overwrite to replace it, or choose another --out"
+        )
 
 
 def _is_local(spec: str | None) -> bool:
@@ -68,13 +116,16 @@ def execute_run(
     ckpt_dir = checkpoint.checkpoint_dir_for(out) if args.checkpoint_every else None
     if getattr(args, "explore", False):
         from saemui.explore import explore_run
+        from saemui.explore.collector import CONTEXTS_FILE
 
         # The context collector is not checkpointed: an --explore run restarts from scratch after a crash.
-        result, _ = explore_run(lm, samples, cfg, out, progress=not args.quiet)
-        if extra_summary or run_info:
-            result.summary.update(extra_summary or {})
-            result.run_info.update(run_info or {})
-            result.save(out)
+        # Saved here, once, after the task's summary entries are in: a second save would replace the directory
+        # (atomic rename) and drop contexts.npz.
+        result, coll = explore_run(lm, samples, cfg, None, progress=not args.quiet)
+        result.summary.update(extra_summary or {})
+        result.run_info.update(run_info or {})
+        result.save(out)
+        coll.save(out / CONTEXTS_FILE)
     else:
         result = compute_mui(
             lm,
@@ -97,7 +148,8 @@ def _run_samples(args: argparse.Namespace) -> int:
     from saemui.models import load_model
     from saemui.records import read_samples
 
-    samples = read_samples(args.samples or BUILTIN_SAMPLES)
+    path = Path(args.samples) if args.samples else BUILTIN_SAMPLES
+    samples = read_samples(path)
     if args.limit is not None:
         if args.limit < 1:
             raise SaemuiError(f"--limit {args.limit}: expected a positive number of records")
@@ -105,8 +157,16 @@ def _run_samples(args: argparse.Namespace) -> int:
     cfg = run_config(args)
     out = Path(args.out) if args.out else _default_out(args.model, cfg)
     check_writable(out)
+    # the path as given (the built-in set by name: its location depends on the install) and the bytes' digest
+    data = {
+        "path": str(args.samples) if args.samples else "builtin:default_samples.jsonl",
+        "sha256": _sha256(path),
+        "limit": args.limit,
+    }
+    key = run_key(args.model, cfg, {"samples": data})
+    check_overwrite(out, key, args.overwrite)
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
-    result = execute_run(args, lm, samples, cfg, out)
+    result = execute_run(args, lm, samples, cfg, out, {"provenance": {"samples": data, "run_key": key}})
     print(format_summary(result, out))
     return 0
 
@@ -130,6 +190,16 @@ def _run_task(args: argparse.Namespace) -> int:
     cfg = run_config(args)
     out = Path(args.out) if args.out else _default_task_out(args.model, args.task, task, args.style, cfg)
     check_writable(out)
+    data = {
+        "task": args.task,
+        "options": task_options(task),
+        "style": args.style,
+        "source": args.source,
+        "limit": args.limit,
+        "items": [it.id for it in items],
+    }
+    key = run_key(args.model, cfg, data)
+    check_overwrite(out, key, args.overwrite)
 
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
     run = run_task(
@@ -145,7 +215,9 @@ def _run_task(args: argparse.Namespace) -> int:
         name=args.task,
         model_name=args.model,
         progress=not args.quiet,
-        measure=lambda samples, c, extra, info: execute_run(args, lm, samples, c, out, extra, info),
+        measure=lambda samples, c, extra, info: execute_run(
+            args, lm, samples, c, out, {**extra, "provenance": {"run_key": key}}, info
+        ),
     )
     gen = run.generation
     write_samples(out / "responses.jsonl", gen.samples)
@@ -157,13 +229,21 @@ def _run_task(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
 def run_config(args: argparse.Namespace) -> RunConfig:
     """The resolved RunConfig of ``saemui run`` arguments (SAE bundle lookup included)."""
-    from saemui.saes import find_bundles
+    from saemui.bundles import find_bundles
 
     saes = args.saes
     if not args.neurons and not saes:
-        bundles = find_bundles(args.model) or find_bundles(_hf_id(args.model))
+        bundles = find_bundles((args.model, _hf_id(args.model)))
         if bundles:
             saes = str(bundles[0])
         else:
@@ -187,6 +267,8 @@ def _default_out(model: str, cfg: RunConfig) -> Path:
 
 
 def _default_task_out(model: str, task_name: str, task: Task, style: str, cfg: RunConfig) -> Path:
+    from saemui.tasks.pipeline import slug
+
     basis = Path(cfg.saes).name if cfg.units == "sae" else f"neurons-{cfg.neuron_site}"
     defaults = task_options(get_task(task_name))
     parts = [Path(model).name, task_name]
@@ -204,7 +286,8 @@ def format_summary(result: MUIResult, out: Path | None = None) -> str:
     lines = [
         f"model      {s['model']['name']} ({s['model']['hf_id']}, {s['model']['dtype']} on {s['model']['device']})",
         f"units      {s['units']['kind']}: {s['units']['basis']} — {s['units']['n_units']} units × {s['units']['n_layers']} layers",
-        f"selection  {s['selection']}, alignment {s['config']['alignment']}",
+        f"selection  {s['selection']}, alignment {s['config']['alignment']}"
+        + (f", preset {s['config']['preset']}" if s["config"].get("preset") else ""),
         f"data       {s['n_samples']} samples, {s['n_tokens']} scored tokens"
         + (f", {s['n_truncated_samples']} truncated" if s["n_truncated_samples"] else ""),
         f"MUI        {s['mui_percent']:.4f} %  (per layer min {100 * min(pl):.3f} %, max {100 * max(pl):.3f} %)",
@@ -235,4 +318,12 @@ def format_summary(result: MUIResult, out: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["cmd_run", "execute_run", "format_summary", "prepare_run", "run_config"]
+__all__ = [
+    "check_overwrite",
+    "cmd_run",
+    "execute_run",
+    "format_summary",
+    "prepare_run",
+    "run_config",
+    "run_key",
+]

@@ -24,16 +24,6 @@ from saemui.tasks.base import (
     strip_reasoning,
     truncate_at_stop,
 )
-from saemui.tasks.generation import (
-    GenerationCache,
-    GenerationOutput,
-    generate,
-    generate_task,
-    prompt_format_for,
-    resolve_style,
-    run_generation,
-)
-from saemui.tasks.pipeline import TaskRun, run_task
 from saemui.tasks.responses import (
     detect_format,
     import_lm_eval_samples,
@@ -43,6 +33,35 @@ from saemui.tasks.responses import (
     score_responses,
     to_samples,
 )
+
+# Generation and the pipeline import torch and transformers: loaded on first use, so `saemui --help` and the task
+# registry stay light.
+_LAZY = {
+    "GenerationCache": "saemui.tasks.generation",
+    "GenerationOutput": "saemui.tasks.generation",
+    "generate": "saemui.tasks.generation",
+    "generate_task": "saemui.tasks.generation",
+    "prompt_format_for": "saemui.tasks.generation",
+    "resolve_style": "saemui.tasks.generation",
+    "run_generation": "saemui.tasks.generation",
+    "TaskRun": "saemui.tasks.pipeline",
+    "run_task": "saemui.tasks.pipeline",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'saemui.tasks' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "GenerationCache",
