@@ -216,7 +216,10 @@ class MUIResult:
             df["n_key"] = np.diff(sample_ptr)
         text = self._records(records)
         if text is not None:
-            df = _join_records(df, text)
+            # the records are the fuller source: their text and meta replace what samples.csv kept
+            df = _join_records(df.drop(columns=["prompt", "response", "meta"], errors="ignore"), text)
+        elif "meta" in df.columns:
+            df = _expand_meta(df)
         return df
 
     def _records(self, records: str | os.PathLike | Iterable[Sample] | None) -> list[Sample] | None:
@@ -404,6 +407,17 @@ def subsample_union(
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(v, [tail, 100 - tail])
     return SubsampledMUI(n, N, float(v.mean()), float(lo), float(hi), level, v.size, exact, seed, v)
+
+
+def _expand_meta(df: pd.DataFrame) -> pd.DataFrame:
+    """samples.csv's ``meta`` column (one dict per sample) as one column per field, named as by _join_records."""
+    import pandas as pd
+
+    metas = [m if isinstance(m, dict) else {} for m in df["meta"]]
+    df = df.drop(columns=["meta"])
+    keys = list(dict.fromkeys(k for m in metas for k in m))
+    cols = {(f"meta.{k}" if k in df.columns else k): [m.get(k) for m in metas] for k in keys}
+    return pd.concat([df, pd.DataFrame(cols, index=df.index)], axis=1)
 
 
 def _join_records(df: pd.DataFrame, records: list[Sample]) -> pd.DataFrame:

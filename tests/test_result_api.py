@@ -5,6 +5,7 @@ from __future__ import annotations
 from itertools import combinations
 
 import numpy as np
+import pandas as pd
 import pytest
 from run_fixtures import hand_union, make_result, save_run
 from scipy.optimize import brentq
@@ -171,3 +172,14 @@ def test_subset_union_matches_hand(run_dir):
     res = load_result(run_dir)
     u = res.subset_union([1, 4, 4])
     assert {(int(r), int(c)) for r, c in zip(*np.nonzero(u))} == hand_union(SETS, [1, 4])
+
+
+def test_to_pandas_sample_from_samples_csv_alone(tmp_path):
+    # without records, the text and meta that samples.csv keeps (prompt, response, meta as JSON) are the columns
+    from saemui.result import _expand_meta
+
+    df = pd.DataFrame({"id": ["a", "b"], "correct": [True, False], "meta": [{"gold": 1, "correct": "x"}, {}]})
+    out = _expand_meta(df)
+    assert out["gold"].iloc[0] == 1 and pd.isna(out["gold"].iloc[1])
+    assert out["meta.correct"].tolist() == ["x", None]
+    assert "meta" not in out.columns
