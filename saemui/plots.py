@@ -296,9 +296,10 @@ def plot_task_bars(
         )
     ax.set_xticks(x, [str(t) for t in tasks])
     ax.set_xlabel("task")
-    ax.set_ylabel(ylabel or ({"mui": MUI_LABEL, "perf": PERF_LABEL}.get(value, value)))
+    ylabel = ylabel or {"mui": MUI_LABEL, "perf": PERF_LABEL}.get(value, value)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
-    _titles(fig, title or f"{value} per task", caption)
+    _titles(fig, title or f"{ylabel} per task and model", caption)
     legend_outside(ax, fontsize=7.5)
     return fig
 
