@@ -110,7 +110,7 @@ def feature_contexts(
 def plot_layer_mui(results: Sequence[MUIResult], names: Sequence[str] | None = None):
     """Grouped bars of per-layer MUI (%) for one or more runs; returns a matplotlib Figure."""
     # imported here: matplotlib is needed only for figures, not by the views or explore_run
-    from saemui.plots import new_figure
+    from saemui.plots import legend_outside, new_figure
 
     names = list(names) if names is not None else [f"run {i}" for i in range(len(results))]
     fig, (ax,) = new_figure(max(6.0, 0.25 * max(len(r.layers) for r in results) * len(results)), 3.5)
@@ -119,8 +119,9 @@ def plot_layer_mui(results: Sequence[MUIResult], names: Sequence[str] | None = N
         x = np.asarray(r.layers, float) + (j - (len(results) - 1) / 2) * w
         ax.bar(x, 100 * np.asarray(r.per_layer), w, label=str(name))
     ax.set_xlabel("layer")
-    ax.set_ylabel("MUI per layer (%)")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("MUI (%)")
+    ax.set_ylim(bottom=0)
+    legend_outside(ax)
     return fig
 
 
