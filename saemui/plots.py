@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import io
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+import matplotlib.colors
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -31,6 +34,11 @@ PHASE_COLORS: dict[str, str] = {
     "Collapsing": "#e7298a",
     "Stable": "#999999",
 }
+# 20 colours (tab20) and 8 markers whose cycles never realign before 40 series: every model of a zoo keeps one
+# distinct (colour, marker) pair in every figure, even where colours alone would repeat.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+MUI_LABEL = "MUI (%)"
+PERF_LABEL = "accuracy P (%)"
 
 
 def new_figure(w: float, h: float, ncols: int = 1, nrows: int = 1) -> tuple[Figure, np.ndarray]:
@@ -41,67 +49,170 @@ def new_figure(w: float, h: float, ncols: int = 1, nrows: int = 1) -> tuple[Figu
     return fig, axes.ravel()
 
 
+def series_styles(names: Sequence[str]) -> dict[str, dict[str, str]]:
+    """name → {"color", "marker"}: one distinct pair per name, assigned in sorted name order so that a model
+    looks the same in every figure built from the same set of names."""
+    cmap = matplotlib.colormaps["tab20"]
+    # tab20 pairs a dark and a light shade of each hue: even indices first keeps neighbours far apart
+    order = [*range(0, 20, 2), *range(1, 20, 2)]
+    return {
+        n: {"color": matplotlib.colors.to_hex(cmap(order[i % 20])), "marker": MARKERS[i % len(MARKERS)]}
+        for i, n in enumerate(sorted(dict.fromkeys(str(x) for x in names)))
+    }
+
+
+def legend_outside(ax, fontsize: float = 8, sort: bool = False, **kw) -> None:
+    """The axes' legend to the right of the plot area, where it cannot cover data (``sort``: by label)."""
+    hs, ls = ax.get_legend_handles_labels()
+    if sort:
+        hs, ls = zip(*sorted(zip(hs, ls), key=lambda t: t[1])) if ls else ((), ())
+    ax.legend(
+        hs, ls, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=fontsize, **kw
+    )
+
+
+def _wrap(text: str, fig: Figure, fontsize: float) -> str:
+    # about 0.55 em per character: wrap to the figure's width so that no title runs off the canvas
+    width = max(30, int(fig.get_figwidth() * 72 / (0.55 * fontsize)) - 4)
+    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
+
+
+def _titles(fig: Figure, title: str, caption: str | None) -> None:
+    """Title and caption (n and the test or interval behind the figure) over the whole figure, wrapped to its
+    width: legends sit beside the axes, so an axes-wide title would be too narrow."""
+    fig.suptitle(_wrap(f"{title}\n{caption}" if caption else title, fig, 9.5), fontsize=9.5)
+
+
 def _need(df: pd.DataFrame, cols: Sequence[str], name: str) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise SaemuiError(f"{name}: missing column(s) {', '.join(missing)} (expected {', '.join(cols)})")
 
 
-def _annotate_stacked(ax, xs: np.ndarray, ys: np.ndarray, labels: Sequence[str]) -> None:
-    """Label points; labels of points that sit close together (checkpoints of one run) are stacked upward
-    instead of printed on top of each other."""
-    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
-    sx = max(np.ptp(xs), 1e-12)
-    sy = max(np.ptp(ys), 1e-12)
-    placed: list[tuple[float, float]] = []
-    lift = np.zeros(len(xs), dtype=int)
-    for i in np.argsort(ys, kind="stable"):
-        lift[i] = sum(abs(xs[i] - x) / sx < 0.12 and abs(ys[i] - y) / sy < 0.06 for x, y in placed)
-        placed.append((xs[i], ys[i]))
-    for x, y, s, k in zip(xs, ys, labels, lift):
-        ax.annotate(str(s), (x, y), textcoords="offset points", xytext=(4, 4 + 9 * k), fontsize=8)
+def _spearman_p(p: np.ndarray, m: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if len(p) < 3 or np.ptp(p) == 0 or np.ptp(m) == 0:
+        return float("nan")
+    return float(spearmanr(p, m).pvalue)
 
 
-def _draw_law(ax, fit: LawFit, p, m, labs, boot: LawBootstrap | None, band: bool) -> None:
-    ax.scatter(p, m, color="#1f77b4", zorder=3)
-    if labs is not None:
-        _annotate_stacked(ax, p, m, labs)
+def law_caption(fit: LawFit, boot: LawBootstrap | None = None, unit: str = "models", sep: str = "; ") -> str:
+    """n, the rank test and (with ``boot``) the slope interval of a law fit, for a title or caption."""
+    pv = _spearman_p(np.asarray(fit.perf), np.asarray(fit.mui))
+    s = f"n = {fit.n} {unit}, Spearman ρ = {fit.spearman_rho:.2f} (two-sided p = {pv:.2g})"
+    if boot is not None:
+        s += f"{sep}slope {boot.level:.0%} CI [{boot.slope_ci[0]:.3g}, {boot.slope_ci[1]:.3g}] ({boot.n_boot} bootstrap)"
+    return s
+
+
+def _draw_law(
+    ax,
+    fit: LawFit,
+    p,
+    m,
+    labs,
+    boot: LawBootstrap | None,
+    band: bool,
+    styles: Mapping[str, Mapping[str, str]] | None,
+    perf_bounds: tuple[float, float] | None,
+    perf_label: str,
+    mui_label: str,
+) -> None:
+    p, m = np.asarray(p, float), np.asarray(m, float)
+    if labs is None:
+        ax.scatter(p, m, color="#1f77b4", zorder=3, label="models")
+    else:
+        styles = styles or series_styles(labs)
+        for i in sorted(range(len(labs)), key=lambda i: str(labs[i])):  # legend in name order
+            x, y, lab = p[i], m[i], labs[i]
+            st = styles.get(str(lab), {"color": "#1f77b4", "marker": "o"})
+            ax.scatter([x], [y], zorder=3, s=36, label=str(lab), edgecolors="black", linewidths=0.4, **st)
     reg = fit.regressor
-    lo_r, hi_r = reg.min(), reg.max()
-    grid = np.exp(np.linspace(np.log(lo_r), np.log(hi_r), 200))
+    grid = np.exp(np.linspace(np.log(reg.min()), np.log(reg.max()), 200))
     curve = fit.predict(grid)
+    # A band or a curve outside the possible values (accuracy below 0 % or above 100 %, MUI below 0) is an
+    # artefact of extrapolating a log-linear fit: draw only the possible part.
+    lo_p, hi_p = perf_bounds if perf_bounds is not None else (-np.inf, np.inf)
     if band:
         boot = bootstrap_ci(fit) if boot is None else boot
         blo, bhi = boot.band(grid)
-        pct = f"{boot.level:.0%} bootstrap band"
+        lab = f"{boot.level:.0%} bootstrap band ({boot.n_boot} resamples)"
         if fit.form == "mui_from_perf":
-            ax.fill_between(grid, blo, bhi, color="#ff7f0e", alpha=0.2, label=pct)
+            ax.fill_between(
+                grid, np.maximum(blo, 0.0), np.maximum(bhi, 0.0), color="#ff7f0e", alpha=0.2, label=lab
+            )
         else:
-            ax.fill_betweenx(grid, blo, bhi, color="#ff7f0e", alpha=0.2, label=pct)
+            ax.fill_betweenx(
+                grid,
+                np.clip(blo, lo_p, hi_p),
+                np.clip(bhi, lo_p, hi_p),
+                color="#ff7f0e",
+                alpha=0.2,
+                label=lab,
+            )
+    eq = f"{fit.equation} (R² = {fit.r2:.2f})"
     if fit.form == "mui_from_perf":
-        ax.plot(grid, curve, color="#ff7f0e", label=f"{fit.equation} (R²={fit.r2:.2f})")
+        ax.plot(grid, np.where(curve >= 0, curve, np.nan), color="#ff7f0e", label=eq)
     else:
-        ax.plot(curve, grid, color="#ff7f0e", label=f"{fit.equation} (R²={fit.r2:.2f})")
-    ax.set_xlabel("performance P")
-    ax.set_ylabel("MUI")
-    ax.legend(fontsize=8)
+        ax.plot(np.where((curve >= lo_p) & (curve <= hi_p), curve, np.nan), grid, color="#ff7f0e", label=eq)
+    ax.set_xlabel(perf_label)
+    ax.set_ylabel(mui_label)
+    ax.set_ylim(bottom=0)
+    if perf_bounds is not None:
+        # a little room beyond the bounds so that markers of points at 0 % or 100 % are not cut in half
+        x0, x1 = ax.get_xlim()
+        pad = 0.02 * (hi_p - lo_p)
+        ax.set_xlim(max(x0, lo_p - pad), min(x1, hi_p + pad))
 
 
-def plot_law_grid(fits: Mapping[str, LawFit], boots: Mapping[str, LawBootstrap] | None = None) -> Figure:
-    """One panel per named fit (e.g. per task), each drawn as :func:`plot_law` draws one, labels from the
-    fits' own points."""
+def plot_law_grid(
+    fits: Mapping[str, LawFit],
+    boots: Mapping[str, LawBootstrap] | None = None,
+    *,
+    perf_bounds: tuple[float, float] | None = (0.0, 100.0),
+    perf_label: str = PERF_LABEL,
+    mui_label: str = MUI_LABEL,
+    title: str | None = None,
+) -> Figure:
+    """One panel per named fit (e.g. per task), drawn as :func:`plot_law` draws one; the points' names (the
+    fits' labels) share one (colour, marker) per name across panels and one legend outside the panels. Each
+    panel title gives its n, the Spearman test and the fitted equation."""
     if not fits:
         raise SaemuiError("plot_law_grid: no fits given")
     n = len(fits)
     ncols = min(n, 2)
     nrows = -(-n // ncols)
-    fig, axes = new_figure(6 * ncols, 4.5 * nrows, ncols=ncols, nrows=nrows)
+    fig, axes = new_figure(5.2 * ncols + 2.4, 4.2 * nrows, ncols=ncols, nrows=nrows)
+    names = [str(x) for f in fits.values() for x in (f.labels or ())]
+    styles = series_styles(names) if names else None
+    handles: dict[str, Any] = {}
     for ax, (name, fit) in zip(axes, fits.items()):
         boot = (boots or {}).get(name)
-        _draw_law(ax, fit, fit.perf, fit.mui, list(fit.labels) if fit.labels else None, boot, True)
-        ax.set_title(f"{name} (n={fit.n}, Spearman ρ={fit.spearman_rho:.2f})")
+        labs = list(fit.labels) if fit.labels else None
+        _draw_law(ax, fit, fit.perf, fit.mui, labs, boot, True, styles, perf_bounds, perf_label, mui_label)
+        ax.set_title(
+            f"{name}: {fit.equation}, R² = {fit.r2:.2f}\n{law_caption(fit, boot, sep=chr(10))}", fontsize=8.5
+        )
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            # one legend entry per model; the fitted line is named in each panel's title
+            key = (
+                "fitted law (equation in each title)" if lab == f"{fit.equation} (R² = {fit.r2:.2f})" else lab
+            )
+            handles.setdefault(key, h)
     for ax in axes[n:]:
         ax.set_visible(False)
+    order = sorted(k for k in handles if k in names) + [k for k in handles if k not in names]
+    axes[ncols - 1].legend(
+        [handles[k] for k in order],
+        order,
+        loc="upper left",
+        bbox_to_anchor=(1.04, 1.0),
+        borderaxespad=0.0,
+        fontsize=8,
+    )
+    if title:
+        _titles(fig, title, None)
     return fig
 
 
@@ -114,21 +225,31 @@ def plot_law(
     boot: LawBootstrap | None = None,
     band: bool = True,
     title: str | None = None,
+    caption: str | None = None,
+    styles: Mapping[str, Mapping[str, str]] | None = None,
+    perf_bounds: tuple[float, float] | None = (0.0, 100.0),
+    perf_label: str = PERF_LABEL,
+    mui_label: str = MUI_LABEL,
 ) -> Figure:
     """Scatter of (P, MUI) with the fitted law and a pointwise bootstrap band.
 
-    perf, mui, labels default to the fit's own points. The x axis is always P and the y axis MUI; for a
-    ``perf_from_mui`` fit the curve is drawn as P(MUI). ``boot`` defaults to ``bootstrap_ci(fit)`` (2000
-    resamples, seed 0) when ``band`` is True.
+    perf, mui, labels default to the fit's own points; labelled points get one (colour, marker) each and a
+    legend outside the axes. The x axis is always P and the y axis MUI; for a ``perf_from_mui`` fit the curve
+    is drawn as P(MUI). ``boot`` defaults to ``bootstrap_ci(fit)`` (2000 resamples, seed 0) when ``band`` is
+    True. Band and curve are cut to the possible range: P within ``perf_bounds`` (default 0–100, P in %;
+    None: no bounds), MUI ≥ 0. The caption (default: n, Spearman test, slope CI) is printed under the title.
     """
     p = fit.perf if perf is None else as_1d(perf, "perf", positive=True)
     m = fit.mui if mui is None else as_1d(mui, "mui", positive=True)
     if len(p) != len(m):
         raise SaemuiError(f"perf and mui must have equal length, got {len(p)} and {len(m)}")
     labs = list(labels) if labels is not None else (list(fit.labels) if fit.labels and perf is None else None)
-    fig, (ax,) = new_figure(6, 4.5)
-    _draw_law(ax, fit, p, m, labs, boot, band)
-    ax.set_title(title or f"Utility Law fit (n={fit.n}, Spearman ρ={fit.spearman_rho:.2f})")
+    if band and boot is None:
+        boot = bootstrap_ci(fit)
+    fig, (ax,) = new_figure(7.6, 4.6)
+    _draw_law(ax, fit, p, m, labs, boot, band, styles, perf_bounds, perf_label, mui_label)
+    _titles(fig, title or "Utility Law fit", caption or law_caption(fit, boot if band else None))
+    legend_outside(ax, fontsize=7.5)
     return fig
 
 
@@ -139,38 +260,58 @@ def plot_task_bars(
     model_col: str = "model",
     task_col: str = "task",
     err_cols: tuple[str, str] | None = None,
+    ylabel: str | None = None,
+    title: str | None = None,
+    caption: str | None = None,
 ) -> Figure:
-    """Grouped bars: one group per task, one bar per model.
+    """Grouped bars: one group per task, one bar per model (colours as :func:`series_styles`), legend outside.
 
     df: long table with columns model, task and ``value``; optional ``err_cols`` = (lo, hi) columns give
     interval whiskers (absolute values, e.g. bootstrap CI bounds).
     """
     _need(df, [model_col, task_col, value, *(err_cols or ())], "df")
     tasks = list(dict.fromkeys(df[task_col]))
-    models = list(dict.fromkeys(df[model_col]))
-    fig, (ax,) = new_figure(max(5.0, 1.0 + 0.6 * len(tasks) * max(1, len(models)) ** 0.5), 4)
-    width = 0.8 / len(models)
+    models = sorted(dict.fromkeys(str(m) for m in df[model_col]))
+    styles = series_styles(models)
+    fig, (ax,) = new_figure(max(6.0, 3.0 + 0.16 * len(tasks) * len(models)), 4.2)
+    width = 0.84 / len(models)
     x = np.arange(len(tasks))
     for j, mdl in enumerate(models):
-        sub = df[df[model_col] == mdl].set_index(task_col).reindex(tasks)
+        sub = df[df[model_col].astype(str) == mdl].set_index(task_col).reindex(tasks)
         vals = sub[value].to_numpy(float)
         yerr = None
         if err_cols:
             yerr = np.vstack(
                 [vals - sub[err_cols[0]].to_numpy(float), sub[err_cols[1]].to_numpy(float) - vals]
             )
-        ax.bar(x + (j - (len(models) - 1) / 2) * width, vals, width, yerr=yerr, capsize=2, label=str(mdl))
-    ax.set_xticks(x, [str(t) for t in tasks], rotation=30, ha="right")
-    ax.set_ylabel(value)
-    ax.legend(fontsize=8, ncols=min(4, len(models)))
+        ax.bar(
+            x + (j - (len(models) - 1) / 2) * width,
+            vals,
+            width,
+            yerr=yerr,
+            capsize=1.5,
+            error_kw={"elinewidth": 0.7},
+            label=mdl,
+            color=styles[mdl]["color"],
+        )
+    ax.set_xticks(x, [str(t) for t in tasks])
+    ax.set_xlabel("task")
+    ylabel = ylabel or {"mui": MUI_LABEL, "perf": PERF_LABEL}.get(value, value)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    _titles(fig, title or f"{ylabel} per task and model", caption)
+    legend_outside(ax, fontsize=7.5)
     return fig
 
 
-def plot_trajectory(df_phases: pd.DataFrame, tasks: Sequence[str] | None = None) -> Figure:
+def plot_trajectory(
+    df_phases: pd.DataFrame, tasks: Sequence[str] | None = None, caption: str | None = None
+) -> Figure:
     """Training trajectory with each step coloured by its phase (output of ``classify_trajectory``).
 
     Left: P per checkpoint; middle: MUI per checkpoint; right: ΔP vs ΔMUI per step (the phase quadrants).
-    Accepts ``classify_phases`` output too (a single trajectory, no ``task`` column).
+    Accepts ``classify_phases`` output too (a single trajectory, no ``task`` column). Both legends (line style
+    per task, colour per phase) sit below the panels.
     """
     _need(
         df_phases,
@@ -194,68 +335,96 @@ def plot_trajectory(df_phases: pd.DataFrame, tasks: Sequence[str] | None = None)
         df = df[df["task"].isin(list(tasks))]
     if df.empty:
         raise SaemuiError("df_phases: no steps to plot")
-    fig, axes = new_figure(13, 4, ncols=3)
-    styles = ["-", "--", ":", "-."]
+    fig, axes = new_figure(13, 4.6, ncols=3)
+    styles = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))]
+    task_handles = []
     for t_i, (task, g) in enumerate(df.groupby("task", sort=False)):
         ls = styles[t_i % len(styles)]
         for _, r in g.iterrows():
             c = PHASE_COLORS.get(r["phase"], "black")
             axes[0].plot(
-                [r["step"], r["step_to"]], [r["perf_from"], r["perf_to"]], ls, color=c, marker="o", ms=3
+                [r["step"], r["step_to"]], [r["perf_from"], r["perf_to"]], ls=ls, color=c, marker="o", ms=3
             )
             axes[1].plot(
-                [r["step"], r["step_to"]], [r["mui_from"], r["mui_to"]], ls, color=c, marker="o", ms=3
+                [r["step"], r["step_to"]], [r["mui_from"], r["mui_to"]], ls=ls, color=c, marker="o", ms=3
             )
         axes[2].scatter(g["dP"], g["dMUI"], c=[PHASE_COLORS.get(p, "black") for p in g["phase"]], s=18)
-        axes[0].plot([], [], ls, color="black", label=str(task))
+        (h,) = axes[0].plot([], [], ls=ls, color="black", label=str(task))
+        task_handles.append(h)
     # checkpoint names on the x axis, in step order
     names = {}
     for _, r in df.iterrows():
         names.setdefault(int(r["step"]), r["checkpoint_from"])
         names.setdefault(int(r["step_to"]), r["checkpoint_to"])
     ticks = sorted(names)
-    for ax, ylab in zip(axes[:2], ["performance P", "MUI"]):
+    for ax, ylab in zip(axes[:2], [PERF_LABEL, MUI_LABEL]):
         ax.set_xticks(ticks, [str(names[t]) for t in ticks], rotation=30, ha="right", fontsize=8)
-        ax.set_xlabel("checkpoint")
+        ax.set_xlabel("checkpoint (training step)")
         ax.set_ylabel(ylab)
+        ax.set_ylim(bottom=0)
+    axes[0].set_ylim(top=100)
+    axes[0].set_title("accuracy per checkpoint", fontsize=10)
+    axes[1].set_title("MUI per checkpoint", fontsize=10)
+    axes[2].set_title("step changes and their phase", fontsize=10)
     axes[2].axhline(0, color="black", lw=0.5)
     axes[2].axvline(0, color="black", lw=0.5)
-    axes[2].set_xlabel("ΔP")
-    axes[2].set_ylabel("ΔMUI")
-    for ph in PHASES:
-        axes[2].scatter([], [], color=PHASE_COLORS[ph], label=ph)
-    axes[2].legend(fontsize=7)
-    axes[0].legend(fontsize=7)
+    axes[2].set_xlabel("ΔP (percentage points)")
+    axes[2].set_ylabel("ΔMUI (percentage points)")
+    phase_handles = [axes[2].scatter([], [], color=PHASE_COLORS[ph], label=ph) for ph in PHASES]
+    fig.legend(
+        [*task_handles, *phase_handles],
+        [*(h.get_label() for h in task_handles), *PHASES],
+        loc="outside lower center",
+        ncols=len(task_handles) + len(PHASES),
+        fontsize=8,
+    )
+    if caption:
+        _titles(fig, caption, None)
     return fig
 
 
-def plot_contamination(shift_df: pd.DataFrame, title: str | None = None) -> Figure:
+def plot_contamination(
+    shift_df: pd.DataFrame, title: str | None = None, caption: str | None = None
+) -> Figure:
     """ΔP vs ΔMUI per task from ``shift_table``: in-domain vs out-of-domain tasks, quadrant lines at 0.
 
     The upper-right quadrant (P↑ MUI↑) is the contamination signature when only in-domain tasks land there.
     """
     _need(shift_df, ["task", "domain", "dP", "dMUI"], "shift_df")
-    fig, (ax,) = new_figure(5.5, 4.5)
+    fig, (ax,) = new_figure(6.8, 4.5)
     for dom, color, marker in (("in", "#d62728", "o"), ("out", "#1f77b4", "s")):
         g = shift_df[shift_df["domain"] == dom]
-        ax.scatter(g["dP"], g["dMUI"], color=color, marker=marker, label=f"{dom}-domain", zorder=3)
+        ax.scatter(
+            g["dP"],
+            g["dMUI"],
+            color=color,
+            marker=marker,
+            label="in-domain task" if dom == "in" else "out-of-domain task",
+            zorder=3,
+        )
         for _, r in g.iterrows():
             ax.annotate(
                 str(r["task"]), (r["dP"], r["dMUI"]), textcoords="offset points", xytext=(4, 4), fontsize=8
             )
     ax.axhline(0, color="black", lw=0.5)
     ax.axvline(0, color="black", lw=0.5)
-    ax.set_xlabel("ΔP (after − before)")
-    ax.set_ylabel("ΔMUI (after − before)")
-    ax.set_title(title or "Performance and utility shifts")
-    ax.legend(fontsize=8)
+    ax.margins(0.15)
+    ax.set_xlabel("ΔP, accuracy after − before (percentage points)")
+    ax.set_ylabel("ΔMUI, after − before (percentage points)")
+    _titles(fig, title or "Performance and utility shifts", caption)
+    legend_outside(ax)
     return fig
 
 
 def plot_coverage(
-    curves: Mapping[str, CoverageCurve] | Sequence[CoverageCurve], title: str | None = None
+    curves: Mapping[str, CoverageCurve] | Sequence[CoverageCurve],
+    title: str | None = None,
+    caption: str | None = None,
+    ylabel: str = "key units covered, MUI (%)",
 ) -> Figure:
-    """Union-growth curves (mean line, percentile band where there is one), one per named curve."""
+    """Union-growth curves (mean line, percentile band where there is one), one per named curve.
+
+    Curves named ``"<task> (random)"`` / ``"<task> (greedy)"`` share the task's colour (solid / dashed)."""
     items = (
         list(curves.items())
         if isinstance(curves, Mapping)
@@ -263,62 +432,104 @@ def plot_coverage(
     )
     if not items:
         raise SaemuiError("curves: expected at least one CoverageCurve")
-    fig, (ax,) = new_figure(6, 4.5)
+    fig, (ax,) = new_figure(7.4, 4.5)
+    groups = list(dict.fromkeys(str(n).rsplit(" (", 1)[0] for n, _ in items))
+    cmap = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"]
     for name, c in items:
         if not isinstance(c, CoverageCurve):
             raise SaemuiError(f"curves[{name!r}]: expected a CoverageCurve, got {type(c).__name__}")
-        (line,) = ax.plot(c.k, c.mean, label=str(name))
+        color = cmap(groups.index(str(name).rsplit(" (", 1)[0]) % cmap.N)
+        ls = "--" if str(name).endswith("(greedy)") else "-"
+        (line,) = ax.plot(c.k, c.mean, ls=ls, color=color, label=str(name))
         if c.n_perm > 0:
-            ax.fill_between(c.k, c.lo, c.hi, color=line.get_color(), alpha=0.2)
+            ax.fill_between(c.k, c.lo, c.hi, color=color, alpha=0.2)
     ax.set_xlabel("number of samples")
-    ax.set_ylabel("distinct key units covered")
-    ax.set_title(title or "Key-unit coverage")
-    ax.legend(fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    _titles(fig, title or "Key-unit coverage", caption)
+    legend_outside(ax)
     return fig
 
 
-def plot_rank_sweep(sweep: pd.DataFrame, title: str | None = None) -> Figure:
+def plot_rank_sweep(sweep: pd.DataFrame, title: str | None = None, caption: str | None = None) -> Figure:
     """Rank of each model (1 = best) against the weight α of ``utility_adjusted_score`` (``alpha_sensitivity``
-    output: columns ``alpha`` and ``rank:<model>``)."""
+    output: columns ``alpha`` and ``rank:<model>``); one (colour, marker) per model, legend outside."""
     _need(sweep, ["alpha"], "sweep")
     cols = [c for c in sweep.columns if str(c).startswith("rank:")]
     if not cols:
         raise SaemuiError("sweep: no rank:<model> columns (expected alpha_sensitivity output)")
-    fig, (ax,) = new_figure(6.5, 4.5)
+    styles = series_styles([c.removeprefix("rank:") for c in cols])
+    fig, (ax,) = new_figure(8.2, 4.8)
     for c in cols:
-        ax.plot(sweep["alpha"], sweep[c], marker="o", ms=3, label=c.removeprefix("rank:"))
+        name = c.removeprefix("rank:")
+        ax.plot(sweep["alpha"], sweep[c], ms=4, lw=1.2, label=name, **styles[name])
     ax.invert_yaxis()
+    ax.set_yticks(range(1, len(cols) + 1))
     ax.set_xlabel("α (1 = accuracy only, 0 = fewest key units only)")
     ax.set_ylabel("rank (1 = best)")
-    ax.set_title(title or "Ranking under α·z(P) − (1−α)·z(MUI)")
-    ax.legend(fontsize=7, ncols=2)
+    _titles(fig, title or "Ranking under α·z(P) − (1−α)·z(MUI)", caption)
+    legend_outside(ax, fontsize=7.5, sort=True)
     return fig
 
 
-def plot_sensitivity(model_means: pd.DataFrame, title: str | None = None) -> Figure:
-    """MUI of each model (rows) under each key-unit selection (columns), one line per model."""
+def plot_sensitivity(
+    model_means: pd.DataFrame,
+    title: str | None = None,
+    panels: Mapping[str, Sequence[str]] | None = None,
+    caption: str | None = None,
+) -> Figure:
+    """MUI (%) of each model (rows) under each key-unit selection (columns), one line per model.
+
+    panels: panel title → its columns (e.g. ``{"SAE features": ["eta=0.9"], "MLP neurons": ["k=0.001", …]}``);
+    default one panel per rule family (``k=…``, ``eta=…``). Each panel has its own MUI axis: MUI in two unit
+    bases are different quantities, and lines never join selections of different panels.
+    """
     if model_means.empty:
         raise SaemuiError("model_means: no rows to plot")
-    fig, (ax,) = new_figure(6, 4.5)
     cols = [str(c) for c in model_means.columns]
-    x = np.arange(len(cols))
-    # Lines join only selections of one family (k=… with k=…, eta=… with eta=…): an eta column is usually another
-    # unit basis (SAE features) than the k sweep (neurons), and a line between them would read as a trend.
-    families: dict[str, list[int]] = {}
-    for i, c in enumerate(cols):
-        families.setdefault(c.split("=")[0], []).append(i)
-    cmap = matplotlib.colormaps["tab20" if len(model_means) > 10 else "tab10"]
-    for j, (name, row) in enumerate(model_means.iterrows()):
-        vals = row.to_numpy(float)
-        for f, idx in enumerate(families.values()):
-            ax.plot(
-                x[idx], vals[idx], marker="o", ms=3, color=cmap(j % cmap.N), label=None if f else str(name)
-            )
-    ax.set_xticks(x, cols)
-    ax.set_xlabel("key-unit selection")
-    ax.set_ylabel("MUI")
-    ax.set_title(title or "MUI under different key-unit selections")
-    ax.legend(fontsize=7, ncols=2)
+    if panels is None:
+        fam: dict[str, list[str]] = {}
+        for c in cols:
+            fam.setdefault(c.split("=")[0], []).append(c)
+        panels = {f"{k} rule": v for k, v in fam.items()}
+    panels = {k: [str(c) for c in v if str(c) in cols] for k, v in panels.items()}
+    panels = {k: v for k, v in panels.items() if v}
+    if not panels:
+        raise SaemuiError("plot_sensitivity: no panel has a column of model_means")
+    widths = [max(1.2, len(v)) for v in panels.values()]
+    fig = Figure(figsize=(3.0 + 1.9 * sum(widths), 4.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=widths).ravel()
+    styles = series_styles([str(i) for i in model_means.index])
+    mm = model_means.copy()
+    mm.columns = cols
+    for ax, (ptitle, pcols) in zip(axes, panels.items()):
+        x = np.arange(len(pcols))
+        for name, row in mm[pcols].iterrows():
+            vals = row.to_numpy(float)
+            if np.isfinite(vals).any():
+                ax.plot(x, vals, ms=4, lw=1.1, label=str(name), **styles[str(name)])
+        ax.set_xticks(x, pcols)
+        ax.set_xlim(-0.5, len(pcols) - 0.5)
+        ax.set_xlabel("key-unit selection")
+        ax.set_ylabel(MUI_LABEL)
+        ax.set_ylim(bottom=0)
+        ax.set_title(ptitle, fontsize=10)
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    order = sorted(handles)
+    # on the last panel, beside it: a figure legend would collide with the figure-wide title
+    axes[-1].legend(
+        [handles[k] for k in order],
+        order,
+        loc="upper left",
+        bbox_to_anchor=(1.04, 1.0),
+        borderaxespad=0.0,
+        fontsize=7.5,
+    )
+    _titles(fig, title or "MUI under different key-unit selections", caption)
     return fig
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from saemui.errors import SaemuiError
 from saemui.explore import (
     ContextCollector,
+    ShownContext,
     compare_runs,
     context_tokens,
     correct_vs_incorrect,
@@ -105,6 +106,52 @@ def _context_html(
     return "<span class=cx>" + "".join(out) + "</span>"
 
 
+SHADES = 8  # activation shading levels (CSS classes s1…s8)
+
+
+def _shown_html(run: Run, c: ShownContext, window: int, vmax: float) -> str:
+    """A context with every token shaded by the unit's score on it (relative to ``vmax``, the unit's highest
+    shown score); the peak token is marked, prompt text grey, the target token underlined (predicting)."""
+    ids = run.ctx.tokens.get(c.sample)
+    if ids is None:
+        return "<span class=muted>tokens not recorded</span>"
+    target_next = run.result.summary["config"].get("alignment") == "predicting"
+    first = run.ctx.first_scored.get(c.sample, 0)
+    lo, hi = max(0, c.pos - window), min(len(ids), c.pos + window + 1)
+    out, prompt_open = [], False
+    for p in range(lo, hi):
+        t = _tok(run.ctx.token_text(ids[p]))
+        is_prompt = p < first
+        if is_prompt != prompt_open:
+            out.append("<span class=p>" if is_prompt else "</span>")
+            prompt_open = is_prompt
+        j = p - c.pos0
+        v = float(c.scores[j]) if 0 <= j < len(c.scores) else float("nan")
+        level = min(SHADES, math.ceil(SHADES * v / vmax)) if v == v and v > 0 and vmax > 0 else 0
+        if p == c.pos:
+            out.append(f'<mark class=s{level} title="{c.value:.4g}">{t}</mark>')
+        elif p == c.pos + 1 and target_next:
+            out.append(f"<u title='target token'>{t}</u>")
+        elif level:  # no per-token title: it would double the size of a page of contexts
+            out.append(f"<i class=s{level}>{t}</i>")
+        else:
+            out.append(t)
+    if prompt_open:
+        out.append("</span>")
+    return "<span class=cx>" + "".join(out) + "</span>"
+
+
+def _snippet(run: Run, layer: int, unit: int, window: int = 4) -> str:
+    """The unit's best context, short, for tables (shaded when the run kept shown contexts)."""
+    if run.ctx is None or not run.ctx.has(layer, unit):
+        return ""
+    shown = run.ctx.shown.get((layer, unit))
+    if shown:
+        return _shown_html(run, shown[0], window, max(c.value for c in shown))
+    top = run.ctx.top(layer, unit)
+    return _context_html(run, top[0][1], top[0][2], 2 * window, top[0][0], short=True) if top else ""
+
+
 def _unit_anchor(ri: int, layer: int, unit: int) -> str:
     return f"r{ri}-l{layer}-u{unit}"
 
@@ -116,22 +163,46 @@ def _np_link(run: Run, layer: int, unit: int) -> str:
     return f' <a class=np href="{esc(f"{NEURONPEDIA}/{npid}/{unit}")}" target=_blank rel=noopener>Neuronpedia ↗</a>'
 
 
-def _hist_svg(counts: np.ndarray, w: int = 180, h: int = 44) -> str:
+HIST_W, HIST_H, HIST_X0, HIST_Y0 = 400, 130, 34, 6
+HIST_PW, HIST_PH = HIST_W - 40, HIST_H - 34
+
+
+def _hist_axes() -> str:
+    """The histogram axes (drawn once per page, reused by every histogram through ``<use>``)."""
+    x0, y0, pw, ph = HIST_X0, HIST_Y0, HIST_PW, HIST_PH
+    bw = pw / 26
+    # bins: [0] underflow, 24 log bins of 1/4 decade from 1e-3, [-1] overflow: a tick every decade
+    ticks = "".join(
+        f'<path d="M{x0 + (1 + 4 * d) * bw:.0f} {y0 + ph}v4" stroke="#999"/><text x="{x0 + (1 + 4 * d) * bw:.0f}" '
+        f'y="{y0 + ph + 15}" text-anchor=middle>{lab}</text>'
+        for d, lab in enumerate(["1e-3", "0.01", "0.1", "1", "10", "100", "1e3"])
+    )
+    return (
+        '<svg width=0 height=0 style="position:absolute" aria-hidden=true><defs><g id=hax>'
+        f'<path d="M{x0} {y0}V{y0 + ph}H{x0 + pw}" stroke="#999" fill=none/>{ticks}'
+        f'<text x="{x0 - 3}" y="{y0 + ph}" text-anchor=end>0</text></g></defs></svg>'
+    )
+
+
+def _hist_svg(counts: np.ndarray) -> str:
+    """Log-binned histogram of the unit's positive scores: bars over decades 1e-3…1e3, counts on a y axis."""
     total = int(counts.sum())
     top = max(int(counts.max()), 1)
-    bw = w / len(counts)
+    x0, y0, pw, ph, w, h = HIST_X0, HIST_Y0, HIST_PW, HIST_PH, HIST_W, HIST_H
+    bw = pw / len(counts)
+    # all bars in one path: a rect element per bar would make the histogram the largest part of the page
     bars = "".join(
-        f'<rect x="{i * bw:.1f}" y="{h - 12 - (h - 14) * c / top:.1f}" width="{bw - 0.6:.1f}" '
-        f'height="{(h - 14) * c / top:.1f}"/>'
+        f"M{x0 + i * bw:.0f} {y0 + ph}v{-ph * c / top:.1f}h{bw - 1:.0f}V{y0 + ph}z"
         for i, c in enumerate(counts.tolist())
         if c
     )
     return (
         f'<svg class=hist width="{w}" height="{h}" viewBox="0 0 {w} {h}" role=img>'
-        f"<title>positive scores of {total} tokens, log-spaced bins 1e-3…1e3 (ends: under/overflow)</title>"
-        f'<g fill="#3b6fb6">{bars}</g><line x1=0 x2="{w}" y1="{h - 12}" y2="{h - 12}" stroke="#999"/>'
-        f'<text x=0 y="{h - 1}">≤1e-3</text><text x="{w / 2:.0f}" y="{h - 1}" text-anchor=middle>1</text>'
-        f'<text x="{w}" y="{h - 1}" text-anchor=end>≥1e3</text></svg>'
+        f"<title>positive scores of {total} tokens in log-spaced bins (first and last bar: below 1e-3, above 1e3)"
+        f'</title><path d="{bars}" fill="#3b6fb6"/><use href="#hax"/>'
+        f'<text x="{x0 - 3}" y="{y0 + 8}" text-anchor=end>{top}</text>'
+        f'<text x="{x0 + pw / 2:.0f}" y="{h - 2}" text-anchor=middle>score (log scale) · {total} firing tokens'
+        "</text></svg>"
     )
 
 
@@ -254,9 +325,11 @@ def _overview(runs: list[Run]) -> str:
         "<li><b>fire</b>: scored response tokens where the unit's score is &gt; 0 (SAE: the feature is active; "
         "neurons: the neuron pushes the target token's logit up). <b>key</b>: samples whose key set contains the "
         "unit.</li>"
-        "<li><b>Contexts</b>: the unit's highest scores over this run's own responses; the scored token is "
-        "<mark>highlighted</mark> (hover for the score), prompt text is grey, and with the <i>predicting</i> "
-        "alignment the target token is <u>underlined</u>.</li>"
+        "<li><b>Contexts</b>: at most one per sample: the samples where the unit peaks highest (<i>top</i>) "
+        "and samples at lower quantiles of the peaks over a fixed pseudo-random pool of samples (<i>q75</i>, "
+        "<i>q50</i>, <i>q25</i>: the quantile). Every token is shaded by the unit's score on it "
+        "(<i class=s2>weak</i> to <i class=s8>strong</i>, relative to the unit's highest shown score); the peak token is <mark>marked</mark>, prompt text is grey, and with the "
+        "<i>predicting</i> alignment the target token is <u>underlined</u>.</li>"
         "<li><b>Logit lens</b>: tokens whose unembedding aligns most (↑) / least (↓) with the unit's output "
         "direction (SAE decoder row, or the neuron's down-projection column), W_U·d without the final norm.</li>"
         "</ul>"
@@ -278,11 +351,8 @@ def _feature_table(run: Run, ri: int, layer: int, by: str, n_top: int) -> str:
     rows = []
     for row in df.itertuples():
         u = int(row.unit)
-        snippet = lens = ""
+        snippet, lens = _snippet(run, layer, u), ""
         if run.ctx is not None and run.ctx.has(layer, u):
-            top = run.ctx.top(layer, u)
-            if top:
-                snippet = _context_html(run, top[0][1], top[0][2], 8, top[0][0], short=True)
             t = run.ctx.lens.get((layer, u))
             if t is not None:
                 lens = " ".join(f"<code>{_tok(run.ctx.token_text(i))}</code>" for i in t[0][:3])
@@ -316,11 +386,26 @@ def _unit_card(run: Run, ri: int, layer: int, unit: int, n_show: int, window: in
     body = ""
     if run.ctx is not None and run.ctx.has(layer, unit):
         counts, _ = run.ctx.histogram(layer, unit)
-        ctxs = "".join(
-            f"<div class=c><span class=v>{v:.3g}</span>{_context_html(run, s, p, window, v)}"
-            f"<span class=sid>{esc(ids.get(s, s))}</span></div>"
-            for v, s, p in run.ctx.top(layer, unit)[:n_show]
-        )
+        shown = run.ctx.shown.get((layer, unit))
+        if shown:
+            vmax = max(c.value for c in shown)
+            # up to half of the slots go to quantile contexts: the lower range is shown even with few slots
+            qs = [c for c in shown if c.kind == "quantile"][: n_show // 2]
+            shown = [c for c in shown if c.kind == "top"][: n_show - len(qs)] + qs
+            ctxs = "".join(
+                f"<div class=c><span class=v title='{'top sample' if c.kind == 'top' else 'pool quantile'}'>"
+                f"{c.value:.3g}<small>{'top' if c.kind == 'top' else f'q{100 * c.quantile:.0f}'}</small></span>"
+                f"{_shown_html(run, c, window, vmax)}<span class=sid>{esc(ids.get(c.sample, c.sample))}</span></div>"
+                for c in shown
+            )
+        else:  # contexts from before shown contexts existed: the top list, one context per sample
+            seen: set[int] = set()
+            best = [t for t in run.ctx.top(layer, unit) if not (t[1] in seen or seen.add(t[1]))]
+            ctxs = "".join(
+                f"<div class=c><span class=v>{v:.3g}</span>{_context_html(run, s, p, window, v)}"
+                f"<span class=sid>{esc(ids.get(s, s))}</span></div>"
+                for v, s, p in best[:n_show]
+            )
         body = (
             f"<div class=cardtop>{_hist_svg(counts)}{_lens_html(run, layer, unit, 8)}</div>"
             f"<div class=ctxs>{ctxs or '<span class=muted>no positive scores</span>'}</div>"
@@ -331,20 +416,49 @@ def _unit_card(run: Run, ri: int, layer: int, unit: int, n_show: int, window: in
     )
 
 
+def min_fisher_p(n_correct: int, n_incorrect: int) -> float:
+    """The smallest two-sided Fisher p any unit can reach with these group sizes (key in every sample of one
+    group and in none of the other)."""
+    from scipy.stats import fisher_exact
+
+    return min(
+        float(fisher_exact([[n_correct, 0], [0, n_incorrect]])[1]),
+        float(fisher_exact([[0, n_correct], [n_incorrect, 0]])[1]),
+    )
+
+
+def _significance_note(res: MUIResult, n_tested: int, alpha: float = 0.05) -> str:
+    nc = sum(1 for s in res.samples if s.get("correct") is True)
+    ni = sum(1 for s in res.samples if s.get("correct") is False)
+    pmin = min_fisher_p(nc, ni)
+    if pmin > alpha:
+        return (
+            f"<p class=warn>No unit can reach significance here: with {nc} correct and {ni} incorrect samples the "
+            f"smallest possible p (Fisher, two-sided) is {pmin:.2g} &gt; {alpha}. The table ranks units, it does "
+            "not find any; label more samples.</p>"
+        )
+    if pmin * n_tested > alpha:
+        return (
+            f"<p class=warn>With {nc} correct and {ni} incorrect samples the smallest possible p is {pmin:.2g}; "
+            f"after Benjamini–Hochberg over {n_tested} units a unit needs p ≤ {alpha}·rank/{n_tested}, so few "
+            "or no units can reach q ≤ 0.05.</p>"
+        )
+    return ""
+
+
 def _correct_section(run: Run, ri: int, n: int) -> str:
     res = run.result
     try:
         df = correct_vs_incorrect(res)
     except SaemuiError as e:
         return f"<h3>Correct vs incorrect responses</h3><p class=muted>{esc(e)}</p>"
+    n_tested = len(df)
+    note = _significance_note(res, n_tested)
     df = df.head(n)
     rows = []
     for row in df.itertuples():
         lay, u = int(row.layer), int(row.unit)
-        snip = ""
-        if run.ctx is not None and run.ctx.has(lay, u) and run.ctx.top(lay, u):
-            v, s, p = run.ctx.top(lay, u)[0]
-            snip = _context_html(run, s, p, 8, v, short=True)
+        snip = _snippet(run, lay, u)
         rows.append(
             f"<tr>{_num(lay)}<td data-v='{u}'>{u}</td>"
             + _num(row.freq_correct, _pct(row.freq_correct, 1))
@@ -357,7 +471,7 @@ def _correct_section(run: Run, ri: int, n: int) -> str:
     return (
         "<h3>Correct vs incorrect responses</h3><p class=muted>Units whose key-set frequency differs between "
         "correct and incorrect samples: Fisher's exact test per unit, q = Benjamini–Hochberg over all "
-        f"{len(correct_vs_incorrect(res))} tested units; the {len(df)} smallest p shown.</p>"
+        f"{n_tested} tested units; the {len(df)} smallest p shown.</p>{note}"
         "<table class=sort><thead><tr><th>layer</th><th>unit</th><th>key % correct</th><th>key % incorrect</th>"
         "<th>difference</th><th>p</th><th>q</th><th>top context</th></tr></thead><tbody>"
         + "".join(rows)
@@ -365,9 +479,66 @@ def _correct_section(run: Run, ri: int, n: int) -> str:
     )
 
 
+def _sample_text(run: Run, sample: int, limit: int = 400) -> str:
+    """The sample's prompt (grey) and response as recorded by the contexts, shortened in the middle."""
+    ids = run.ctx.tokens.get(sample) if run.ctx is not None else None
+    if ids is None:
+        return ""
+    first = run.ctx.first_scored.get(sample, 0)
+    prompt = "".join(run.ctx.token_text(i) for i in ids[:first])
+    resp = "".join(run.ctx.token_text(i) for i in ids[first:])
+    short = lambda t: t if len(t) <= limit else t[: limit // 2] + " … " + t[-limit // 2 :]  # noqa: E731
+    return f"<div class=cx><span class=p>{_tok(short(prompt))}</span>{_tok(short(resp))}</div>"
+
+
+def _samples_section(run: Run, ri: int, cards: set[tuple[int, int]], max_samples: int = 100) -> str:
+    """Per sample: its key units per layer (links to the unit cards shown above), chosen with a picker."""
+    res = run.result
+    try:
+        ip, units = res.sets_csr()
+    except SaemuiError as e:
+        return f"<h3>Samples</h3><p class=muted>{esc(e)}</p>"
+    L = len(res.layers)
+    n = len(res.samples)
+    shown = res.samples[:max_samples]
+    opts, views = [], []
+    for k, row in enumerate(shown):
+        i = int(row["index"])
+        per = [units[ip[i * L + r] : ip[i * L + r + 1]] for r in range(L)]
+        n_key = int(sum(len(u) for u in per))
+        label = {True: "correct", False: "incorrect"}.get(row.get("correct"), "unlabelled")
+        opts.append(
+            f'<option value="{i}"{" selected" if k == 0 else ""}>{esc(row["id"])} · {label} · {n_key} key units'
+            "</option>"
+        )
+        trs = []
+        for layer, us in zip(res.layers, per):
+            if not len(us):
+                continue
+            links = " ".join(
+                f'<a href="#{_unit_anchor(ri, layer, int(u))}">{int(u)}</a>'
+                if (layer, int(u)) in cards
+                else str(int(u))
+                for u in us.tolist()
+            )
+            trs.append(f"<tr>{_num(layer)}{_num(len(us))}<td>{links}</td></tr>")
+        views.append(
+            f'<div class=smp data-run="{ri}" data-sample="{i}">{_sample_text(run, i)}'
+            "<table><thead><tr><th>layer</th><th>key units</th><th>units (linked: has a card above)</th></tr>"
+            f"</thead><tbody>{''.join(trs)}</tbody></table></div>"
+        )
+    more = f" (the first {max_samples} of {n})" if n > max_samples else ""
+    return (
+        f"<h3 id=r{ri}-samples>Samples{more}</h3><p class=muted>The key units of one sample, per layer: what this response used."
+        "</p>"
+        f'<label>Sample <select class=ssel data-run="{ri}">{"".join(opts)}</select></label>' + "".join(views)
+    )
+
+
 def _run_section(run: Run, ri: int, n_top: int, n_show: int, window: int) -> str:
     res = run.result
     opts, layers_html = [], []
+    card_units: set[tuple[int, int]] = set()
     start = int(np.argmax(res.per_layer)) if res.layers else 0
     for i, (layer, m) in enumerate(zip(res.layers, res.per_layer)):
         r = res.layers.index(layer)
@@ -379,6 +550,7 @@ def _run_section(run: Run, ri: int, n_top: int, n_show: int, window: int) -> str
         units: list[int] = []
         for by in ("fire", "keyfreq"):
             units += [int(u) for u in top_features(res, layer, by, n_top)["unit"] if int(u) not in units]
+        card_units.update((layer, u) for u in units)
         cards = "".join(_unit_card(run, ri, layer, u, n_show, window) for u in units)
         layers_html.append(
             f'<div class=layer id="r{ri}-l{layer}" data-run="{ri}" data-layer="{layer}">'
@@ -400,6 +572,7 @@ def _run_section(run: Run, ri: int, n_top: int, n_show: int, window: int) -> str
         f"{s['n_tokens']} scored tokens</p>{ctx_note}"
         f'<label>Show <select class=lsel data-run="{ri}">{"".join(opts)}</select></label>'
         + "".join(layers_html)
+        + _samples_section(run, ri, card_units)
         + _correct_section(run, ri, 15)
     )
 
@@ -408,10 +581,8 @@ def _unique_table(run: Run, ri: int, df, other: str) -> str:
     rows = []
     for row in df.itertuples():
         lay, u = int(row.layer), int(row.unit)
-        snip = lens = ""
-        if run.ctx is not None and run.ctx.has(lay, u) and run.ctx.top(lay, u):
-            v, s, p = run.ctx.top(lay, u)[0]
-            snip = _context_html(run, s, p, 8, v, short=True)
+        snip, lens = _snippet(run, lay, u), ""
+        if run.ctx is not None and run.ctx.has(lay, u):
             t = run.ctx.lens.get((lay, u))
             if t is not None:
                 lens = " ".join(f"<code>{_tok(run.ctx.token_text(i))}</code>" for i in t[0][:3])
@@ -490,7 +661,13 @@ align-items:baseline;border-top:1px dotted #e3e3e3;padding:2px 0}.c .v{min-width
 font-variant-numeric:tabular-nums;color:#23395d;font-size:12px}.c .cx{flex:1}.c .sid{color:#999;font-size:11px}
 svg text{font-size:10px;fill:#555}svg.chart{max-width:100%;height:auto}a.np{font-size:12px;font-weight:normal}
 .lens{min-width:0;overflow-wrap:anywhere}.lens code{white-space:pre-wrap}.card{overflow:hidden}
-.notes{color:#444;max-width:900px}select{font:inherit;padding:2px 4px}summary{cursor:pointer;color:#23395d}
+.notes{color:#444;max-width:900px}select{font:inherit;padding:2px 4px;max-width:100%}summary{cursor:pointer;
+color:#23395d}.cx i{font-style:normal;border-radius:2px}.s1{background:#fff3c4}.s2{background:#ffeaa0}.s3{
+background:#ffe17d}.s4{background:#ffd659}.s5{background:#ffc93a}.s6{background:#ffb41f}.s7{background:#ff9a0a}
+.s8{background:#f57c00}mark{outline:1px solid #b35900}.c .v small{display:block;color:#999;font-size:10px}
+.smp{margin:6px 0}.smp .cx{display:block;max-width:1100px;margin:4px 0 6px;color:#333}.cards{max-width:100%}
+svg.hist{max-width:100%;height:auto;flex:0 0 auto}.cardtop{flex-wrap:wrap}.cardtop .lens{flex:1 1 200px}@media (max-width:1000px){.cards{grid-template-columns:1fr}.cardtop{
+flex-wrap:wrap}.two>div{flex-basis:100%}table{display:block;overflow-x:auto}}
 """
 
 JS = """
@@ -507,6 +684,14 @@ JS = """
     var s=document.querySelector('select.lsel[data-run="'+run+'"]');
     if(s&&s.value!==String(layer)){s.value=String(layer);}
   }
+  function showSample(run,smp){
+    [].forEach.call(document.querySelectorAll('.smp[data-run="'+run+'"]'),function(d){
+      d.hidden=d.getAttribute('data-sample')!==String(smp);});
+  }
+  [].forEach.call(document.querySelectorAll('select.ssel'),function(s){
+    s.addEventListener('change',function(){showSample(s.getAttribute('data-run'),s.value);});
+    showSample(s.getAttribute('data-run'),s.value);
+  });
   tabs.forEach(function(b){b.addEventListener('click',function(){show(b.getAttribute('data-tab'));});});
   [].forEach.call(document.querySelectorAll('select.lsel'),function(s){
     s.addEventListener('change',function(){showLayer(s.getAttribute('data-run'),s.value);});
@@ -575,7 +760,7 @@ def build_report(
         '<meta name=viewport content="width=device-width,initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>{esc(title)}</h1><p>{len(runs)} run(s): {esc(names)} · generated {now}</p></header>"
-        f"<nav class=tabs>{nav}</nav><main>{body}</main><script>{JS}</script></body></html>\n"
+        f"{_hist_axes()}<nav class=tabs>{nav}</nav><main>{body}</main><script>{JS}</script></body></html>\n"
     )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from saemui.analysis import KINDS
@@ -55,6 +56,29 @@ def _json(obj: Any, path: Path) -> Path:
     return path
 
 
+PERF_SMOOTHED = "accuracy P (%, add-half smoothed)"
+
+
+def _n_items(df: pd.DataFrame) -> str:
+    ns = sorted(set(int(n) for n in df["n"]))
+    return str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+
+
+def _tasks_n(df: pd.DataFrame) -> str:
+    return f"{df['task'].nunique()} tasks × N = {_n_items(df)} items"
+
+
+def _with_accuracy_ci(df: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Accuracy in % with exact binomial (Clopper–Pearson) bounds per (model, task) row."""
+    from scipy.stats import beta
+
+    k, n = df["n_correct"].to_numpy(float), df["n"].to_numpy(float)
+    a = (1 - level) / 2
+    lo = np.where(k > 0, beta.ppf(a, k, n - k + 1), 0.0)
+    hi = np.where(k < n, beta.ppf(1 - a, k + 1, n - k), 1.0)
+    return df.assign(accuracy_pct=100 * k / n, acc_lo=100 * lo, acc_hi=100 * hi)
+
+
 def reproduce_law(results: Path | None, out: Path, n_boot: int = 2000) -> list[Path]:
     """Law fits (both forms, bootstrap CIs) on clean, independent and all models, and per task; scatter + band;
     per-task bars."""
@@ -74,8 +98,12 @@ def reproduce_law(results: Path | None, out: Path, n_boot: int = 2000) -> list[P
         raise SaemuiError(f"no law fit possible on these results: {errors}")
     subset, res = shown
     fit = res["fits"]["mui_from_perf"]
+    boot = res["boots"]["mui_from_perf"]
     fig = plot_law(
-        fit, boot=res["boots"]["mui_from_perf"], title=f"Utility Law on the zoo ({subset} models, n={fit.n})"
+        fit,
+        boot=boot,
+        title=f"Utility Law on the zoo ({subset} models; each point: mean over {_tasks_n(df)})",
+        perf_label=PERF_SMOOTHED,
     )
     written += save_figure(fig, out / "law")
     written.append(_csv(pd.concat(tables, ignore_index=True), out / "law_fits.csv"))
@@ -90,6 +118,8 @@ def reproduce_law(results: Path | None, out: Path, n_boot: int = 2000) -> list[P
         fig = plot_law_grid(
             {t: f[form] for t, f in per_task["fits"].items()},
             {t: b[form] for t, b in per_task["boots"].items()},
+            perf_label=PERF_SMOOTHED,
+            title=f"Utility Law per task, P = c + d·ln(MUI) on clean models (N = {_n_items(df)} items per point)",
         )
         written += save_figure(fig, out / "law_per_task")
     written.append(
@@ -103,8 +133,24 @@ def reproduce_law(results: Path | None, out: Path, n_boot: int = 2000) -> list[P
             out / "law_notes.json",
         )
     )
-    written += save_figure(plot_task_bars(df, "mui"), out / "tasks_mui")
-    written += save_figure(plot_task_bars(df, "perf"), out / "tasks_perf")
+    sel = ", ".join(sorted(set(df["selection"].astype(str))))
+    basis = ", ".join(sorted(set(df["basis"].astype(str))))
+    fig = plot_task_bars(
+        df,
+        "mui",
+        title="MUI per task and model",
+        caption=f"N = {_n_items(df)} samples per bar; {basis}, {sel}; point estimates (no interval)",
+    )
+    written += save_figure(fig, out / "tasks_mui")
+    fig = plot_task_bars(
+        _with_accuracy_ci(df),
+        "accuracy_pct",
+        err_cols=("acc_lo", "acc_hi"),
+        ylabel="accuracy (%)",
+        title="Accuracy per task and model",
+        caption=f"n = {_n_items(df)} items per bar; whiskers: 95 % Clopper–Pearson intervals",
+    )
+    written += save_figure(fig, out / "tasks_perf")
     return written
 
 
@@ -114,8 +160,13 @@ def reproduce_training(results: Path | None, out: Path, n_boot: int = 2000) -> l
     phases = az.training_analysis(df)
     written = [_csv(phases, out / "training_phases.csv")]
     for series, g in phases.groupby("series", sort=False):
-        fig = plot_trajectory(g.drop(columns="series"))
-        fig.suptitle(f"checkpoints of {series}")
+        n_ck = len(set(g["checkpoint_from"]) | set(g["checkpoint_to"]))
+        fig = plot_trajectory(
+            g.drop(columns="series"),
+            caption=f"checkpoints of {series}: {n_ck} checkpoints × {g['task'].nunique()} series "
+            f"(tasks and their mean), N = {_n_items(df)} items per task; phases from the signs of ΔP and ΔMUI "
+            "outside a dead band (no test)",
+        )
         written += save_figure(fig, out / f"training_{series}")
     return written
 
@@ -127,9 +178,17 @@ def reproduce_contamination(results: Path | None, out: Path, n_boot: int = 2000)
     written = [_csv(res["scores"], out / "contamination_scores.csv")]
     if not res["shifts"].empty:
         written.append(_csv(res["shifts"], out / "contamination_shifts.csv"))
+        sc = res["scores"]
+        auc = res["auroc"]
+        auc_txt = "AUROC not defined" if auc is None or auc != auc else f"AUROC {auc:.2f}"
         for model, g in res["shifts"].groupby("model", sort=False):
             tag = "contaminated" if g["contaminated_model"].iloc[0] else "clean fine-tune"
-            fig = plot_contamination(g, title=f"{model} vs its base ({tag})")
+            fig = plot_contamination(
+                g,
+                title=f"{model} vs its base ({tag})",
+                caption=f"n = {len(g)} tasks × N = {_n_items(df)} items; descriptive. Test over all "
+                f"{len(sc)} (model, task) points: law-residual score, {auc_txt}",
+            )
             written += save_figure(fig, out / f"contamination_{model}")
     n_pos = int(res["scores"]["contaminated"].sum()) if not res["scores"].empty else 0
     summary = {
@@ -164,13 +223,20 @@ def reproduce_comparison(results: Path | None, out: Path, n_boot: int = 2000) ->
     ]
     if res["law_residual"] is not None:
         written.append(_csv(res["law_residual"], out / "comparison_law_residual.csv"))
-    written += save_figure(plot_rank_sweep(res["sweep"]), out / "comparison")
+    fig = plot_rank_sweep(
+        res["sweep"],
+        caption=f"n = {df['model'].nunique()} models, mean over {_tasks_n(df)}; at α = {res['alpha']:g}: "
+        f"Kendall τ-b vs accuracy ranking = {tau.tau:.2f}, {tau.level:.0%} CI [{tau.lo:.2f}, {tau.hi:.2f}] "
+        f"({tau.n_boot} bootstrap)",
+    )
+    written += save_figure(fig, out / "comparison")
     return written
 
 
 def reproduce_diversity(results: Path | None, out: Path, n_boot: int = 2000) -> list[Path]:
     """Per root model: coverage curves (random orders and greedy); task overlap; mixed vs single-task MUI."""
     recs = az.load_records(results)
+    df_all = az.load_zoo(recs)
     roots = list(dict.fromkeys(r["model"] for r in recs if r["derivation"] == "none"))
     written = []
     for i, root in enumerate(roots or [None]):
@@ -178,7 +244,14 @@ def reproduce_diversity(results: Path | None, out: Path, n_boot: int = 2000) -> 
         if i == 0:
             written.append(_csv(res["mix"], out / "diversity_mix.csv"))
         written.append(_csv(res["jaccard"], out / f"diversity_jaccard_{res['model']}.csv", index=True))
-        fig = plot_coverage(res["curves"], title=f"Key-unit coverage of {res['model']} (MUI %)")
+        n_perm = next((c.n_perm for c in res["curves"].values() if c.n_perm), 0)
+        level = next((c.level for c in res["curves"].values() if c.n_perm), 0.95)
+        fig = plot_coverage(
+            res["curves"],
+            title=f"Key-unit coverage of {res['model']}",
+            caption=f"up to N = {_n_items(df_all)} samples per task; band: {level:.0%} percentile band over "
+            f"{n_perm} random orders; dashed: greedy max coverage (descriptive, no test)",
+        )
         written += save_figure(fig, out / f"diversity_{res['model']}")
     for basis in ("neurons", "sae"):
         try:
@@ -194,12 +267,31 @@ def reproduce_diversity(results: Path | None, out: Path, n_boot: int = 2000) -> 
 
 def reproduce_sensitivity(results: Path | None, out: Path, n_boot: int = 2000) -> list[Path]:
     """MUI under each measured key-unit rule and the rank stability (Kendall τ) of models across rules."""
-    res = az.sensitivity_analysis(az.load_records(results))
+    recs = az.load_records(results)
+    res = az.sensitivity_analysis(recs)
     written = [
         _csv(res["table"], out / "sensitivity_table.csv", index=True),
         _csv(res["taus"], out / "sensitivity_taus.csv"),
     ]
-    written += save_figure(plot_sensitivity(res["model_means"]), out / "sensitivity")
+    # one panel per unit basis: the SAE and the neuron MUI are different quantities on different scales
+    tab = res["table"]
+    panels: dict[str, list[str]] = {}
+    for basis, g in tab.groupby(level="basis", sort=True):
+        cols = [str(c) for c in tab.columns if g[c].notna().any()]
+        kind = "MLP neurons" if str(basis).startswith("neurons") else "SAE features"
+        panels.setdefault(f"{kind} ({basis})", cols)
+    taus = "; ".join(
+        f"{r.selection} {r.tau_vs_main:.2f} (n = {r.n_models})"
+        for r in res["taus"].itertuples()
+        if r.selection != res["main"]
+    )
+    fig = plot_sensitivity(
+        res["model_means"],
+        panels=panels,
+        caption=f"mean over {_tasks_n(az.load_zoo(recs))} per model; Kendall τ-b of the model ranking vs "
+        f"{res['main']}: {taus}",
+    )
+    written += save_figure(fig, out / "sensitivity")
     return written
 
 

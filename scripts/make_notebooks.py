@@ -1,26 +1,51 @@
 #!/usr/bin/env python
-"""Write the notebooks in ``notebooks/`` (unexecuted) from the cell sources below.
+"""Write the notebooks in ``notebooks/`` from the cell sources below, then execute them and keep the outputs.
 
 The notebooks are generated so their code stays short, reviewed here, and identical to the public API the
-scripts use; ``tests/test_notebooks.py`` executes them against a tiny zoo. Re-run after editing a cell.
+scripts use; ``tests/test_notebooks.py`` executes them against a tiny zoo and against ``results/zoo``, and checks
+that the committed notebooks carry their figures. Re-run after editing a cell:
+
+    python scripts/make_notebooks.py              # write + execute (zoo notebooks read ../results/zoo)
+    python scripts/make_notebooks.py --no-execute # write the sources only
+
+Figures are shown through IPython's inline formatter (``%matplotlib inline``) at 72 dpi so that the committed
+outputs stay small; execution timings and the kernel's language_info are dropped so that re-running on the same
+results changes nothing. A notebook that cannot run here (the quickstart needs the embedded model) is written
+without outputs and reported.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import re
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-OUT = Path(__file__).resolve().parents[1] / "notebooks"
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "notebooks"
+# Figures display through IPython's formatter for matplotlib Figure objects (the plots never use pyplot);
+# 72 dpi keeps a committed PNG output around 30-80 kB.
+INLINE = (
+    "%matplotlib inline\n"
+    "%config InlineBackend.print_figure_kwargs = {'bbox_inches': 'tight', 'dpi': 72}\n"
+    "%config InlineBackend.figure_formats = ['png']\n"
+)
 
-SETUP = """from saemui import plots
+SETUP = (
+    INLINE
+    + """from saemui import plots
 from saemui.analysis import zoo as az
 
 RESULTS = az.results_dir()  # $SAEMUI_ZOO_RESULTS, else results/zoo
 df = az.load_zoo(RESULTS)
 print(RESULTS, '-', df['model'].nunique(), 'models x', df['task'].nunique(), 'tasks, N =', df['n'].iloc[0])"""
+)
 
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "00_quickstart": [
@@ -32,7 +57,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
         ),
         (
             "code",
-            "from saemui import RunConfig, compute_mui, load_model, read_samples\n"
+            INLINE + "from saemui import RunConfig, compute_mui, load_model, read_samples\n"
             "from saemui.records import BUILTIN_SAMPLES\n\n"
             "lm = load_model()  # smollm2-135m-instruct\n"
             "samples = read_samples(BUILTIN_SAMPLES)[:4]\n"
@@ -182,17 +207,95 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def main() -> int:
+def build(name: str, cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
+    nb = new_notebook(
+        cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    )
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i:02d}"  # stable ids: regenerating a notebook changes only what changed
+    return nb
+
+
+def kernel_dir(root: Path) -> Path:
+    """A ``python3`` kernel spec running this interpreter (an installed spec may point at another Python)."""
+    spec = root / "kernels" / "python3"
+    spec.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "Python 3", "language": "python"})
+    )
+    return root
+
+
+def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 600) -> nbformat.NotebookNode:
+    """Run every cell (nbclient) with outputs kept, then drop what differs between identical runs."""
+    from nbclient import NotebookClient
+
+    NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        record_timing=False,
+        resources={"metadata": {"path": str(cwd)}},
+    ).execute()
+    return strip_volatile(nb)
+
+
+PROGRESS = re.compile(r"\d+%\|.*\| *\d+/\d+ \[")
+
+
+def _volatile(out: dict) -> bool:
+    if out.get("output_type") != "stream" or out.get("name") != "stderr":
+        return False
+    text = out.get("text", "")
+    return "IProgress not found" in text or bool(PROGRESS.search(text)) or not text.strip()
+
+
+def strip_volatile(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    nb.metadata.pop("language_info", None)  # the interpreter's patch version
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        # progress bars (timings) and tqdm's notice that ipywidgets is missing (it names this machine's
+        # site-packages) are not part of a result
+        cell["outputs"] = [o for o in cell.get("outputs", []) if not _volatile(o)]
+    return nb
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    ap.add_argument("--no-execute", action="store_true", help="write the cell sources only, without outputs")
+    ap.add_argument("names", nargs="*", help="notebooks to write (default: all)")
+    args = ap.parse_args(argv)
     OUT.mkdir(exist_ok=True)
-    for name, cells in NOTEBOOKS.items():
-        nb = new_notebook(
-            cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells],
-            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-        )
-        for i, cell in enumerate(nb.cells):
-            cell["id"] = f"cell-{i:02d}"  # stable ids: regenerating a notebook changes only what changed
-        nbformat.write(nb, OUT / f"{name}.ipynb")
-        print(OUT / f"{name}.ipynb")
+    names = args.names or list(NOTEBOOKS)
+    unknown = sorted(set(names) - set(NOTEBOOKS))
+    if unknown:
+        ap.error(f"unknown notebook(s): {', '.join(unknown)}")
+    failed = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {
+            "JUPYTER_PATH": os.pathsep.join([str(kernel_dir(Path(tmp))), os.environ.get("JUPYTER_PATH", "")]),
+            # the kernel imports this checkout, and the zoo notebooks read the committed results, named
+            # relative to notebooks/ so that no machine path ends up in an output
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+            "SAEMUI_ZOO_RESULTS": os.path.join("..", "results", "zoo"),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        }
+        os.environ.update(env)
+        for name in names:
+            nb = build(name, NOTEBOOKS[name])
+            if not args.no_execute:
+                try:
+                    nb = execute(nb, OUT)
+                except Exception as e:  # noqa: BLE001 - reported, the notebook is written without outputs
+                    failed.append(f"{name}: {type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}")
+                    nb = build(name, NOTEBOOKS[name])
+            nbformat.write(nb, OUT / f"{name}.ipynb")
+            print(OUT / f"{name}.ipynb")
+    for f in failed:
+        print(f"not executed (written without outputs): {f}", file=sys.stderr)
     return 0
 
 

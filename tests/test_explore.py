@@ -313,3 +313,61 @@ def test_neuronpedia_ids_from_registry():
         "ids": {"0": "blocks.0.hook_resid_pre", "1": "blocks.1.hook_resid_pre"},
     }
     assert neuronpedia_ids(r) == {0: "gpt2-small/0-res-jb", 1: "gpt2-small/1-res-jb"}
+
+
+def test_token_score_recorder_one_context_per_sample_top_and_quantiles():
+    """Shown contexts against a brute-force reading of the same stream: the top samples are those with the
+    highest peak (ties by sample index), quantile contexts come from the pool, no sample twice, and each
+    window holds the unit's scores around the peak (random chunk sizes split samples across chunks)."""
+    from saemui.explore import TokenScoreRecorder
+
+    rng = np.random.default_rng(3)
+    U = 6
+    stream = list(fake_batches(rng, 8, U))
+    pool = list(range(0, 48, 2))
+    rec = TokenScoreRecorder({4: [1, 3, 5]}, pool, n_top=2, n_quantile=3, window=3)
+    feed(rec, stream, layer=4, rng=rng)
+    shown = rec.shown()
+    # brute force: per (unit, sample) the token scores by position
+    per: dict[tuple[int, int], dict[int, float]] = {}
+    for batch, scores in stream:
+        T = batch.input_ids_BT.shape[1]
+        for i in range(scores.shape[0]):
+            s, p = batch.sample_index[int(batch.seg_N[i])], int(batch.flat_N[i]) % T
+            for u in (1, 3, 5):
+                per.setdefault((u, s), {})[p] = float(scores[i, u])
+    assert set(shown) <= {(4, 1), (4, 3), (4, 5)} and shown
+    for (_layer, u), ctxs in shown.items():
+        peaks = {s: max(d.values()) for (uu, s), d in per.items() if uu == u and max(d.values()) > 0}
+        # the first position reaching the peak, as np.argmax over positions in order
+        where = {s: min(p for p, v in per[(u, s)].items() if v == peaks[s]) for s in peaks}
+        top = sorted(peaks, key=lambda s: (-peaks[s], s))[:2]
+        assert [c.sample for c in ctxs if c.kind == "top"] == top
+        q = [c for c in ctxs if c.kind == "quantile"]
+        assert all(c.sample in pool and c.sample not in top for c in q)
+        assert len(q) == min(3, len([s for s in peaks if s in pool and s not in top]))
+        assert len({c.sample for c in ctxs}) == len(ctxs)  # one context per sample
+        for c in ctxs:
+            assert c.value == peaks[c.sample] and c.pos == where[c.sample]
+            for j, v in enumerate(c.scores):
+                want = per[(u, c.sample)].get(c.pos0 + j)
+                assert (np.isnan(v) and want is None) or v == want
+        if q:  # quantile contexts run from higher to lower peaks
+            assert [c.value for c in q] == sorted((c.value for c in q), reverse=True)
+
+
+def test_explore_run_keeps_shown_contexts(tiny_llama, tmp_path):
+    out = tmp_path / "run"
+    res, coll = explore_run(
+        tiny_llama, SAMPLES, RunConfig(units="neurons", threshold="topk:2"), out, n_top=3, progress=False
+    )
+    assert coll.shown
+    back = ContextCollector.load(out)
+    assert set(back.shown) == set(coll.shown)
+    k = next(iter(coll.shown))
+    a, b = coll.shown[k][0], back.shown[k][0]
+    assert (a.kind, a.sample, a.pos) == (b.kind, b.sample, b.pos)
+    assert np.allclose(a.scores, b.scores, rtol=1e-2, equal_nan=True)  # stored as float16
+    # the peak of a shown context is a real kept score: the unit's overall best sample matches the top list
+    layer, u = k
+    assert coll.shown[k][0].value == pytest.approx(coll.top(layer, u)[0][0], rel=1e-5)

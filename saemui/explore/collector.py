@@ -132,6 +132,8 @@ class ContextCollector(Observer):
         self.vocab: dict[int, str] = {}
         self.lens: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
         self.meta: dict = {}
+        # (layer, unit) → contexts a report shows (one per sample, with per-token scores); see TokenScoreRecorder
+        self.shown: dict[tuple[int, int], list[ShownContext]] = {}
         self._inner: torch.Tensor | None = None
 
     # -- streaming -------------------------------------------------------------------------------------
@@ -234,6 +236,7 @@ class ContextCollector(Observer):
         self.first_scored.update(other.first_scored)
         self.vocab.update(other.vocab)
         self.lens.update(other.lens)
+        self.shown.update(other.shown)
         for k, v in other.meta.items():
             self.meta.setdefault(k, v)
         return self
@@ -371,6 +374,7 @@ class ContextCollector(Observer):
             "lens_top_vals": lens_cols[1].astype(np.float32),
             "lens_bot_ids": lens_cols[2].astype(np.int32),
             "lens_bot_vals": lens_cols[3].astype(np.float32),
+            **shown_arrays(self.shown, SHOWN_WINDOW),
         }
 
     def save(self, path: str | os.PathLike, tokenizer=None) -> Path:
@@ -427,6 +431,7 @@ class ContextCollector(Observer):
                 a["lens_bot_ids"][j],
                 a["lens_bot_vals"][j],
             )
+        c.shown = shown_from_arrays(a, path)
         return c
 
 
@@ -434,3 +439,199 @@ def load_contexts(run_dir: str | os.PathLike) -> ContextCollector | None:
     """The run's contexts, or None when the run was made without ``--explore``."""
     p = Path(run_dir) / CONTEXTS_FILE
     return ContextCollector.load(p) if p.is_file() else None
+
+
+# -- shown contexts: one per sample, top and quantile-sampled, with per-token scores ------------------------
+
+
+SHOWN_WINDOW = 16  # scores kept either side of a shown context's peak token
+
+
+@dataclass(frozen=True)
+class ShownContext:
+    """A context a report shows for a unit: the unit's peak in one sample and its scores around that peak.
+
+    kind: ``"top"`` (among the samples with the highest peaks) or ``"quantile"`` (a sample whose peak sits at
+    ``quantile`` of the peaks over a fixed pseudo-random pool of samples); value: the peak score at ``pos``;
+    scores: the unit's score on positions ``pos0 …`` (NaN where a token is not scored, e.g. the prompt).
+    """
+
+    kind: str
+    quantile: float
+    sample: int
+    pos: int
+    value: float
+    pos0: int
+    scores: np.ndarray
+
+
+class TokenScoreRecorder(Observer):
+    """Second pass of an exploration run: the scores of a few units (those a report shows) on every scored token,
+    reduced per sample as each batch completes, so memory stays O(units × kept samples × tokens per sample).
+
+    Per unit it keeps the ``n_top`` samples with the highest peak score and every sample of ``pool`` (a fixed
+    pseudo-random subset of sample indices) where the unit fires; :meth:`shown` then picks at most one context
+    per sample: the top ones, and up to ``n_quantile`` pool samples at evenly spaced quantiles of the pool's
+    peaks (the lower part of the unit's activation distribution, not only its maximum).
+    """
+
+    def __init__(
+        self,
+        units: Mapping[int, Sequence[int]],
+        pool: Sequence[int],
+        n_top: int = 3,
+        n_quantile: int = 3,
+        window: int = SHOWN_WINDOW,
+    ):
+        self.units = {
+            int(k): np.asarray(sorted(set(int(u) for u in v)), np.int64) for k, v in units.items() if len(v)
+        }
+        self.pool = set(int(s) for s in pool)
+        self.n_top, self.n_quantile, self.window = int(n_top), int(n_quantile), int(window)
+        # layer -> (samples of the batch being read, sample -> its chunks); a sample never spans two batches
+        self._batch: dict[int, tuple[tuple[int, ...], dict[int, list]]] = {}
+        # (layer, unit) -> sample -> (peak, peak position, positions, scores)
+        self.kept: dict[tuple[int, int], dict[int, tuple[float, int, np.ndarray, np.ndarray]]] = {}
+
+    def observe(self, layer: int, batch: Batch, offset: int, scores_nU: torch.Tensor) -> None:
+        us = self.units.get(layer)
+        n = scores_nU.shape[0]
+        if us is None or n == 0:
+            return
+        cur = self._batch.get(layer)
+        ident = tuple(batch.sample_index)
+        if cur is None or cur[0] != ident:
+            self._flush(layer)
+            cur = self._batch[layer] = (ident, {})
+        rows = slice(offset, offset + n)
+        seg = batch.seg_N[rows].cpu().numpy()
+        sample_n = np.asarray(batch.sample_index)[seg]
+        pos_n = batch.position_ids_BT.reshape(-1)[batch.flat_N[rows]].cpu().numpy()
+        vals = scores_nU.index_select(1, torch.as_tensor(us, device=scores_nU.device)).float().cpu().numpy()
+        for s in np.unique(sample_n):
+            m = sample_n == s
+            cur[1].setdefault(int(s), []).append((pos_n[m], vals[m]))
+
+    def _flush(self, layer: int) -> None:
+        cur = self._batch.pop(layer, None)
+        if cur is None:
+            return
+        us = self.units[layer]
+        for s, parts in cur[1].items():
+            pos = np.concatenate([p for p, _ in parts])
+            val = np.concatenate([v for _, v in parts])
+            o = np.argsort(pos, kind="stable")
+            pos, val = pos[o], val[o]
+            for j, u in enumerate(us.tolist()):
+                col = val[:, j]
+                i = int(np.argmax(col))
+                peak = float(col[i])
+                if peak <= 0:  # the unit does not fire on this sample
+                    continue
+                kept = self.kept.setdefault((layer, u), {})
+                entry = (peak, int(pos[i]), pos, col.copy())
+                if s in self.pool:
+                    kept[s] = entry
+                    continue
+                tops = sorted((k for k in kept if k not in self.pool), key=lambda k: (-kept[k][0], k))
+                if len(tops) < self.n_top:
+                    kept[s] = entry
+                elif (-peak, s) < (-kept[tops[-1]][0], tops[-1]):
+                    del kept[tops[-1]]
+                    kept[s] = entry
+
+    def finish(self) -> None:
+        for layer in list(self._batch):
+            self._flush(layer)
+
+    def shown(self) -> dict[tuple[int, int], list[ShownContext]]:
+        """(layer, unit) → its contexts: top first (best first), then quantile samples (highest first)."""
+        self.finish()
+        out: dict[tuple[int, int], list[ShownContext]] = {}
+        W = self.window
+        for key, kept in sorted(self.kept.items()):
+            order = sorted(kept, key=lambda k: (-kept[k][0], k))
+            top = order[: self.n_top]
+            rest = [s for s in order if s in self.pool and s not in top]
+            chosen = [("top", float(i), s) for i, s in enumerate(top)]
+            if rest and self.n_quantile > 0:
+                # quantiles of the pool's peaks, from high to low, spread over the pool (one sample each)
+                peaks = sorted((kept[s][0], s) for s in kept if s in self.pool)
+                qs = np.linspace(0.75, 0.25, self.n_quantile) if self.n_quantile > 1 else np.array([0.5])
+                seen = set(top)
+                for q in qs:
+                    idx = int(round(q * (len(peaks) - 1)))
+                    # nearest not yet shown sample at or below the quantile, else above it
+                    cand = [peaks[i][1] for i in [*range(idx, -1, -1), *range(idx + 1, len(peaks))]]
+                    s = next((c for c in cand if c not in seen), None)
+                    if s is not None:
+                        seen.add(s)
+                        chosen.append(("quantile", float(q), s))
+            ctxs = []
+            for kind, q, s in chosen:
+                peak, p, pos, col = kept[s]
+                lo = p - W
+                win = np.full(2 * W + 1, np.nan, np.float32)
+                m = (pos >= lo) & (pos <= p + W)
+                win[pos[m] - lo] = col[m]
+                ctxs.append(ShownContext(kind, q, int(s), int(p), peak, int(lo), win))
+            out[key] = ctxs
+        return out
+
+
+def shown_arrays(
+    shown: Mapping[tuple[int, int], Sequence[ShownContext]], window: int
+) -> dict[str, np.ndarray]:
+    """Flat arrays of the shown contexts (optional members of ``contexts.npz``)."""
+    rows = [(k, c) for k, cs in sorted(shown.items()) for c in cs]
+    return {
+        "shown_layer": np.asarray([k[0] for k, _ in rows], np.int64),
+        "shown_unit": np.asarray([k[1] for k, _ in rows], np.int64),
+        "shown_kind": np.asarray([c.kind == "quantile" for _, c in rows], bool),
+        "shown_quantile": np.asarray([c.quantile for _, c in rows], np.float32),
+        "shown_sample": np.asarray([c.sample for _, c in rows], np.int64),
+        "shown_pos": np.asarray([c.pos for _, c in rows], np.int64),
+        "shown_value": np.asarray([c.value for _, c in rows], np.float32),
+        "shown_scores": (
+            np.stack([c.scores for _, c in rows]).astype(np.float16)
+            if rows
+            else np.zeros((0, 2 * window + 1), np.float16)
+        ),
+    }
+
+
+def shown_from_arrays(
+    a: Mapping[str, np.ndarray], path: str | os.PathLike
+) -> dict[tuple[int, int], list[ShownContext]]:
+    """The shown contexts of a ``contexts.npz`` (empty for files written before they existed), checked."""
+    names = [
+        "shown_layer",
+        "shown_unit",
+        "shown_kind",
+        "shown_quantile",
+        "shown_sample",
+        "shown_pos",
+        "shown_value",
+    ]
+    if "shown_scores" not in a:
+        return {}
+    sc = a["shown_scores"]
+    n = sc.shape[0] if sc.ndim == 2 else -1
+    if n < 0 or sc.shape[1] % 2 != 1 or any(k not in a or a[k].shape != (n,) for k in names):
+        raise SaemuiError(f"{path}: the shown_* arrays are damaged (shapes do not match shown_scores)")
+    W = sc.shape[1] // 2
+    out: dict[tuple[int, int], list[ShownContext]] = {}
+    for i in range(n):
+        p = int(a["shown_pos"][i])
+        out.setdefault((int(a["shown_layer"][i]), int(a["shown_unit"][i])), []).append(
+            ShownContext(
+                "quantile" if a["shown_kind"][i] else "top",
+                float(a["shown_quantile"][i]),
+                int(a["shown_sample"][i]),
+                p,
+                float(a["shown_value"][i]),
+                p - W,
+                sc[i].astype(np.float32),
+            )
+        )
+    return out

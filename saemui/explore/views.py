@@ -19,7 +19,7 @@ import pandas as pd
 from saemui.config import RunConfig
 from saemui.engine import compute_mui
 from saemui.errors import SaemuiError
-from saemui.explore.collector import CONTEXTS_FILE, ContextCollector
+from saemui.explore.collector import CONTEXTS_FILE, ContextCollector, TokenScoreRecorder
 from saemui.explore.lens import lens_ids, unit_directions
 from saemui.models import LoadedModel
 from saemui.records import Sample
@@ -110,7 +110,7 @@ def feature_contexts(
 def plot_layer_mui(results: Sequence[MUIResult], names: Sequence[str] | None = None):
     """Grouped bars of per-layer MUI (%) for one or more runs; returns a matplotlib Figure."""
     # imported here: matplotlib is needed only for figures, not by the views or explore_run
-    from saemui.plots import new_figure
+    from saemui.plots import legend_outside, new_figure
 
     names = list(names) if names is not None else [f"run {i}" for i in range(len(results))]
     fig, (ax,) = new_figure(max(6.0, 0.25 * max(len(r.layers) for r in results) * len(results)), 3.5)
@@ -119,8 +119,9 @@ def plot_layer_mui(results: Sequence[MUIResult], names: Sequence[str] | None = N
         x = np.asarray(r.layers, float) + (j - (len(results) - 1) / 2) * w
         ax.bar(x, 100 * np.asarray(r.per_layer), w, label=str(name))
     ax.set_xlabel("layer")
-    ax.set_ylabel("MUI per layer (%)")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("MUI (%)")
+    ax.set_ylim(bottom=0)
+    legend_outside(ax)
     return fig
 
 
@@ -184,12 +185,18 @@ def explore_run(
     n_lens: int = 10,
     units: Mapping[int, Sequence[int]] | None = None,
     progress: bool = True,
+    n_pool: int = 64,
+    n_shown_top: int = 3,
+    n_shown_quantile: int = 3,
 ) -> tuple[MUIResult, ContextCollector]:
     """MUI plus contexts in one pass; with ``out``, saves the result and ``out/contexts.npz``.
 
     Logit-lens tokens (``n_lens`` each side) are computed for :func:`report_units` (union + ``n_top`` per
     ranking), the units a report shows; ``units`` optionally restricts context collection (see
-    :class:`ContextCollector`).
+    :class:`ContextCollector`). For the same units a second pass over the samples records the contexts a
+    report shows (``coll.shown``): per unit the ``n_shown_top`` samples with the highest peak and up to
+    ``n_shown_quantile`` samples at lower quantiles of the peaks over a fixed pseudo-random pool of ``n_pool``
+    samples, at most one context per sample, each with the unit's score on every token around its peak.
     """
     cfg = (config or RunConfig()).resolved()
     coll = ContextCollector(n_contexts, units)
@@ -215,6 +222,19 @@ def explore_run(
         else:
             dirs = unit_directions(lm, layer, us)
         coll.add_logit_lens(layer, us, *lens_ids(dirs, W_U, n_lens))
+    # A second pass scores the units a report shows on every token: one context per sample (the top samples
+    # and samples at lower quantiles of a fixed pool) with the unit's score on each token around its peak.
+    # Only the units that get a card (top by fire and by keyfreq): the whole union can be thousands of features.
+    shown_units = {
+        layer: sorted(
+            {int(u) for by in ("fire", "keyfreq") for u in top_features(result, layer, by, n_top)["unit"]}
+        )
+        for layer in result.layers
+    }
+    pool = np.sort(np.random.default_rng(0).permutation(len(samples))[:n_pool])
+    rec = TokenScoreRecorder(shown_units, pool.tolist(), n_top=n_shown_top, n_quantile=n_shown_quantile)
+    compute_mui(lm, samples, cfg, progress=progress, observers=[rec])
+    coll.shown = rec.shown()
     coll.add_vocab(lm.tokenizer)
     if out is not None:
         result.save(out)
