@@ -25,23 +25,35 @@ _EXPORTS = {
     "RunConfig": "saemui.config",
     "Sample": "saemui.records",
     "SaemuiError": "saemui.errors",
+    "compare_runs": "saemui.compare",
     "compute_mui": "saemui.engine",
+    "coverage_curve": "saemui.analysis.diversity",
+    "equalize_n": "saemui.runs",
+    "fit_law_runs": "saemui.runs",
+    "format_law": "saemui.runs",
     "load_model": "saemui.models",
     "load_result": "saemui.result",
+    "load_runs": "saemui.runs",
     "open_suite": "saemui.saes",
     "read_samples": "saemui.records",
     "run_task": "saemui.tasks.pipeline",
+    "top_features": "saemui.explore.views",
+    "wilson_interval": "saemui.result",
     "write_samples": "saemui.records",
 }
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
+    from saemui.analysis.diversity import coverage_curve
+    from saemui.compare import compare_runs
     from saemui.config import RunConfig
     from saemui.engine import compute_mui
     from saemui.errors import SaemuiError
+    from saemui.explore.views import top_features
     from saemui.models import load_model
     from saemui.records import Sample, read_samples, write_samples
-    from saemui.result import MUIResult, load_result
+    from saemui.result import MUIResult, load_result, wilson_interval
     from saemui.rules import KeyRule
+    from saemui.runs import equalize_n, fit_law_runs, format_law, load_runs
     from saemui.saes import open_suite
     from saemui.tasks.pipeline import run_task
 
@@ -62,14 +74,22 @@ __all__ = [
     "KeyRule",
     "MUIResult",
     "RunConfig",
-    "Sample",
     "SaemuiError",
+    "Sample",
+    "compare_runs",
     "compute_mui",
+    "coverage_curve",
+    "equalize_n",
+    "fit_law_runs",
+    "format_law",
     "load_model",
     "load_result",
+    "load_runs",
     "open_suite",
     "read_samples",
     "run_task",
+    "top_features",
+    "wilson_interval",
     "write_samples",
     "__version__",
 ]

@@ -184,3 +184,24 @@ def test_lexical_baseline_by_hand():
     assert [s.tolist() for s in sets] == [[0, 1], [0, 2], [3]]
     g = greedy_lexical_subset(["the cat sat", "the cat sat on the mat", "a dog ran far away"], 2, n=1)
     assert g.order.tolist() == [1, 2]  # 5 distinct words, then 5 new words
+
+
+def test_coverage_curve_takes_a_result_and_refuses_per_layer_sets():
+    # Two layers of 4 units; per-sample key sets by layer. Global id = row * 4 + unit.
+    from saemui.result import MUIResult
+
+    per_sample = [([0, 1], [2]), ([1], []), ([3], [2, 3])]
+    ip, units = [0], []
+    for sets in per_sample:
+        for layer_units in sets:
+            units += layer_units
+            ip.append(len(units))
+    res = MUIResult(
+        summary={"layers": [0, 1], "units": {"n_units": 4}, "mui": 0.0, "per_layer": [0.0, 0.0]},
+        arrays={"set_indptr": np.array(ip, dtype=np.int64), "set_units": np.array(units, dtype=np.int32)},
+    )
+    curve = coverage_curve(res, order=[0, 1, 2])
+    # by hand: sample 0 covers {0, 1, 6}; sample 1 adds nothing ({1}); sample 2 adds {3, 7} (6 already covered)
+    assert curve.mean.tolist() == [3.0, 3.0, 5.0]
+    with pytest.raises(SaemuiError, match="per-layer sets"):
+        coverage_curve([res.sample_sets(i) for i in range(3)], order=[0, 1, 2])

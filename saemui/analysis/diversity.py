@@ -51,13 +51,24 @@ def _memberships(sets: UnitSets, name: str = "sets") -> _Memberships:
         items, cols = np.nonzero(sets)
         n_items = sets.shape[0]
     else:
+        if hasattr(sets, "flat_keys"):  # an MUIResult: each sample's key units over all layers, as global ids
+            ptr, ids = sets.flat_keys()
+            sets = [ids[ptr[i] : ptr[i + 1]] for i in range(len(ptr) - 1)]
         try:
             seq = list(sets)
         except TypeError:
             raise SaemuiError(f"{name}: expected a list of unit-id arrays or a boolean matrix") from None
         item_parts, unit_parts = [], []
         for i, s in enumerate(seq):
-            arr = np.asarray(s)
+            try:
+                arr = np.asarray(s)
+            except ValueError:  # ragged nesting, e.g. [res.sample_sets(i) ...] (one array per layer)
+                arr = np.asarray(s, dtype=object)
+            if arr.dtype == object or arr.ndim > 1:
+                raise SaemuiError(
+                    f"{name}[{i}]: expected one 1-D array of unit ids per sample, got a nested sequence "
+                    "(per-layer sets?); pass the MUIResult itself, whose sets are flattened to global ids"
+                )
             if arr.size == 0:
                 continue
             if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
