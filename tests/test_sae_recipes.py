@@ -11,6 +11,7 @@ import pytest
 from test_sae_data import make_fake_wheel
 
 from saemui import sae_data as sd
+from saemui import sae_train
 from saemui.testing import save_tiny_model
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "sae_recipes.py"
@@ -78,7 +79,9 @@ def test_end_to_end_tiny_and_resume(tmp_path, monkeypatch, tiny_dir):
     from saemui.testing import tiny_tokenizer
 
     tok = tiny_tokenizer()
-    assert tok.decode(mod._chat_prefix(tok)) == "<|im_start|>user\n"  # the shared start of every chat row
+    assert (
+        tok.decode(sae_train.chat_prefix(tok)) == "<|im_start|>user\n"
+    )  # the shared start of every chat row
     # resume: every stage is skipped (the trained SAEs are not touched), the result is identical
     sae_file = tmp_path / "wd" / "saes" / "topk-k32-b256-e2" / "L00" / "sae_weights.safetensors"
     mtime = sae_file.stat().st_mtime_ns
