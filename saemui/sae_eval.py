@@ -25,7 +25,7 @@ F SAE features). An "SAE" is anything with ``encode(x_ND) -> feats_NF`` and ``de
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -399,6 +399,33 @@ def _capture_layers(lm: LoadedModel, batch: EvalBatch, layers: Sequence[int]) ->
     return {sites[s]: t for s, t in got.items()}
 
 
+def resolve_specials(lm: LoadedModel, special_ids: Iterable[int] | None = None) -> set[int]:
+    """The given special ids, or the tokenizer's (:func:`saemui.inputs.special_ids`)."""
+    from saemui.inputs import special_ids as tok_special_ids
+
+    return set(tok_special_ids(lm.tokenizer)) if special_ids is None else set(special_ids)
+
+
+@torch.no_grad()
+def kept_activations(
+    lm: LoadedModel,
+    batch: EvalBatch,
+    layers: Sequence[int],
+    specials: Iterable[int],
+    norm_factor: float | None = DEFAULT_NORM_FACTOR,
+) -> Iterator[tuple[int, torch.Tensor, SinkCounts]]:
+    """Per layer, the float32 activations [N, D] of the batch's read positions minus sink tokens, and the counts
+    dropped; one forward for all layers (stopped after the deepest). Evaluation and SAE training capture share
+    it, so both see exactly the same tokens."""
+    acts = _capture_layers(lm, batch, layers)
+    for layer in layers:
+        a_BTD = acts[layer].float()
+        keep_BT, cnt = sink_mask(
+            a_BTD, batch.input_ids_BT, batch.attention_mask_BT, specials, norm_factor, read_BT=batch.read_BT
+        )
+        yield layer, a_BTD[keep_BT], cnt
+
+
 @torch.no_grad()
 def recon_eval(
     lm: LoadedModel,
@@ -414,9 +441,7 @@ def recon_eval(
     One forward per batch for all layers (stopped after the deepest). ``special_ids`` default to the tokenizer's
     special tokens (:func:`saemui.inputs.special_ids`). ``centers`` give the per-token FVE centre per layer (e.g.
     the training mean); default the SAE's ``b_dec``. Sink counts refer to read positions only."""
-    from saemui.inputs import special_ids as tok_special_ids
-
-    specials = set(tok_special_ids(lm.tokenizer)) if special_ids is None else set(special_ids)
+    specials = resolve_specials(lm, special_ids)
     layers = sorted(saes)
     stats: dict[int, ReconStats] = {}
     sinks = {layer: SinkCounts() for layer in layers}
@@ -427,19 +452,8 @@ def recon_eval(
             c = getattr(sae, "b_dec", None)
         stats[layer] = ReconStats(lm.d_model, _d_sae(sae), c, dense_threshold)
     for batch in batches:
-        acts = _capture_layers(lm, batch, layers)
-        for layer in layers:
-            a_BTD = acts[layer].float()
-            keep_BT, cnt = sink_mask(
-                a_BTD,
-                batch.input_ids_BT,
-                batch.attention_mask_BT,
-                specials,
-                norm_factor,
-                read_BT=batch.read_BT,
-            )
+        for layer, x_ND, cnt in kept_activations(lm, batch, layers, specials, norm_factor):
             sinks[layer].merge(cnt)
-            x_ND = a_BTD[keep_BT]
             sae = saes[layer]
             f_NF = sae.encode(x_ND)
             stats[layer].add(x_ND, sae.decode(f_NF), f_NF)
@@ -481,9 +495,7 @@ def ce_eval(
     forwards per batch, 1 + len(saes) when ``zero_cache`` already holds a layer's zero-ablation sums: they depend
     on the layer and the data only, so pass one dict for several SAEs of one layer and it is filled on first use
     (the caller must pass the same batches)."""
-    from saemui.inputs import special_ids as tok_special_ids
-
-    specials = set(tok_special_ids(lm.tokenizer)) if special_ids is None else set(special_ids)
+    specials = resolve_specials(lm, special_ids)
     blocks = lm.arch.layers(lm.model)
     out = {layer: CEStats() for layer in saes}
     cached = dict(zero_cache or {})
@@ -522,22 +534,15 @@ def ce_eval(
         ce_clean, _ = _ce_kl_sums(lpc_NV, clean_BTV, m_Bt, tgt_N)
         del clean_BTV
         for layer, sae in saes.items():
-            s = out[layer]
             ce_s, kl_s = _ce_kl_sums(
                 lpc_NV, logits(batch, layer, lambda x, sae=sae: sae.decode(sae.encode(x))), m_Bt, tgt_N
             )
-            s.n_tokens += n
-            s.n_sequences += batch.n_sequences
-            s.ce_clean += ce_clean
-            s.ce_spliced += ce_s
-            s.kl_spliced += kl_s
+            out[layer].merge(
+                CEStats(n, batch.n_sequences, ce_clean=ce_clean, ce_spliced=ce_s, kl_spliced=kl_s)
+            )
             if layer in zero_new:
-                z = zero_new[layer]
                 ce_z, kl_z = _ce_kl_sums(lpc_NV, logits(batch, layer, torch.zeros_like), m_Bt, tgt_N)
-                z.n_tokens += n
-                z.n_sequences += batch.n_sequences
-                z.ce_zero += ce_z
-                z.kl_zero += kl_z
+                zero_new[layer].merge(CEStats(n, batch.n_sequences, ce_zero=ce_z, kl_zero=kl_z))
     for layer in saes:
         z = zero_new[layer] if layer in zero_new else cached[layer]
         if z.n_tokens != out[layer].n_tokens:

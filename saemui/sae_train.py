@@ -297,8 +297,6 @@ def capture(
 ) -> dict[int, list[Path]]:
     """Sink-filtered training activations per layer, chunk by chunk (fp16 .npy, each chunk written atomically;
     a finished chunk is skipped on re-run). ``cdir/complete.json`` holds the sink counts per layer."""
-    from saemui.inputs import special_ids
-
     seqs = tokenize(lm.tokenizer, texts, max_seq_len)
     prefix = chat_prefix(lm.tokenizer)
     rows = []
@@ -308,7 +306,7 @@ def capture(
         skip = len(prefix) if prefix and ids[: len(prefix)] == prefix and i % 20 else 0
         rows.append((ids, range(skip, len(ids)), range(len(ids) - 1)))
     batches = sae_eval._pack(rows, lm.tokenizer.pad_token_id, capture_batch_tokens)
-    specials = set(special_ids(lm.tokenizer))
+    specials = sae_eval.resolve_specials(lm)
     chunks = [batches[i : i + chunk_batches] for i in range(0, len(batches), chunk_batches)]
     done_all = cdir / "complete.json"
     if not done_all.is_file():
@@ -322,18 +320,9 @@ def capture(
             parts: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
             sinks = {layer: sae_eval.SinkCounts() for layer in layers}
             for b in chunk:
-                acts = sae_eval._capture_layers(lm, b, layers)
-                for layer in layers:
-                    keep, cnt = sae_eval.sink_mask(
-                        acts[layer],
-                        b.input_ids_BT,
-                        b.attention_mask_BT,
-                        specials,
-                        norm_factor,
-                        read_BT=b.read_BT,
-                    )
+                for layer, x_ND, cnt in sae_eval.kept_activations(lm, b, layers, specials, norm_factor):
                     sinks[layer].merge(cnt)
-                    parts[layer].append(acts[layer][keep].to(torch.float16).numpy())
+                    parts[layer].append(x_ND.to(torch.float16).numpy())
             for layer in layers:
                 save_npy(cdir / f"L{layer:02d}" / f"chunk_{ci:05d}.npy", np.concatenate(parts[layer]))
                 sink_total[layer].merge(sinks[layer])
@@ -491,3 +480,87 @@ def zero_baselines(
             atomic_write_json(zpath, zero[layer].to_json())
         zero[layer] = sae_eval.CEStats(**json.loads(zpath.read_text()))
     return zero
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# command line shared by the two scripts
+
+COMMON_FIELDS = (
+    "model",
+    "layers",
+    "train_tokens",
+    "eval_seqs",
+    "ce_seqs",
+    "norm_factor",
+    "eval_source",
+    "max_seq_len",
+    "seed",
+    "threads",
+    "workdir",
+    "wheel_dir",
+)
+
+
+def _layer_list(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    return out
+
+
+def add_common_args(p: Any, d: Any) -> None:
+    """The options both scripts take, with defaults from ``d`` (the script's config): same names, same meaning."""
+    p.add_argument("--model", default=d.model, help="smollm2-135m-instruct, gemma3-270m, or a model path")
+    p.add_argument(
+        "--layers",
+        type=_layer_list,
+        nargs="+",
+        default=None,
+        help="e.g. 5 15 25, 0-3 or 0,5,10 (default: %s)"
+        % ("all" if d.layers is None else " ".join(map(str, d.layers))),
+    )
+    p.add_argument("--train-tokens", type=int, default=d.train_tokens)
+    p.add_argument("--eval-seqs", type=int, default=d.eval_seqs, help="task answers (response tokens)")
+    p.add_argument("--ce-seqs", type=int, default=d.ce_seqs)
+    p.add_argument("--norm-factor", type=float, default=d.norm_factor)
+    p.add_argument("--eval-source", choices=("auto", "shared", "mix"), default=d.eval_source)
+    p.add_argument("--max-seq-len", type=int, default=d.max_seq_len)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (1 on a shared machine)")
+    p.add_argument("--workdir", default=d.workdir, help="cache outside the repository")
+    p.add_argument("--wheel-dir", default=None, help="where the evals wheel is (or is downloaded to)")
+    p.add_argument("--plan", action="store_true", help="print the CPU-time estimate per stage and exit")
+
+
+def common_kwargs(a: Any, d: Any) -> dict:
+    """Config fields from parsed :func:`add_common_args` options (``--layers`` flattened)."""
+    kw = {f: getattr(a, f) for f in COMMON_FIELDS}
+    kw["layers"] = d.layers if a.layers is None else [x for part in a.layers for x in part]
+    return kw
+
+
+def script_main(
+    name: str,
+    argv: list[str] | None,
+    parse_args: Callable[[list[str]], tuple[Any, bool]],
+    print_plan: Callable[[Any], None],
+    run: Callable[[Any, list[str]], Any],
+    report: Callable[[Any], None],
+) -> int:
+    """Logging, ``--plan``, and one-line errors (exit 2) around a script's ``run``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg, only_plan = parse_args(argv)
+        if only_plan:
+            print_plan(cfg)
+            return 0
+        res = run(cfg, argv)
+    except SaemuiError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 2
+    report(res)
+    return 0

@@ -31,7 +31,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 os.environ.setdefault("TQDM_MININTERVAL", "60")
@@ -235,69 +235,29 @@ def run(cfg: Config) -> dict:
 def parse_args(argv: list[str] | None = None) -> tuple[Config, bool]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     d = Config()
-    p.add_argument("--model", default=d.model)
-    p.add_argument("--layers", type=int, nargs="+", default=d.layers)
+    sae_train.add_common_args(p, d)
     p.add_argument("--recipes", nargs="+", default=None, help="subset of recipe names (default: all)")
     p.add_argument("--width", type=int, default=None, help="override every recipe's width")
-    p.add_argument("--train-tokens", type=int, default=d.train_tokens)
-    p.add_argument("--eval-seqs", type=int, default=d.eval_seqs)
-    p.add_argument("--ce-seqs", type=int, default=d.ce_seqs)
-    p.add_argument("--norm-factor", type=float, default=d.norm_factor)
-    p.add_argument("--eval-source", choices=("auto", "shared", "mix"), default=d.eval_source)
-    p.add_argument("--max-seq-len", type=int, default=d.max_seq_len)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--workdir", default=d.workdir)
-    p.add_argument("--wheel-dir", default=None, help="where the evals wheel is (or is downloaded to)")
     p.add_argument("--out", default=d.out)
-    p.add_argument("--plan", action="store_true", help="print the CPU-time estimate per stage and exit")
     a = p.parse_args(argv)
-    recipes = list(DEFAULT_RECIPES)
-    if a.recipes:
-        by = {r.name: r for r in recipes}
-        unknown = [n for n in a.recipes if n not in by]
-        if unknown:
-            raise SaemuiError(f"unknown recipes {unknown} (known: {', '.join(by)})")
-        recipes = [by[n] for n in a.recipes]
+    recipes = [sae_train.recipe_named(n) for n in a.recipes] if a.recipes else list(DEFAULT_RECIPES)
     if a.width:
-        recipes = [Recipe(**(asdict(r) | {"width": a.width})) for r in recipes]
-    cfg = Config(
-        model=a.model,
-        layers=a.layers,
-        recipes=recipes,
-        train_tokens=a.train_tokens,
-        eval_seqs=a.eval_seqs,
-        ce_seqs=a.ce_seqs,
-        norm_factor=a.norm_factor,
-        eval_source=a.eval_source,
-        max_seq_len=a.max_seq_len,
-        seed=a.seed,
-        threads=a.threads,
-        workdir=a.workdir,
-        out=a.out,
-        wheel_dir=a.wheel_dir,
-    )
+        recipes = [replace(r, width=a.width) for r in recipes]
+    cfg = Config(**sae_train.common_kwargs(a, d), recipes=recipes, out=a.out)
     return cfg, a.plan
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        cfg, only_plan = parse_args(argv)
-        if only_plan:
-            print_plan(cfg)
-            return 0
-        res = run(cfg)
-    except SaemuiError as e:
-        print(f"sae_recipes: error: {e}", file=sys.stderr)
-        return 2
+def report(res: dict) -> None:
     for row in res["rows"]:
         print(
             f"{row['recipe']:28s} L{row['layer']:02d} fve {row['fve_pooled']:.3f} (median {row['fve_token_median']:.3f}) "
             f"ce_rec {row.get('ce_loss_recovered') or float('nan'):.3f} kl {row.get('kl_spliced') or float('nan'):.3f} "
             f"dead {row['dead_frac']:.3f} dense {row['dense_frac']:.3f} {row['train_seconds']:.0f}s"
         )
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return sae_train.script_main("sae_recipes", argv, parse_args, print_plan, lambda cfg, _: run(cfg), report)
 
 
 if __name__ == "__main__":

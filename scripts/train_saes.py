@@ -633,7 +633,7 @@ def _public_args(argv: list[str]) -> list[str]:
 def parse_args(argv: list[str] | None = None) -> tuple[Config, bool]:
     d = Config()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=d.model, help="smollm2-135m-instruct, gemma3-270m, or a model path")
+    sae_train.add_common_args(p, d)
     p.add_argument(
         "--out", default=None, help="bundle directory (default saes/<model>-res-<arch>-w<width>-k<k>)"
     )
@@ -650,20 +650,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, bool]:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--width", type=int, default=None)
-    p.add_argument("--layers", default=None, help="e.g. 0,5,10 or 0-3 (default: all)")
-    p.add_argument("--train-tokens", type=int, default=d.train_tokens)
     p.add_argument("--eval-tokens", type=int, default=d.eval_tokens, help="held-out tokens per text kind")
-    p.add_argument("--eval-seqs", type=int, default=d.eval_seqs, help="task answers (response tokens)")
-    p.add_argument("--ce-seqs", type=int, default=d.ce_seqs)
-    p.add_argument("--eval-source", choices=("auto", "shared", "mix"), default=d.eval_source)
-    p.add_argument("--norm-factor", type=float, default=d.norm_factor)
-    p.add_argument("--max-seq-len", type=int, default=d.max_seq_len)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (1 on a shared machine)")
     p.add_argument("--size-limit-mb", type=float, default=None)
-    p.add_argument("--workdir", default=d.workdir, help="cache outside the repository")
-    p.add_argument("--wheel-dir", default=None, help="where the evals wheel is (or is downloaded to)")
-    p.add_argument("--plan", action="store_true", help="print the CPU-time estimate per stage and exit")
     a = p.parse_args(argv)
     recipe = sae_train.recipe_named(a.recipe)
     over = {
@@ -675,50 +663,25 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, bool]:
         r = replace(recipe, **over)
         name = f"{r.arch}-k{r.k}-b{r.batch_size}-e{r.epochs}" + (f"-w{r.width}" if r.width != 1024 else "")
         recipe = replace(r, name=name + (f"-lr{r.lr:g}" if r.lr != recipe.lr else ""))
-    layers = None
-    if a.layers:
-        layers = []
-        for part in a.layers.split(","):
-            lo, _, hi = part.partition("-")
-            layers += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
     cfg = Config(
-        model=a.model,
+        **sae_train.common_kwargs(a, d),
         recipe=recipe,
         out=a.out,
-        layers=layers,
-        train_tokens=a.train_tokens,
         eval_tokens=a.eval_tokens,
-        eval_seqs=a.eval_seqs,
-        ce_seqs=a.ce_seqs,
-        eval_source=a.eval_source,
-        norm_factor=a.norm_factor,
-        max_seq_len=a.max_seq_len,
-        seed=a.seed,
-        threads=a.threads,
         size_limit_mb=a.size_limit_mb,
-        workdir=a.workdir,
-        wheel_dir=a.wheel_dir,
     )
     return cfg, a.plan
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        cfg, only_plan = parse_args(argv)
-        if only_plan:
-            print_plan(cfg)
-            return 0
-        out = run(cfg, argv)
-    except SaemuiError as e:
-        print(f"train_saes: error: {e}", file=sys.stderr)
-        return 2
+def report(out: Path) -> None:
     card = json.loads((out / "card.json").read_text())
     for name, c in card["targets"].items():
         print(f"{'met   ' if c['met'] else 'MISSED'} {name}: {_f(c['value'])} (margin {_f(c['margin'])})")
     print(f"bundle {out}: {len(card['layers'])} layers, {card['bundle_mb']:.1f} MB")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return sae_train.script_main("train_saes", argv, parse_args, print_plan, run, report)
 
 
 if __name__ == "__main__":

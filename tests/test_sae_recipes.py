@@ -14,11 +14,12 @@ from saemui import sae_data as sd
 from saemui import sae_train
 from saemui.testing import save_tiny_model
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "sae_recipes.py"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("sae_recipes", SCRIPT)
+def load_script(name: str = "sae_recipes"):
+    """A module of scripts/ loaded from its file (scripts/ is no package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
@@ -26,7 +27,7 @@ def _load():
 
 
 def test_plan_prints_every_stage(capsys):
-    mod = _load()
+    mod = load_script()
     assert mod.main(["--plan"]) == 0
     out = capsys.readouterr().out
     assert "capture 300,000 tokens × 3 layers" in out and "total on 1 thread" in out
@@ -40,7 +41,7 @@ def test_plan_prints_every_stage(capsys):
 
 
 def test_end_to_end_tiny_and_resume(tmp_path, monkeypatch, tiny_dir):
-    mod = _load()
+    mod = load_script()
     wheel, shared = make_fake_wheel(tmp_path, monkeypatch, n=60)
     monkeypatch.setattr(sd, "EVALS_WHEEL_SHA256", sd_sha(wheel))
     monkeypatch.setattr(mod, "SHARED_DATA", shared)

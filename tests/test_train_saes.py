@@ -3,29 +3,21 @@ model with a BOS token and a fake evals wheel (no network)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from test_sae_data import make_fake_wheel
+from test_sae_recipes import load_script
 
 from saemui import sae_data as sd
 from saemui import sae_train
 from saemui.testing import save_tiny_model
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_saes.py"
-
 
 def _load():
-    spec = importlib.util.spec_from_file_location("train_saes", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("train_saes")
 
 
 def test_plan_per_model_and_recipe_handover(capsys):
