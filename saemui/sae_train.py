@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -483,7 +483,31 @@ def zero_baselines(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# command line shared by the two scripts
+# configuration and command line shared by the two scripts
+
+
+@dataclass
+class RunConfig:
+    """Fields both scripts share (same names, meaning and options); each script's Config extends it."""
+
+    model: str = "smollm2-135m-instruct"
+    layers: list[int] | None = None  # None: all
+    train_tokens: int = 300_000
+    kind_shares: dict[str, float] = field(
+        default_factory=lambda: {"general": 0.25, "chat_qa": 0.25, "maths": 0.25, "code": 0.25}
+    )
+    eval_seqs: int = 400  # task answers whose response tokens are evaluated
+    ce_seqs: int = 200
+    norm_factor: float | None = sae_eval.DEFAULT_NORM_FACTOR
+    max_seq_len: int = 256
+    capture_batch_tokens: int = 2048
+    chunk_batches: int = 8
+    eval_source: str = "auto"  # auto | shared | mix
+    seed: int = 0
+    threads: int = 1
+    workdir: str = str(Path.home() / ".cache" / "saemui" / "sae")
+    wheel_dir: str | None = None
+
 
 COMMON_FIELDS = (
     "model",

@@ -48,26 +48,11 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @dataclass
-class Config:
-    model: str = "smollm2-135m-instruct"
-    layers: list[int] = field(default_factory=lambda: [5, 15, 25])
+class Config(sae_train.RunConfig):
+    layers: list[int] | None = field(default_factory=lambda: [5, 15, 25])
     recipes: list[Recipe] = field(default_factory=lambda: list(DEFAULT_RECIPES))
-    train_tokens: int = 300_000
-    kind_shares: dict[str, float] = field(
-        default_factory=lambda: {"general": 0.25, "chat_qa": 0.25, "maths": 0.25, "code": 0.25}
-    )
-    eval_seqs: int = 400
-    ce_seqs: int = 200
-    norm_factor: float = sae_eval.DEFAULT_NORM_FACTOR
-    max_seq_len: int = 256
-    capture_batch_tokens: int = 2048
-    chunk_batches: int = 8
-    eval_source: str = "auto"  # auto | shared | mix
-    seed: int = 0
-    threads: int = 1
     workdir: str = str(Path.home() / ".cache" / "saemui" / "sae_recipes")
     out: str = "results/sae_recipes.json"
-    wheel_dir: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import shutil
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,31 +69,15 @@ SAMPLE_TOKENS = 200.0
 
 
 @dataclass
-class Config:
-    model: str = "smollm2-135m-instruct"
+class Config(sae_train.RunConfig):
     recipe: Recipe = sae_train.DEFAULT_RECIPE
     out: str | None = None  # default saes/<model>-res-<arch>-w<width>-k<k>
-    layers: list[int] | None = None  # None: all
-    train_tokens: int = 300_000
-    kind_shares: dict[str, float] = field(
-        default_factory=lambda: {"general": 0.25, "chat_qa": 0.25, "maths": 0.25, "code": 0.25}
-    )
     # 0.2, not the comparison's 0.1: the general corpus has 2,000 documents and 50k held-out tokens need ~350
     heldout_frac: float = 0.2
     eval_tokens: int = 50_000  # per text kind
-    eval_seqs: int = 400  # task answers whose response tokens are evaluated
-    ce_seqs: int = 200
     ce_group: int = 5  # layers per CE call (one clean forward shared; the unit of resumption)
-    norm_factor: float | None = sae_eval.DEFAULT_NORM_FACTOR
-    max_seq_len: int = 256
-    capture_batch_tokens: int = 2048
-    chunk_batches: int = 8
-    eval_source: str = "auto"  # auto | shared | mix
-    seed: int = 0
-    threads: int = 1
     size_limit_mb: float | None = None  # default SIZE_LIMITS_MB[model]
     workdir: str = str(Path.home() / ".cache" / "saemui" / "train_saes")
-    wheel_dir: str | None = None
 
     def out_dir(self) -> Path:
         r = self.recipe

@@ -26,6 +26,20 @@ def load_script(name: str = "sae_recipes"):
     return mod
 
 
+def tiny_args(tmp_path: Path, wheel: Path, model: Path) -> list[str]:
+    """The options both SAE scripts share, sized for a tiny model (seconds, not hours)."""
+    return [
+        "--model", str(model),
+        "--width", "128",
+        "--train-tokens", "1500",
+        "--eval-seqs", "12",
+        "--ce-seqs", "6",
+        "--eval-source", "mix",
+        "--workdir", str(tmp_path / "wd"),
+        "--wheel-dir", str(wheel.parent),
+    ]  # fmt: skip
+
+
 def test_plan_prints_every_stage(capsys):
     mod = load_script()
     assert mod.main(["--plan"]) == 0
@@ -46,17 +60,9 @@ def test_end_to_end_tiny_and_resume(tmp_path, monkeypatch, tiny_dir):
     monkeypatch.setattr(sd, "EVALS_WHEEL_SHA256", sd_sha(wheel))
     monkeypatch.setattr(mod, "SHARED_DATA", shared)
     model = save_tiny_model(tiny_dir, "llama")
-    args = [
-        "--model", str(model),
+    args = tiny_args(tmp_path, wheel, model) + [
         "--layers", "0", "2",
         "--recipes", "topk-k32-b256-e2", "batchtopk-k32-b256-e2",
-        "--width", "128",
-        "--train-tokens", "1500",
-        "--eval-seqs", "12",
-        "--ce-seqs", "6",
-        "--eval-source", "mix",
-        "--workdir", str(tmp_path / "wd"),
-        "--wheel-dir", str(wheel.parent),
         "--out", str(tmp_path / "res.json"),
     ]  # fmt: skip
     assert mod.main(args) == 0

@@ -9,7 +9,7 @@ import statistics
 import pytest
 import torch
 from test_sae_data import make_fake_wheel
-from test_sae_recipes import load_script
+from test_sae_recipes import load_script, tiny_args
 
 from saemui import sae_data as sd
 from saemui import sae_train
@@ -70,19 +70,11 @@ def test_bundle_run_tiny_gemma_and_resume(tmp_path, monkeypatch, tiny_dir):
     monkeypatch.setattr(mod, "SHARED_DATA", shared)
     model = save_tiny_model(tiny_dir, "gemma", bos=True)
     out = tmp_path / "bundle"
-    args = [
-        "--model", str(model),
+    args = tiny_args(tmp_path, wheel, model) + [
         "--layers", "0,2",
         "--arch", "batchtopk",
-        "--width", "128",
-        "--train-tokens", "1500",
         "--eval-tokens", "300",
-        "--eval-seqs", "12",
-        "--ce-seqs", "6",
-        "--eval-source", "mix",
         "--size-limit-mb", "1",
-        "--workdir", str(tmp_path / "wd"),
-        "--wheel-dir", str(wheel.parent),
         "--out", str(out),
     ]  # fmt: skip
     assert mod.main(args) == 0
