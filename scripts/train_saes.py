@@ -264,6 +264,7 @@ def layer_row(layer: int, ev: dict, train: dict) -> dict:
     for kind in sae_data.KINDS:
         if kind in ev["sets"]:
             row[f"fve_{kind}"] = ev["sets"][kind]["fve_pooled"]
+            row[f"fve_token_median_{kind}"] = ev["sets"][kind]["fve_token_median"]
             row[f"sink_share_{kind}"] = ev["sets"][kind]["sinks"]["shares"]["total"]
     row |= {
         "dead_frac": ev["all"]["dead_frac"],

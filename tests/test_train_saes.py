@@ -100,7 +100,7 @@ def test_bundle_run_tiny_gemma_and_resume(tmp_path, monkeypatch, tiny_dir):
         ):
             assert r[k] is not None, k
         assert r["sink_share_general"] > 0  # position 0 of every held-out text
-        assert "fve_general" in r and r["train_steps"] >= 1
+        assert "fve_general" in r and "fve_token_median_code" in r and r["train_steps"] >= 1
     # the targets follow from the rows (independent median / min / max)
     t = card["targets"]
     fve = [r["fve_response"] for r in rows]
