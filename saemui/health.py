@@ -5,15 +5,15 @@ element, cosine similarity and ‖x̂‖/‖x‖ per token, L0 and dead / dense 
 
 - :class:`HealthAccumulator`: exact, mergeable sums over the scored tokens of a MUI run (the engine and the
   distributed merge);
-- :func:`firing_stats`: the numbers that follow from firing counts alone (the engine and the distributed merge);
-- :func:`recon_metrics`: the same reconstruction numbers over a whole activation matrix in memory, with the
-  exact two-pass mean (SAE training's evaluation, ``scripts/train_saes.py``).
+- :func:`firing_stats`: the numbers that follow from firing counts alone (the engine and the distributed merge).
+
+SAE training's evaluation (:class:`saemui.sae_eval.ReconStats`) builds on :class:`HealthAccumulator`, so cards
+and runs compute the same figures.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -185,37 +185,4 @@ def firing_stats(layer: int, fire_U: np.ndarray, n_tokens: int) -> dict:
         "dense_fraction": float((dens > 0.1).mean()),
         "freq_over_1_percent": float((dens > 0.01).mean()),
         "freq_over_10_percent": float((dens > 0.1).mean()),
-    }
-
-
-@torch.no_grad()
-def recon_metrics(sae: Any, x: torch.Tensor, chunk: int = 8192) -> dict[str, Any]:
-    """sae-lens / SAEBench conventions: explained_variance = 1 - sum|x - x̂|² / sum|x - mean(x)|².
-
-    ``sae`` is a sae-lens SAE; ``x`` [N, d_in] float32. ``_fires`` holds per-feature firing counts (a tensor, for
-    the caller to pool across splits; not JSON).
-    """
-    n = x.shape[0]
-    mu = x.mean(0)
-    sse = tv = cos = l0 = l2r = 0.0
-    fires = torch.zeros(sae.cfg.d_sae)
-    for i in range(0, n, chunk):
-        xb = x[i : i + chunk]
-        f = sae.encode(xb)
-        xh = sae.decode(f)
-        sse += float((xb - xh).pow(2).sum())
-        tv += float((xb - mu).pow(2).sum())
-        cos += float(torch.nn.functional.cosine_similarity(xb, xh, dim=-1).sum())
-        l2r += float((xh.norm(dim=-1) / xb.norm(dim=-1).clamp_min(1e-8)).sum())
-        act = f > 0
-        l0 += float(act.sum())
-        fires += act.sum(0).float()
-    return {
-        "n_tokens": n,
-        "l0": l0 / n,
-        "explained_variance": 1 - sse / tv,
-        "mse": sse / (n * x.shape[1]),
-        "cossim": cos / n,
-        "l2_ratio": l2r / n,
-        "_fires": fires,
     }

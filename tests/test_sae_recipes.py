@@ -11,21 +11,37 @@ import pytest
 from test_sae_data import make_fake_wheel
 
 from saemui import sae_data as sd
+from saemui import sae_train
 from saemui.testing import save_tiny_model
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "sae_recipes.py"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("sae_recipes", SCRIPT)
+def load_script(name: str = "sae_recipes"):
+    """A module of scripts/ loaded from its file (scripts/ is no package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 
 
+def tiny_args(tmp_path: Path, wheel: Path, model: Path) -> list[str]:
+    """The options both SAE scripts share, sized for a tiny model (seconds, not hours)."""
+    return [
+        "--model", str(model),
+        "--width", "128",
+        "--train-tokens", "1500",
+        "--eval-seqs", "12",
+        "--ce-seqs", "6",
+        "--eval-source", "mix",
+        "--workdir", str(tmp_path / "wd"),
+        "--wheel-dir", str(wheel.parent),
+    ]  # fmt: skip
+
+
 def test_plan_prints_every_stage(capsys):
-    mod = _load()
+    mod = load_script()
     assert mod.main(["--plan"]) == 0
     out = capsys.readouterr().out
     assert "capture 300,000 tokens × 3 layers" in out and "total on 1 thread" in out
@@ -39,22 +55,14 @@ def test_plan_prints_every_stage(capsys):
 
 
 def test_end_to_end_tiny_and_resume(tmp_path, monkeypatch, tiny_dir):
-    mod = _load()
+    mod = load_script()
     wheel, shared = make_fake_wheel(tmp_path, monkeypatch, n=60)
     monkeypatch.setattr(sd, "EVALS_WHEEL_SHA256", sd_sha(wheel))
     monkeypatch.setattr(mod, "SHARED_DATA", shared)
     model = save_tiny_model(tiny_dir, "llama")
-    args = [
-        "--model", str(model),
+    args = tiny_args(tmp_path, wheel, model) + [
         "--layers", "0", "2",
         "--recipes", "topk-k32-b256-e2", "batchtopk-k32-b256-e2",
-        "--width", "128",
-        "--train-tokens", "1500",
-        "--eval-seqs", "12",
-        "--ce-seqs", "6",
-        "--eval-source", "mix",
-        "--workdir", str(tmp_path / "wd"),
-        "--wheel-dir", str(wheel.parent),
         "--out", str(tmp_path / "res.json"),
     ]  # fmt: skip
     assert mod.main(args) == 0
@@ -78,7 +86,9 @@ def test_end_to_end_tiny_and_resume(tmp_path, monkeypatch, tiny_dir):
     from saemui.testing import tiny_tokenizer
 
     tok = tiny_tokenizer()
-    assert tok.decode(mod._chat_prefix(tok)) == "<|im_start|>user\n"  # the shared start of every chat row
+    assert (
+        tok.decode(sae_train.chat_prefix(tok)) == "<|im_start|>user\n"
+    )  # the shared start of every chat row
     # resume: every stage is skipped (the trained SAEs are not touched), the result is identical
     sae_file = tmp_path / "wd" / "saes" / "topk-k32-b256-e2" / "L00" / "sae_weights.safetensors"
     mtime = sae_file.stat().st_mtime_ns
