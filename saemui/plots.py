@@ -41,6 +41,18 @@ MUI_LABEL = "MUI (%)"
 PERF_LABEL = "accuracy P (%)"
 
 
+def _legend_beside(ax, handles: dict, order: list[str], fontsize: float) -> None:
+    """One legend entry per name in ``order``, to the right of ``ax`` (outside the data)."""
+    ax.legend(
+        [handles[k] for k in order],
+        order,
+        loc="upper left",
+        bbox_to_anchor=(1.04, 1.0),
+        borderaxespad=0.0,
+        fontsize=fontsize,
+    )
+
+
 def new_figure(w: float, h: float, ncols: int = 1, nrows: int = 1) -> tuple[Figure, np.ndarray]:
     """A new Agg-backed figure (no pyplot state) in constrained layout, and its axes as a flat array."""
     fig = Figure(figsize=(w, h), layout="constrained")
@@ -203,14 +215,7 @@ def plot_law_grid(
     for ax in axes[n:]:
         ax.set_visible(False)
     order = sorted(k for k in handles if k in names) + [k for k in handles if k not in names]
-    axes[ncols - 1].legend(
-        [handles[k] for k in order],
-        order,
-        loc="upper left",
-        bbox_to_anchor=(1.04, 1.0),
-        borderaxespad=0.0,
-        fontsize=8,
-    )
+    _legend_beside(axes[ncols - 1], handles, order, fontsize=8)
     if title:
         _titles(fig, title, None)
     return fig
@@ -521,14 +526,7 @@ def plot_sensitivity(
             handles.setdefault(lab, h)
     order = sorted(handles)
     # on the last panel, beside it: a figure legend would collide with the figure-wide title
-    axes[-1].legend(
-        [handles[k] for k in order],
-        order,
-        loc="upper left",
-        bbox_to_anchor=(1.04, 1.0),
-        borderaxespad=0.0,
-        fontsize=7.5,
-    )
+    _legend_beside(axes[-1], handles, order, fontsize=7.5)
     _titles(fig, title or "MUI under different key-unit selections", caption)
     return fig
 
