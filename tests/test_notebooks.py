@@ -139,8 +139,8 @@ def test_your_models_notebook_executes_on_two_tiny_models(tmp_path, kernel_env):
     models = [save_tiny_model(tmp_path, family) for family in ("llama", "gemma")]
     env = {
         "SAEMUI_NB_MODELS": ",".join(map(str, models)),
-        "SAEMUI_NB_N": "8",
-        "SAEMUI_NB_N_MUI": "5",
+        "SAEMUI_NB_N": "6",
+        "SAEMUI_NB_N_MUI": "4",
         "SAEMUI_NB_OUT": str(tmp_path / "runs"),
         "PYTHONPATH": str(REPO),
         "OMP_NUM_THREADS": "1",
@@ -150,7 +150,7 @@ def test_your_models_notebook_executes_on_two_tiny_models(tmp_path, kernel_env):
     nb = _execute(REPO / "notebooks" / "06_your_models.ipynb", env)
     _assert_figures_shown(nb, "06_your_models")
     text = _text_outputs(nb)
-    assert "subsampled to N = 5 (" in text and "no law fitted: 2 model point(s)" in text
+    assert "subsampled to N = 4 (" in text and "no law fitted: 2 model point(s)" in text
     for m in models:
         assert (tmp_path / "runs" / m.name / "summary.json").is_file()
 
