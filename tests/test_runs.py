@@ -142,8 +142,30 @@ def test_fit_law_runs_refusals(tmp_path, run_dirs):
         fit_law_runs([*run_dirs, nolab])
     with pytest.raises(SaemuiError, match="model 'a' has task 'arith-1' twice"):
         fit_law_runs([*run_dirs, run_dirs[0]])
-    with pytest.raises(SaemuiError, match="at least 3"):
-        fit_law_runs(run_dirs[:2])
+
+
+def test_fit_law_runs_two_models_keeps_intervals_without_a_fit(run_dirs):
+    """Two models: nothing is fitted (a line through two points has no residual, no interval, no test), but
+    each point keeps its Wilson and over-subsets intervals, and the text and the plot say so."""
+    from saemui.reproduce import plot_law_runs
+    from saemui.runs import format_law
+
+    res = fit_law_runs(run_dirs[1:], n=3, n_sub=50)
+    assert res.fits == {} and res.tests == {} and res.summary.empty
+    assert res.no_fit.startswith("no law fitted: 2 model point(s)") and "subsampled to N = 3" in res.note
+    pts = res.points.set_index("model")
+    for name, m in (("b", "/models/b"), ("c", "/models/c")):
+        sets, corr = RUNS[m]
+        assert (pts.loc[name, "acc_lo"], pts.loc[name, "acc_hi"]) == pytest.approx(
+            wilson_interval(sum(corr), len(corr))
+        )
+        per_subset = [100 * len(hand_union(sets, c)) / (2 * U) for c in combinations(range(len(sets)), 3)]
+        assert min(per_subset) <= pts.loc[name, "mui_lo"] <= pts.loc[name, "mui_hi"] <= max(per_subset)
+    assert pts.loc["c", "mui_lo"] < pts.loc["c", "mui_hi"]  # 6 samples at N = 3: a real interval
+    text = format_law(res)
+    assert res.no_fit in text and "slope" not in text
+    ax = plot_law_runs(res).axes[0]
+    assert "no law fitted" in ax.get_title() and len(ax.containers) == 1  # one errorbar set: both points
 
 
 def test_fit_law_runs_across_depths_and_sae_bundles(tmp_path):
@@ -287,6 +309,25 @@ def test_plot_law_runs_cli(task_runs, tmp_path, capsys):
     capsys.readouterr()
     assert main(["plot", "training", "--runs", *map(str, dirs), "--out", str(out)]) == 2
     assert "kinds with --runs: law, comparison" in capsys.readouterr().err
+
+
+def test_law_and_plot_cli_on_two_runs_at_smaller_n(task_runs, tmp_path, capsys):
+    """Issue 20: two models' task runs to a law plot with intervals, in one command each."""
+    _, dirs = task_runs
+    two = [str(d) for d in dirs[1:]]  # 5 and 6 items
+    capsys.readouterr()
+    assert main(["law", *two, "--n", "3", "--n-sub", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "subsampled to N = 3 (" in out and "no law fitted: 2 model point(s)" in out
+    fig = tmp_path / "fig"
+    assert main(["plot", "law", "--runs", *two, "--n", "3", "--out", str(fig)]) == 0
+    assert (fig / "law_runs.png").stat().st_size > 1000
+    table = pd.read_csv(fig / "law_runs_table.csv")
+    assert (table["n_mui"] == 3).all() and (table["mui_lo"] < table["mui_hi"]).all()
+    assert json.loads((fig / "law_runs_notes.json").read_text())["n_mui"] == 3
+    capsys.readouterr()
+    assert main(["plot", "law", "--n", "3", "--out", str(fig)]) == 2
+    assert "--n applies to --runs only" in capsys.readouterr().err
 
 
 def test_law_cli_refuses_other_layers(task_runs, capsys):

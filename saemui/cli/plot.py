@@ -22,6 +22,12 @@ def add_plot_args(p: argparse.ArgumentParser) -> None:
         help="draw from these `saemui run` result directories instead of the zoo (kinds: law, comparison); "
         "every run is subsampled to the smallest N",
     )
+    p.add_argument(
+        "--n",
+        type=int,
+        help="with --runs: sample count to compare MUI at (default: the smallest run's N, where a run's MUI is "
+        "exact and has no interval)",
+    )
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -31,8 +37,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
             raise SaemuiError("--results (zoo records) and --runs (run directories) exclude each other")
         from saemui.reproduce import reproduce_runs
 
-        paths = reproduce_runs(args.kind, runs, args.out, args.n_boot)
+        paths = reproduce_runs(args.kind, runs, args.out, args.n_boot, n=args.n)
     else:
+        if getattr(args, "n", None) is not None:
+            raise SaemuiError("--n applies to --runs only (zoo records are measured at one N)")
         from saemui.reproduce import reproduce
 
         paths = reproduce(args.kind, args.results, args.out, args.n_boot)
