@@ -51,9 +51,9 @@ class KeyRule:
 
     def describe(self) -> str:
         if self.mode == "topscore":
-            return f"topscore:{self.eta:g}"
+            return f"topscore:{_exact(self.eta)}"
         if self.mode in ("topk", "global_topk"):
-            return f"{self.mode}:{self.k:g}" + (":pos" if self.positive_only else "")
+            return f"{self.mode}:{_exact(self.k)}" + (":pos" if self.positive_only else "")
         return "positive"
 
     @classmethod
@@ -98,3 +98,10 @@ def few_units_warning(rule: KeyRule, n_units: int, n_layers: int) -> str | None:
 
 
 __all__ = ["MODES", "KeyRule", "few_units_warning"]
+
+
+def _exact(x: float) -> str:
+    """Short text for a rule's number that parses back to the same value: ``%g`` (as results have always
+    written) unless it rounds, e.g. 0.001953125 (``%g`` gives 0.00195312, which floors to k = 2 of 1536, not 3)."""
+    short = f"{x:g}"
+    return short if float(short) == float(x) else repr(float(x))

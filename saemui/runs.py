@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,7 +168,17 @@ def load_runs(paths: PathLike | Iterable[PathLike]) -> pd.DataFrame:
     """
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
-    rows = [r for p in paths for r in _rows_of(Path(p))]
+    given = [Path(p) for p in paths]
+    # `saemui run --task` keeps its answer cache in <out parent>/generations, so `saemui law runs/*` would pass it
+    caches = [
+        p for p in given if p.name == "generations" and p.is_dir() and not (p / "summary.json").exists()
+    ]
+    if caches and len(caches) < len(given):
+        warnings.warn(
+            f"load_runs: skipped {', '.join(map(str, caches))} (a generation cache, not a run)", stacklevel=2
+        )
+        given = [p for p in given if p not in caches]
+    rows = [r for p in given for r in _rows_of(p)]
     if not rows:
         raise SaemuiError("load_runs: no run directories given")
     return _short_names(pd.DataFrame(rows, columns=list(TABLE_COLUMNS)))

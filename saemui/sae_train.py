@@ -338,7 +338,9 @@ def capture(
 
 
 def load_acts(files: Sequence[Path]) -> torch.Tensor:
-    return torch.from_numpy(np.concatenate([np.load(f, allow_pickle=False) for f in files]).astype(np.float32))
+    return torch.from_numpy(
+        np.concatenate([np.load(f, allow_pickle=False) for f in files]).astype(np.float32)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------

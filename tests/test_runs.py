@@ -85,6 +85,18 @@ def test_load_runs_refuses_non_runs(tmp_path, run_dirs):
         load_runs(other)
 
 
+def test_load_runs_skips_the_generation_cache_beside_runs(tmp_path, run_dirs):
+    # `saemui run --task --out runs/M` caches answers in runs/generations: `saemui law runs/*` passes it too
+    cache = tmp_path / "generations"
+    cache.mkdir()
+    (cache / "m-arith-1-abc.jsonl").write_text("{}\n")
+    with pytest.warns(UserWarning, match="generation cache"):
+        df = load_runs([*run_dirs, cache])
+    assert df["model"].tolist() == ["a", "b", "c"]
+    with pytest.raises(SaemuiError, match="not a saemui run directory"):
+        load_runs(cache)  # alone it is still refused
+
+
 def test_short_names_keep_full_path_on_collision(tmp_path):
     sets, corr = RUNS["/models/a"]
     p1 = save_run(tmp_path / "1", make_result(sets, U, corr, model="/x/m"))

@@ -207,3 +207,20 @@ def test_counter_flat_sets_match_a_dict_of_sets_by_hand():
     assert set(UtilizationCounter.from_state_dict(legacy).sets) == set(ref)
     with pytest.raises(ValueError, match="offsets"):
         c.add_sets([0, 1], [0, 0], [0, 1], np.zeros(1, np.int32))
+
+
+def test_rule_text_parses_back_to_the_same_rule():
+    # %g kept 6 digits: topk:0.001953125 was written as topk:0.00195312 and re-read as k = 2 of 1536, not 3
+    for text in (
+        "topk:0.001953125",
+        "topk:0.00390625",
+        "topk:0.001",
+        "topk:5",
+        "topscore:0.9",
+        "global_topk:0.002",
+    ):
+        rule = KeyRule.parse(text)
+        again = KeyRule.parse(rule.describe())
+        assert again == rule and again.k_for(1536) == rule.k_for(1536)
+    assert KeyRule.parse("topk:0.001953125").describe() == "topk:0.001953125"
+    assert KeyRule.parse("topk:0.001").describe() == "topk:0.001"  # the text results have always carried
