@@ -1,4 +1,5 @@
-"""Each pitfall of ../shared/docs/ecosystem-traps.md as a test (numbers refer to that document)."""
+"""Known pitfalls of the libraries saemui builds on (TransformerLens, sae-lens, transformers, GGUF loading), each as
+a test that fails if saemui falls into it again."""
 
 import warnings
 
