@@ -582,3 +582,86 @@ def evaluate(
 def finite_or_none(x: float) -> float | None:
     """JSON has no NaN: summaries written to files map non-finite values to null."""
     return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def json_safe(o: object) -> object:
+    """JSON has no NaN: non-finite floats become null, recursively."""
+    if isinstance(o, dict):
+        return {k: json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [json_safe(v) for v in o]
+    if isinstance(o, float):
+        return finite_or_none(o)
+    return o
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# an SAE suite's health on any model (fine-tuned models of the zoo included)
+
+HEALTH_SCHEMA = "saemui.sae_health/1"
+
+
+def suite_health(
+    lm: LoadedModel,
+    saes_spec: str,
+    samples: Sequence[Sample],
+    layers: Sequence[int] | None = None,
+    ce_samples: int | None = 200,
+    prompt_format: str = "auto",
+    max_length: int = 2048,
+    max_batch_tokens: int = 2048,
+    norm_factor: float | None = DEFAULT_NORM_FACTOR,
+) -> dict:
+    """How an SAE suite holds on ``lm``'s own residuals, on the response tokens of ``samples`` (the tokens MUI
+    reads): per layer pooled / per-token FVE, L0, dead / dense, CE-loss recovered and KL (first ``ce_samples``
+    records; None = all), with the sink rule and shares, plus medians over layers.
+
+    Why: the shipped bundles are trained on a base model; a fine-tuned model's residuals can drift away from
+    what the dictionary reconstructs, and feature-level MUI is only as meaningful as that reconstruction.
+    """
+    from saemui.saes import check_suite_for_model, open_suite
+
+    if not samples:
+        raise SaemuiError("suite_health: no samples")
+    suite = open_suite(saes_spec)
+    check_suite_for_model(suite, [lm.name, lm.hf_id], lm.n_layers)
+    entries = [e for e in suite.entries if layers is None or e.layer in set(layers)]
+    if layers is not None:
+        missing = sorted(set(layers) - {e.layer for e in entries})
+        if missing:
+            raise SaemuiError(f"SAE suite {suite.name!r} has no SAE for layer(s) {missing}")
+    saes = {e.layer: e.load(str(lm.device), "float32", False) for e in entries}
+    batches = batches_from_samples(lm.tokenizer, samples, prompt_format, max_length, max_batch_tokens)
+    ce_set = list(samples) if ce_samples is None else list(samples)[:ce_samples]
+    ce_batches = batches_from_samples(lm.tokenizer, ce_set, prompt_format, max_length, max_batch_tokens)
+    per_layer = evaluate(lm, saes, batches, ce_batches, norm_factor=norm_factor)
+
+    def median(key: str) -> float | None:
+        vals = [r.get(key) for r in per_layer.values()]
+        vals = [v for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
+        return float(np.median(vals)) if vals else None
+
+    keys = (
+        "fve_pooled",
+        "fve_token_median",
+        "ce_loss_recovered",
+        "kl_spliced",
+        "l0",
+        "dead_frac",
+        "dense_frac",
+    )
+    return {
+        "schema": HEALTH_SCHEMA,
+        "suite": suite.name,
+        "suite_source": suite.source,
+        "model": {"name": lm.name, "hf_id": lm.hf_id, "provenance": lm.provenance, "dtype": str(lm.dtype)},
+        "n_samples": len(samples),
+        "n_ce_samples": len(ce_set),
+        "text": "response tokens (paper alignment: the positions MUI scores)",
+        "sink_rule": sink_rule_text(norm_factor) if norm_factor is not None else "position 0 and specials",
+        "medians": {k: median(k) for k in keys},
+        "min_fve_pooled": min(
+            (r["fve_pooled"] for r in per_layer.values() if math.isfinite(r["fve_pooled"])), default=None
+        ),
+        "per_layer": {str(k): v for k, v in per_layer.items()},
+    }

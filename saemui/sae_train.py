@@ -137,15 +137,7 @@ def save_npy(path: Path, arr: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def json_safe(o: Any) -> Any:
-    """JSON has no NaN: non-finite floats become null, recursively."""
-    if isinstance(o, dict):
-        return {k: json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [json_safe(v) for v in o]
-    if isinstance(o, float):
-        return sae_eval.finite_or_none(o)
-    return o
+json_safe = sae_eval.json_safe
 
 
 # ---------------------------------------------------------------------------------------------------------------

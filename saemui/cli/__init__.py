@@ -2,7 +2,8 @@
 
 Every subcommand is declared and wired to its handler here, in :func:`build_parser`: ``run``
 (:mod:`saemui.cli.run`), ``report`` (:mod:`saemui.cli.report`), ``score`` and ``tasks``
-(:mod:`saemui.cli.tasks`), ``plot`` (:mod:`saemui.cli.plot`). Shared flags are declared once in
+(:mod:`saemui.cli.tasks`), ``plot`` (:mod:`saemui.cli.plot`), ``law`` (:mod:`saemui.cli.law`), ``sae-health``
+(:mod:`saemui.cli.sae_health`). Shared flags are declared once in
 :mod:`saemui.cli.args`.
 """
 
@@ -12,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from saemui.cli import law, plot, report, run, tasks
+from saemui.cli import law, plot, report, run, sae_health, tasks
 from saemui.cli.args import RUN_GROUPS, add_code_execution_arg, add_task_option_arg, parse_layers
 from saemui.cli.run import execute_run, format_summary, prepare_run, run_config
 from saemui.errors import SaemuiError
@@ -98,6 +99,18 @@ def _add_law(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=law.cmd_law)
 
 
+def _add_sae_health(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sae-health",
+        help="how an SAE suite reconstructs a model's residuals on response tokens",
+        description="FVE (pooled and per token), L0, dead / dense features, CE-loss recovered and KL of an SAE "
+        "suite on a model's own residuals, at the response tokens MUI reads, with sink tokens excluded by rule. "
+        "Use it to check a base-model bundle on a fine-tuned model.",
+    )
+    sae_health.add_sae_health_args(p)
+    p.set_defaults(func=sae_health.cmd_sae_health)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from saemui import __version__
 
@@ -109,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"saemui {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_run, _add_report, _add_score, _add_tasks, _add_plot, _add_law):
+    for add in (_add_run, _add_report, _add_score, _add_tasks, _add_plot, _add_law, _add_sae_health):
         add(sub)
     return ap
 
