@@ -298,14 +298,48 @@ def _jaccard_svg(df, w: int = 860, h: int = 120) -> str:
 # -- sections ------------------------------------------------------------------------------------------
 
 
+def _equal_n(runs: list[Run], n_sub: int = 1000, seed: int = 0) -> tuple[list[str], str]:
+    """Cells of MUI at the smallest run's N (MUI is a union and grows with N, so runs of different N are
+    compared there) and the note saying how; no cells when every run has the same N."""
+    ns = [int(r.result.summary["n_samples"]) for r in runs]
+    if len(set(ns)) < 2:
+        return [], ""
+    n = min(ns)
+    cells, sampled = [], False
+    for r in runs:
+        res = r.result
+        if int(res.summary["n_samples"]) > n and not res.has_sets:
+            cells.append("<td class=muted>n/a (run kept no key sets)</td>")
+            continue
+        sub = res.mui_at(n, n_sub, seed)
+        sampled |= not sub.exact
+        text = _pct(sub.mean, 3) + ("" if sub.exact else f" [{_pct(sub.lo, 3)}, {_pct(sub.hi, 3)}]")
+        cells.append(_num(sub.mean, text))
+    how = (
+        f"mean union over {n_sub} random {n}-sample subsets of each larger run (seed {seed}), with the 95 % "
+        "percentile range of the subsets"
+        if sampled
+        else "every distinct subset used (exact)"
+    )
+    note = (
+        f"<p class=warn>The runs have different sample counts (N = {', '.join(map(str, ns))}). MUI is a union "
+        f"over samples and grows with N, so compare the column <b>MUI at N = {n}</b>: {how}.</p>"
+    )
+    return cells, note
+
+
 def _overview(runs: list[Run]) -> str:
+    eq_cells, eq_note = _equal_n(runs)
+    eq_head = (
+        f"<th>MUI at N = {min(int(r.result.summary['n_samples']) for r in runs)}</th>" if eq_cells else ""
+    )
     head = (
         "<tr><th>run</th><th>model</th><th>units</th><th>basis</th><th>layers × units</th><th>selection</th>"
-        "<th>samples</th><th>scored tokens</th><th>MUI</th><th>accuracy</th><th>MUI (correct only)</th>"
+        f"<th>samples</th><th>scored tokens</th><th>MUI</th>{eq_head}<th>accuracy</th><th>MUI (correct only)</th>"
         "<th>contexts</th></tr>"
     )
     rows = []
-    for r in runs:
+    for i, r in enumerate(runs):
         s = r.result.summary
         rows.append(
             f"<tr><td>{esc(r.name)}</td><td>{esc(s['model']['name'])}</td><td>{esc(r.kind)}</td>"
@@ -314,6 +348,7 @@ def _overview(runs: list[Run]) -> str:
             + _num(s["n_samples"])
             + _num(s["n_tokens"])
             + _num(s["mui"], _pct(s["mui"], 3))
+            + (eq_cells[i] if eq_cells else "")
             + _num(s["accuracy"] or -1, _pct(s.get("accuracy"), 1))
             + _num(s.get("mui_correct") or -1, _pct(s.get("mui_correct"), 3))
             + f"<td>{'yes' if r.ctx else 'no (run without --explore)'}</td></tr>"
@@ -339,7 +374,9 @@ def _overview(runs: list[Run]) -> str:
         + head
         + "</thead><tbody>"
         + "".join(rows)
-        + "</tbody></table><h2>MUI per layer</h2>"
+        + "</tbody></table>"
+        + eq_note
+        + "<h2>MUI per layer</h2>"
         + _bars_svg(runs)
         + notes
     )

@@ -256,3 +256,21 @@ def test_report_size_budget(runs, tmp_path):
     size = out.stat().st_size
     print(f"report size: {size} bytes")
     assert size < 500_000
+
+
+def test_report_compares_mui_at_equal_n(runs):
+    import itertools
+
+    a, b = load_run(runs["sae"], "five"), load_run(runs["sae2"], "three")
+    page = build_report([a, b], n_top=2)
+    assert "MUI at N = 3" in page and "N = 5, 3" in page and "every distinct subset used (exact)" in page
+    # hand: the mean union over all C(5, 3) subsets of the 5-sample run's key sets
+    ptr, flat = a.result.flat_keys()
+    sets = [set(flat[ptr[i] : ptr[i + 1]].tolist()) for i in range(5)]
+    denom = len(a.result.layers) * a.result.n_units
+    mean = np.mean(
+        [len(set().union(*(sets[i] for i in c))) / denom for c in itertools.combinations(range(5), 3)]
+    )
+    row = page.split("<td>five</td>", 1)[1].split("</tr>", 1)[0]
+    assert f"{100 * mean:.3f}%" in row
+    assert "MUI at N" not in build_report([a], n_top=2)
