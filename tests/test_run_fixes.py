@@ -292,3 +292,41 @@ def test_public_names_stay_importable() -> None:
         assert getattr(saemui, name) is not None
     with pytest.raises(AttributeError):
         saemui.not_a_name  # noqa: B018
+
+
+def test_out_of_an_older_saemui_and_new_optional_fields(tiny_path, samples_file, tmp_path, capsys) -> None:
+    import dataclasses
+
+    from saemui.cli.run import run_key
+    from saemui.config import RunConfig
+
+    out = tmp_path / "run"
+    base = [
+        "run",
+        "--model",
+        tiny_path,
+        "--samples",
+        str(samples_file),
+        "--neurons",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main(base) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    del summary["provenance"]["run_key"]  # as written before run keys existed
+    (out / "summary.json").write_text(json.dumps(summary))
+    capsys.readouterr()
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "older saemui" in err and "--overwrite" in err
+    assert main([*base, "--overwrite"]) == 0
+    # an unset optional field does not enter the key; a set one does
+    cfg = RunConfig(units="neurons").resolved()
+    @dataclasses.dataclass
+    class Later(RunConfig):
+        future_option: int | None = None
+
+    assert run_key("m", Later(**dataclasses.asdict(cfg)), {}) == run_key("m", cfg, {})
+    assert run_key("m", Later(**dataclasses.asdict(cfg), future_option=3), {}) != run_key("m", cfg, {})
+    assert run_key("m", dataclasses.replace(cfg, layers=[0]), {}) != run_key("m", cfg, {})

@@ -53,7 +53,8 @@ def run_key(model: str, cfg: RunConfig, data: dict[str, Any]) -> str:
     result, and the input (records file and its sha256, or the task and its options)."""
     from dataclasses import asdict
 
-    settings = {k: v for k, v in asdict(cfg).items() if k not in _SPEED_ONLY}
+    # unset (None) fields are left out, so that a new optional RunConfig field does not change every key
+    settings = {k: v for k, v in asdict(cfg).items() if k not in _SPEED_ONLY and v is not None}
     blob = json.dumps({"model": model, "config": settings, "data": data}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -72,6 +73,11 @@ def check_overwrite(out: Path, key: str, overwrite: bool) -> None:
     old_key = (
         (old.get("provenance") or {}).get("run_key") if isinstance(old.get("provenance"), dict) else None
     )
+    if old_key is None:
+        raise SaemuiError(
+            f"--out {out} holds a finished run made by an older saemui (no run key to compare with); pass "
+            "--overwrite to replace it, or choose another --out"
+        )
     if old_key != key:
         raise SaemuiError(
             f"--out {out} holds a finished run of another configuration (model, settings or input differ); "
