@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,22 @@ DEFAULT_RECIPES = (
     Recipe("batchtopk-k32-b256-e2", "batchtopk", 32, 256, 2),
     Recipe("batchtopk-k64-b256-e2", "batchtopk", 64, 256, 2),
 )
+
+
+def grid_recipes(
+    base: Recipe, widths: Sequence[int] = (512, 1024, 2048), ks: Sequence[int] = (16, 32, 64)
+) -> list[Recipe]:
+    """The width / k sensitivity grid around ``base``, one factor at a time: every width at the base k, every k
+    at the base width (the base itself once, under its own name, so its SAEs are reused)."""
+    points = [(w, base.k) for w in widths] + [(base.width, k) for k in ks]
+    out, seen = [], set()
+    for w, k in points:
+        if (w, k) in seen:
+            continue
+        seen.add((w, k))
+        same = (w, k) == (base.width, base.k)
+        out.append(base if same else replace(base, name=f"{base.name}-w{w}-k{k}", width=w, k=k))
+    return out
 
 
 def recipe_named(name: str) -> Recipe:

@@ -15,7 +15,13 @@ re-run the same command to resume; a half-finished stage restarts, finished ones
     train         one SAE per (recipe, layer), sae-lens inference format
     zero          per layer, the zero-ablation CE / KL sums (shared by all recipes)
     eval          per (recipe, layer), reconstruction + CE / KL summaries
+    mui           per recipe, the default run's MUI (built-in samples, the recipe's SAEs at the compared
+                  layers, topscore 0.9 and 0.95): how much MUI depends on the dictionary
     results       one JSON of recipe × layer (``--out``)
+
+``--sensitivity RECIPE`` replaces the recipe list by the width / k grid around RECIPE (widths 512 / 1024 / 2048
+at its k, k 16 / 32 / 64 at its width; :func:`saemui.sae_train.grid_recipes`), trained on the same captured
+activations; the results then carry ``saemui.analysis.sensitivity.sensitivity_table``'s input rows.
 
 ``--plan`` prints the CPU-time estimate of each stage from the measured rates in cpu-budget.md and exits.
 
@@ -44,6 +50,8 @@ from saemui.io import atomic_write_json  # noqa: E402
 from saemui.sae_train import DEFAULT_RECIPES, LOAD_SECONDS, RATE_FORWARD, RATE_TRAIN, Recipe  # noqa: E402
 
 log = logging.getLogger("sae_recipes")
+#: the thresholds of the default-run MUI stage (the SAE primary of docs/study/protocol.md §5 and its neighbour)
+MUI_THRESHOLDS = ("topscore:0.9", "topscore:0.95")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -81,6 +89,9 @@ def plan(cfg: Config, tokens_per_seq: float = 150.0) -> list[tuple[str, float]]:
     rows.append((f"eval FVE {R} recipes × {cfg.eval_seqs} seqs", R * eval_tok / cap_rate))
     rows.append(
         (f"eval CE/KL {R} recipes × {L} layers × {cfg.ce_seqs} seqs", R * (1 + L) * ce_tok / fwd_rate)
+    )
+    rows.append(
+        (f"default-run MUI {R} recipes × {len(MUI_THRESHOLDS)} thresholds", R * (20 + 2_000 / cap_rate))
     )
     return rows
 
@@ -128,6 +139,43 @@ def stage_capture(cfg: Config, lm, data: dict, wd: Path) -> dict[int, list[Path]
         cfg.capture_batch_tokens,
         cfg.chunk_batches,
     )
+
+
+def stage_mui(cfg: Config, lm, wd: Path) -> list[dict]:
+    """The default run's MUI with each recipe's SAEs at the compared layers: rows for
+    :func:`saemui.analysis.sensitivity.sensitivity_table` (basis, width, l0 = k for TopK, eta, mui in %)."""
+    from saemui.engine import RunConfig as MUIConfig
+    from saemui.engine import compute_mui
+    from saemui.records import BUILTIN_SAMPLES, read_samples
+
+    samples = read_samples(BUILTIN_SAMPLES)
+    out = []
+    for r in cfg.recipes:
+        for th in MUI_THRESHOLDS:
+            dest = wd / "mui" / r.name / f"{th.replace(':', '-')}.json"
+            if not dest.is_file():
+                res = compute_mui(
+                    lm,
+                    samples,
+                    MUIConfig(
+                        units="sae", saes=str(wd / "saes" / r.name), threshold=th, layers=list(cfg.layers)
+                    ),
+                    progress=False,
+                )
+                row = {
+                    "basis": r.name,
+                    "width": r.width,
+                    "l0": r.k,
+                    "eta": float(th.split(":")[1]),
+                    "mui": 100 * res.mui,
+                    "n_samples": int(res.summary["n_samples"]),
+                    "layers": list(cfg.layers),
+                    "mui_per_layer": {str(k): 100 * v for k, v in zip(res.layers, res.per_layer)},
+                }
+                atomic_write_json(dest, row)
+                log.info("mui %s %s: %.3f %%", r.name, th, row["mui"])
+            out.append(json.loads(dest.read_text()))
+    return out
 
 
 def run(cfg: Config) -> dict:
@@ -195,6 +243,7 @@ def run(cfg: Config) -> dict:
         for r in cfg.recipes
         for layer in cfg.layers
     ]
+    mui_rows = stage_mui(cfg, lm, wd)
     capture_info = json.loads((wd / "capture" / "complete.json").read_text())
     result = {
         "model": cfg.model,
@@ -208,6 +257,7 @@ def run(cfg: Config) -> dict:
         "data_manifest": {k: v for k, v in data["manifest"].items() if k != "dropped_overlaps"}
         | {"dropped_overlaps": data["manifest"]["dropped_overlaps"]["count"]},
         "rows": rows,
+        "default_run_mui": mui_rows,
         "session_seconds": time.time() - t0,
         "config": {
             k: v for k, v in asdict(cfg).items() if k not in ("recipes", "workdir", "out", "wheel_dir")
@@ -223,22 +273,39 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, bool]:
     sae_train.add_common_args(p, d)
     p.add_argument("--recipes", nargs="+", default=None, help="subset of recipe names (default: all)")
     p.add_argument("--width", type=int, default=None, help="override every recipe's width")
+    p.add_argument(
+        "--sensitivity",
+        metavar="RECIPE",
+        default=None,
+        help="train and compare the width / k grid around RECIPE instead of the recipe list",
+    )
     p.add_argument("--out", default=d.out)
     a = p.parse_args(argv)
     recipes = [sae_train.recipe_named(n) for n in a.recipes] if a.recipes else list(DEFAULT_RECIPES)
     if a.width:
         recipes = [replace(r, width=a.width) for r in recipes]
+    if a.sensitivity:
+        if a.recipes or a.width:
+            raise SaemuiError("--sensitivity builds its own recipe grid: drop --recipes / --width")
+        recipes = sae_train.grid_recipes(sae_train.recipe_named(a.sensitivity))
     cfg = Config(**sae_train.common_kwargs(a, d), recipes=recipes, out=a.out)
     return cfg, a.plan
 
 
 def report(res: dict) -> None:
+    from saemui.analysis.sensitivity import sensitivity_table
+
     for row in res["rows"]:
         print(
             f"{row['recipe']:28s} L{row['layer']:02d} fve {row['fve_pooled']:.3f} (median {row['fve_token_median']:.3f}) "
             f"ce_rec {row.get('ce_loss_recovered') or float('nan'):.3f} kl {row.get('kl_spliced') or float('nan'):.3f} "
             f"dead {row['dead_frac']:.3f} dense {row['dense_frac']:.3f} {row['train_seconds']:.0f}s"
         )
+    mui = res.get("default_run_mui") or []
+    if mui:
+        print(f"default-run MUI (%) at layers {res['layers']}:")
+        keep = ("basis", "width", "l0", "eta", "mui")
+        print(sensitivity_table([{k: m[k] for k in keep} for m in mui]).round(3).to_string())
 
 
 def main(argv: list[str] | None = None) -> int:

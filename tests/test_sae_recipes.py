@@ -83,6 +83,14 @@ def test_end_to_end_tiny_and_resume(tmp_path, monkeypatch, tiny_dir):
         ):
             assert k in r
     assert res["capture_sinks"]["0"]["dropped"]["position0"] > 0
+    # the default run's MUI per recipe and threshold; a stricter η keeps fewer units per (sample, layer)
+    mui = {(m["basis"], m["eta"]): m for m in res["default_run_mui"]}
+    assert set(mui) == {(n, e) for n in ("topk-k32-b256-e2", "batchtopk-k32-b256-e2") for e in (0.9, 0.95)}
+    for n in ("topk-k32-b256-e2", "batchtopk-k32-b256-e2"):
+        assert 0 < mui[(n, 0.95)]["mui"] <= mui[(n, 0.9)]["mui"] <= 100
+        assert (
+            mui[(n, 0.9)]["l0"] == 32 and mui[(n, 0.9)]["width"] == 128 and mui[(n, 0.9)]["layers"] == [0, 2]
+        )
     from saemui.testing import tiny_tokenizer
 
     tok = tiny_tokenizer()
@@ -107,3 +115,15 @@ def sd_sha(wheel):
     from saemui.models import sha256_file
 
     return sha256_file(wheel)
+
+
+def test_sensitivity_grid_is_one_factor_at_a_time():
+    base = sae_train.recipe_named("topk-k32-b256-e2")
+    grid = sae_train.grid_recipes(base)
+    assert [(r.width, r.k) for r in grid] == [(512, 32), (1024, 32), (2048, 32), (1024, 16), (1024, 64)]
+    assert grid[1] is base  # the base keeps its name, so its trained SAEs are reused
+    assert grid[0].name == "topk-k32-b256-e2-w512-k32" and grid[0].batch_size == 256 and grid[0].epochs == 2
+    mod = load_script()
+    cfg, _ = mod.parse_args(["--sensitivity", "topk-k32-b256-e2"])
+    assert [r.name for r in cfg.recipes] == [r.name for r in grid]
+    assert mod.main(["--sensitivity", "topk-k32-b256-e2", "--recipes", "topk-k32-b128-e2", "--plan"]) == 2
