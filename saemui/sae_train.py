@@ -98,15 +98,20 @@ def grid_recipes(
     base: Recipe, widths: Sequence[int] = (512, 1024, 2048), ks: Sequence[int] = (16, 32, 64)
 ) -> list[Recipe]:
     """The width / k sensitivity grid around ``base``, one factor at a time: every width at the base k, every k
-    at the base width (the base itself once, under its own name, so its SAEs are reused)."""
+    at the base width (the base itself once, under its own name, so its SAEs are reused; likewise a point equal to
+    a recipe of :data:`DEFAULT_RECIPES` but for the name takes that recipe)."""
     points = [(w, base.k) for w in widths] + [(base.width, k) for k in ks]
     out, seen = [], set()
     for w, k in points:
         if (w, k) in seen:
             continue
         seen.add((w, k))
-        same = (w, k) == (base.width, base.k)
-        out.append(base if same else replace(base, name=f"{base.name}-w{w}-k{k}", width=w, k=k))
+        if (w, k) == (base.width, base.k):
+            out.append(base)
+            continue
+        r = replace(base, name=f"{base.name}-w{w}-k{k}", width=w, k=k)
+        # a named recipe with the same training fields is the same SAE: reuse its name (and its trained SAEs)
+        out.append(next((d for d in DEFAULT_RECIPES if d.key() == r.key()), r))
     return out
 
 

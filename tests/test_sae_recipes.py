@@ -123,6 +123,7 @@ def test_sensitivity_grid_is_one_factor_at_a_time():
     assert [(r.width, r.k) for r in grid] == [(512, 32), (1024, 32), (2048, 32), (1024, 16), (1024, 64)]
     assert grid[1] is base  # the base keeps its name, so its trained SAEs are reused
     assert grid[0].name == "topk-k32-b256-e2-w512-k32" and grid[0].batch_size == 256 and grid[0].epochs == 2
+    assert grid[4] is sae_train.recipe_named("topk-k64-b256-e2")  # same fields: the compared recipe's SAEs
     mod = load_script()
     cfg, _ = mod.parse_args(["--sensitivity", "topk-k32-b256-e2"])
     assert [r.name for r in cfg.recipes] == [r.name for r in grid]
