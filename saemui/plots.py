@@ -575,7 +575,12 @@ def plot_causal(
     lo = np.array([effects[k].lo for k in names])
     hi = np.array([effects[k].hi for k in names])
     ax.bar(
-        x - 0.2, [effects[k].mean_key for k in names], 0.36, color="#d95f02", alpha=0.45, label="Δlogp key"
+        x - 0.2,
+        [effects[k].mean_key for k in names],
+        0.36,
+        color="#d95f02",
+        alpha=0.45,
+        label="mean Δlogp, key ablated",
     )
     ax.bar(
         x + 0.2,
