@@ -328,3 +328,17 @@ def test_accuracy_arm_end_to_end(tiny_llama) -> None:
         0
     ]
     assert arm.responses["key"] == want
+
+
+def test_cli_ablate_writes_the_arm(tiny_llama, neuron_run, tmp_path, capsys) -> None:
+    from saemui.cli import main
+
+    run_dir = neuron_run.save(tmp_path / "run")
+    out = tmp_path / "arm.json"
+    assert main(["ablate", "--run", str(run_dir), "--out", str(out), "--draws", "2", "--n-boot", "200"]) == 0
+    got = load_logprob_arm(out)
+    want = logprob_arm(tiny_llama, neuron_run, n_draws=2)
+    np.testing.assert_allclose(got.key, want.key, rtol=1e-6)
+    np.testing.assert_allclose(got.random, want.random, rtol=1e-6)
+    assert "E " in capsys.readouterr().out
+    assert main(["ablate", "--run", str(run_dir), "--out", str(out), "--draws", "0"]) == 2

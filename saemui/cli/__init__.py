@@ -2,8 +2,8 @@
 
 Every subcommand is declared and wired to its handler here, in :func:`build_parser`: ``run``
 (:mod:`saemui.cli.run`), ``report`` (:mod:`saemui.cli.report`), ``score`` and ``tasks``
-(:mod:`saemui.cli.tasks`), ``plot`` (:mod:`saemui.cli.plot`). Shared flags are declared once in
-:mod:`saemui.cli.args`.
+(:mod:`saemui.cli.tasks`), ``plot`` (:mod:`saemui.cli.plot`), ``ablate`` (:mod:`saemui.cli.ablate`). Shared flags
+are declared once in :mod:`saemui.cli.args`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from saemui.cli import law, plot, report, run, tasks
+from saemui.cli import ablate, law, plot, report, run, tasks
 from saemui.cli.args import RUN_GROUPS, add_code_execution_arg, add_task_option_arg, parse_layers
 from saemui.cli.run import execute_run, format_summary, prepare_run, run_config
 from saemui.errors import SaemuiError
@@ -98,6 +98,18 @@ def _add_law(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=law.cmd_law)
 
 
+def _add_ablate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ablate",
+        help="causal check: ablate a run's key units and measure the gold log-probability",
+        description="Ablate each sample's key units (from a run's kept sets) and, as controls, as many random "
+        "units; write log p(response | prompt) clean, key-ablated and per random draw, and print the effect E "
+        "with a paired item-bootstrap interval (protocol §8.5).",
+    )
+    ablate.add_ablate_args(p)
+    p.set_defaults(func=ablate.cmd_ablate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from saemui import __version__
 
@@ -109,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"saemui {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_run, _add_report, _add_score, _add_tasks, _add_plot, _add_law):
+    for add in (_add_run, _add_report, _add_score, _add_tasks, _add_plot, _add_law, _add_ablate):
         add(sub)
     return ap
 
