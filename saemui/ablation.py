@@ -634,7 +634,8 @@ def accuracy_arm(
         draws, short = random_control_sets(item_keys, lm.d_mlp, n_draws, seed)
         kind = "neurons"
     else:
-        rec = [result_samples(result)[p] for p in pos]
+        records = result_samples(result)
+        rec = [records[p] for p in pos]
         cfg = result.summary.get("config") or {}
         pool = active_features(
             lm,
