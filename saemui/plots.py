@@ -550,3 +550,77 @@ def save_figure(
         atomic_write_bytes(out, buf.getvalue())
         written.append(out)
     return written
+
+
+# ----- causal check (protocol §8.5; saemui.analysis.causal) ---------------------------------------------------
+
+
+def plot_causal(
+    effects: Mapping[str, Any],
+    accuracy: Mapping[str, Any] | None = None,
+    verdict: Any | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Per point, E (nats) with its paired item-bootstrap interval beside the mean Δlogp of the key and random
+    ablations; with ``accuracy``, a second panel of ΔAcc (percentage points) with its interval. ``effects`` and
+    ``accuracy`` map point names to :class:`saemui.analysis.causal.CausalEffect` / ``AccuracyEffect``."""
+    if not effects:
+        raise SaemuiError("plot_causal: no points to plot")
+    names = list(effects)
+    acc = {k: v for k, v in (accuracy or {}).items() if k in effects}
+    fig, axes = new_figure(4.0 + 1.1 * len(names) * (2 if acc else 1), 4.4, ncols=2 if acc else 1)
+    x = np.arange(len(names))
+    ax = axes[0]
+    e = np.array([effects[k].e for k in names])
+    lo = np.array([effects[k].lo for k in names])
+    hi = np.array([effects[k].hi for k in names])
+    ax.bar(
+        x - 0.2,
+        [effects[k].mean_key for k in names],
+        0.36,
+        color="#d95f02",
+        alpha=0.45,
+        label="mean Δlogp, key ablated",
+    )
+    ax.bar(
+        x + 0.2,
+        [effects[k].mean_random for k in names],
+        0.36,
+        color="#7570b3",
+        alpha=0.45,
+        label="mean Δlogp, random ablated",
+    )
+    ax.errorbar(
+        x, e, yerr=[e - lo, hi - e], fmt="o", color="black", capsize=4, zorder=3, label="E (95% interval)"
+    )
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xticks(x, names, rotation=20, ha="right")
+    ax.set_ylabel("Δlog p(gold | prompt), clean − ablated (nats)")
+    ax.set_title("gold log-probability", fontsize=10)
+    legend_outside(ax, fontsize=7.5)
+    if acc:
+        ax2 = axes[1]
+        an = [k for k in names if k in acc]
+        xa = np.array([names.index(k) for k in an])
+        d = np.array([100 * acc[k].d_acc for k in an])
+        dlo = np.array([100 * acc[k].lo for k in an])
+        dhi = np.array([100 * acc[k].hi for k in an])
+        ax2.errorbar(
+            xa, d, yerr=[d - dlo, dhi - d], fmt="s", color="black", capsize=4, label="ΔAcc (95% interval)"
+        )
+        ax2.axhline(0, color="black", lw=0.6)
+        ax2.set_xticks(x, names, rotation=20, ha="right")
+        ax2.set_xlim(-0.5, len(names) - 0.5)
+        ax2.set_ylabel("ΔAcc = Acc(random ablated) − Acc(key ablated) (pp)")
+        ax2.set_title("greedy accuracy", fontsize=10)
+        legend_outside(ax2, fontsize=7.5)
+    first = effects[names[0]]
+    ns = sorted({v.n for v in effects.values()})
+    caption = (
+        f"n = {', '.join(map(str, ns))} items per point, {first.n_draws} random draws; paired item bootstrap, "
+        f"B = {first.n_boot:,}, {first.level:.0%} percentile intervals"
+    )
+    if verdict is not None:
+        caption += f"; verdict: {verdict.label} ({verdict.n_positive}/{verdict.n_points} points with lower bound > 0)"
+    _titles(fig, title or "Causal check: key units vs random units of the same size", caption)
+    return fig

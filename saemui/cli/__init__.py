@@ -3,7 +3,7 @@
 Every subcommand is declared and wired to its handler here, in :func:`build_parser`: ``run``
 (:mod:`saemui.cli.run`), ``report`` (:mod:`saemui.cli.report`), ``score`` and ``tasks``
 (:mod:`saemui.cli.tasks`), ``plot`` (:mod:`saemui.cli.plot`), ``law`` (:mod:`saemui.cli.law`), ``sae-health``
-(:mod:`saemui.cli.sae_health`). Shared flags are declared once in
+(:mod:`saemui.cli.sae_health`), ``ablate`` (:mod:`saemui.cli.ablate`). Shared flags are declared once in
 :mod:`saemui.cli.args`.
 """
 
@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from saemui.cli import law, plot, report, run, sae_health, tasks
+from saemui.cli import ablate, law, plot, report, run, sae_health, tasks
 from saemui.cli.args import RUN_GROUPS, add_code_execution_arg, add_task_option_arg, parse_layers
 from saemui.cli.run import execute_run, format_summary, prepare_run, run_config
 from saemui.errors import SaemuiError
@@ -111,6 +111,18 @@ def _add_sae_health(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=sae_health.cmd_sae_health)
 
 
+def _add_ablate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ablate",
+        help="causal check: ablate a run's key units and measure the gold log-probability",
+        description="Ablate each sample's key units (from a run's kept sets) and, as controls, as many random "
+        "units; write log p(response | prompt) clean, key-ablated and per random draw, and print the effect E "
+        "with a paired item-bootstrap interval (protocol §8.5).",
+    )
+    ablate.add_ablate_args(p)
+    p.set_defaults(func=ablate.cmd_ablate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from saemui import __version__
 
@@ -122,7 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"saemui {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_run, _add_report, _add_score, _add_tasks, _add_plot, _add_law, _add_sae_health):
+    for add in (
+        _add_run,
+        _add_report,
+        _add_score,
+        _add_tasks,
+        _add_plot,
+        _add_law,
+        _add_sae_health,
+        _add_ablate,
+    ):
         add(sub)
     return ap
 
