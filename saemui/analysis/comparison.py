@@ -24,13 +24,20 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from saemui.analysis.corollary import BOOT_SEED, LEVEL, N_BOOT, CorollaryVerdict, three_way
+from saemui.analysis.corollary import (
+    BOOT_SEED,
+    LEVEL,
+    N_BOOT,
+    CorollaryVerdict,
+    check_boot,
+    need_columns,
+    three_way,
+)
 from saemui.analysis.law import LawFit
 from saemui.analysis.stats import (
     ArrayLike,
     TauCI,
     as_1d,
-    check_level,
     kendall_tau,
     kendall_tau_ci,
     percentile_interval,
@@ -269,15 +276,10 @@ def fair_comparison_cv(
     (``numpy.random.default_rng(seed)``, stratified by family; the same resamples for every model, so the
     errors stay paired).
     """
-    need = [run_col, family_col, perf_col, mui_col, tau_col, ref_col]
-    missing = [c for c in need if c not in points.columns]
-    if missing:
-        raise SaemuiError(f"points: missing column(s) {', '.join(missing)} (expected {', '.join(need)})")
+    need_columns(points, [run_col, family_col, perf_col, mui_col, tau_col, ref_col], "points")
     if points[run_col].duplicated().any():
         raise SaemuiError("points: a run appears twice (one point per independent run, protocol §2)")
-    check_level(level)
-    if n_boot < 1:
-        raise SaemuiError(f"n_boot: expected a positive number of resamples, got {n_boot}")
+    check_boot(n_boot, level)
     p = as_1d(points[perf_col], perf_col)
     lm = np.log(as_1d(points[mui_col], mui_col, positive=True))
     lt = np.log(as_1d(points[tau_col], tau_col, positive=True))

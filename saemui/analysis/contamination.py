@@ -19,6 +19,8 @@ from saemui.analysis.corollary import (
     N_BOOT,
     CorollaryVerdict,
     MeanCI,
+    check_boot,
+    need_columns,
     run_bootstrap_mean,
     three_way,
 )
@@ -28,7 +30,6 @@ from saemui.analysis.stats import (
     as_1d,
     as_labels,
     auroc,
-    check_level,
     percentile_interval,
     same_length,
 )
@@ -234,10 +235,7 @@ def detector_scores(
 
     Returns ``points`` with columns D1 … D5 and zD4 added (same row order).
     """
-    need = [run_col, family_col, perf_col, mui_col, twin_col, contaminated_col]
-    missing = [c for c in need if c not in points.columns]
-    if missing:
-        raise SaemuiError(f"points: missing column(s) {', '.join(missing)} (expected {', '.join(need)})")
+    need_columns(points, [run_col, family_col, perf_col, mui_col, twin_col, contaminated_col], "points")
     if points[run_col].duplicated().any():
         raise SaemuiError(
             f"points: run {points[run_col][points[run_col].duplicated()].iloc[0]!r} appears twice "
@@ -302,12 +300,8 @@ def detector_auroc(
     Returns one row per detector (kind "AUROC") and per pair (kind "ΔAUROC", what = "D1−D3"): what, kind,
     estimate, lo, hi, level, n_pos, n_neg, n_boot.
     """
-    check_level(level)
-    if n_boot < 1:
-        raise SaemuiError(f"n_boot: expected a positive number of resamples, got {n_boot}")
-    for c in [label_col, run_col, *detectors]:
-        if c not in scores.columns:
-            raise SaemuiError(f"scores: missing column {c} (run detector_scores first)")
+    check_boot(n_boot, level)
+    need_columns(scores, [label_col, run_col, *detectors], "scores")
     for a, b in pairs:
         if a not in detectors or b not in detectors:
             raise SaemuiError(f"pairs: ({a}, {b}) names a detector not in {list(detectors)}")
@@ -352,13 +346,8 @@ def matched_accuracy(
     (contaminated − clean), matched (|ΔP| <= max_dp, inclusive) and dMUI_match (MUI_contam − MUI_clean, NaN
     when unmatched).
     """
-    for name, df, cols in (
-        ("contaminated", contaminated, [family_col, perf_col, mui_col]),
-        ("clean", clean, [family_col, seed_col, step_col, perf_col, mui_col]),
-    ):
-        missing = [c for c in cols if c not in df.columns]
-        if missing:
-            raise SaemuiError(f"{name}: missing column(s) {', '.join(missing)}")
+    need_columns(contaminated, [family_col, perf_col, mui_col], "contaminated")
+    need_columns(clean, [family_col, seed_col, step_col, perf_col, mui_col], "clean")
     if not max_dp >= 0:
         raise SaemuiError(f"max_dp: expected a non-negative number of points, got {max_dp}")
     cand = clean.sort_values([seed_col, step_col], kind="stable")

@@ -8,9 +8,11 @@ draws the resamples, so every run bootstrap of the study draws them the same way
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.stats import t as student_t
 
 from saemui.analysis.stats import ArrayLike, as_1d, check_level, percentile_interval, same_length
@@ -124,13 +126,27 @@ def run_bootstrap_mean(
     same_length(values=v, families=fam, runs=run)
     if len(set(map(str, run))) != len(run):
         raise SaemuiError("runs: a run appears twice; pass one value per run (protocol §2)")
-    check_level(level)
-    if n_boot < 1:
-        raise SaemuiError(f"n_boot: expected a positive number of resamples, got {n_boot}")
+    check_boot(n_boot, level)
     w = cluster_weights(fam, run, np.random.default_rng(seed), n_boot).astype(float)
     boot = (w @ v) / w.sum(axis=1)
     lo, hi = percentile_interval(boot, level)
     return MeanCI(float(v.mean()), lo, hi, level, len(v), n_boot, seed, boot)
+
+
+def need_columns(df: pd.DataFrame, cols: Sequence[str], name: str) -> None:
+    """Raise a one-line SaemuiError naming the columns of ``cols`` that ``df`` lacks."""
+    if not isinstance(df, pd.DataFrame):
+        raise SaemuiError(f"{name}: expected a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise SaemuiError(f"{name}: missing column(s) {', '.join(missing)} (expected {', '.join(cols)})")
+
+
+def check_boot(n_boot: int, level: float) -> None:
+    """A positive number of resamples and a coverage strictly between 0 and 1."""
+    check_level(level)
+    if not (isinstance(n_boot, int | np.integer) and n_boot >= 1):
+        raise SaemuiError(f"n_boot: expected a positive number of resamples, got {n_boot!r}")
 
 
 def three_way(supported: bool, not_supported: bool) -> str:
@@ -152,7 +168,9 @@ __all__ = [
     "NOT_SUPPORTED",
     "N_BOOT",
     "SUPPORTED",
+    "check_boot",
     "interval_sign",
+    "need_columns",
     "run_bootstrap_mean",
     "t_interval_mean",
     "three_way",

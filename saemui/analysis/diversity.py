@@ -29,10 +29,20 @@ from saemui.analysis.corollary import (
     N_BOOT,
     CorollaryVerdict,
     MeanCI,
+    check_boot,
+    need_columns,
     run_bootstrap_mean,
     three_way,
 )
-from saemui.analysis.embed import Embedder, embed, kmeans, nearest_to_centers, word_ngrams
+from saemui.analysis.embed import (
+    KMEANS_K,
+    KMEANS_RESTARTS,
+    Embedder,
+    embed,
+    kmeans,
+    nearest_to_centers,
+    word_ngrams,
+)
 from saemui.analysis.stats import ArrayLike, as_1d, check_level, kendall_tau, percentile_interval
 from saemui.analysis.study import cluster_weights
 from saemui.errors import SaemuiError
@@ -524,6 +534,7 @@ def designed_datasets(
 
 
 def _dataset_levels(datasets: pd.DataFrame) -> np.ndarray:
+    need_columns(datasets, ["dataset", "level", "task", "item"], "datasets")
     lv = datasets.groupby("dataset", sort=True)["level"].first()
     if not np.array_equal(lv.index.to_numpy(), np.arange(len(lv))):
         raise SaemuiError("datasets: dataset ids must be 0 … n − 1 (the designed_datasets output)")
@@ -557,8 +568,12 @@ def dataset_mui(datasets: pd.DataFrame, keys_by_task: Mapping[str, UnitSets], n_
     sizes = {}
     for t, sets in keys_by_task.items():
         ms = _memberships(sets, f"keys_by_task[{t!r}]")
-        per = [ms.unit_ids[ms.units[ms.items == i]] for i in range(ms.n_items)]
-        pool.extend(per)
+        order = np.argsort(ms.items, kind="stable")
+        pool.extend(
+            np.split(
+                ms.unit_ids[ms.units[order]], np.cumsum(np.bincount(ms.items, minlength=ms.n_items))[:-1]
+            )
+        )
         sizes[t] = ms.n_items
     return 100.0 * union_sizes(pool, _pool_membership(datasets, sizes)) / int(n_units)
 
@@ -592,8 +607,8 @@ def pool_clusters(
     texts_by_task: Mapping[str, Sequence[str]],
     *,
     embedder: Embedder | None = None,
-    k: int = 50,
-    n_init: int = 20,
+    k: int = KMEANS_K,
+    n_init: int = KMEANS_RESTARTS,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """One k-means (k = 50, 20 restarts, seed 0) over the embeddings of all pool prompts (every task's, in the
@@ -636,6 +651,7 @@ def diversity_delta_tau(
     """C4a numbers: per point, τ(MUI) = Kendall τ-b between level and the point's dataset MUI (``mui[i]``,
     from :func:`dataset_mui`); Δτ = τ(MUI) − max over ``baselines`` (e.g. {"n-grams": …, "k-means": …}) of
     their τ; the mean Δτ over the points with a bootstrap over runs stratified by family."""
+    need_columns(points, [run_col, family_col], "points")
     levels = _dataset_levels(datasets)
     mu = np.asarray(mui, dtype=float)
     if mu.ndim != 2 or mu.shape != (len(points), len(levels)):
@@ -709,7 +725,9 @@ def _fill(order: np.ndarray, size: int, n: int) -> np.ndarray:
     return np.r_[order, rest[: size - len(order)]].astype(np.int64)
 
 
-def kmq_subset(embeddings: np.ndarray, size: int, *, n_init: int = 20, seed: int = 0) -> np.ndarray:
+def kmq_subset(
+    embeddings: np.ndarray, size: int, *, n_init: int = KMEANS_RESTARTS, seed: int = 0
+) -> np.ndarray:
     """kMQ-style subset: k-means with k = size over the task's item embeddings, then the item nearest each
     centroid (distinct items, :func:`saemui.analysis.embed.nearest_to_centers`)."""
     km = kmeans(embeddings, size, n_init=n_init, seed=seed)
@@ -743,7 +761,7 @@ def subset_selection(
     n_random: int = N_RANDOM_SUBSETS,
     run_col: str = "run_id",
     family_col: str = "family",
-    kmeans_restarts: int = 20,
+    kmeans_restarts: int = KMEANS_RESTARTS,
     seed: int = 0,
     n_boot: int = N_BOOT,
     boot_seed: int = BOOT_SEED,
@@ -761,6 +779,8 @@ def subset_selection(
     """
     if n_random < 1:
         raise SaemuiError(f"n_random: expected a positive number of random subsets, got {n_random}")
+    check_boot(n_boot, level)
+    need_columns(points, [run_col, family_col], "points")
     n_pts = len(points)
     rng = np.random.default_rng(seed)
     rows, subsets = [], {}

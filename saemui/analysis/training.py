@@ -20,9 +20,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from saemui.analysis.corollary import CorollaryVerdict, interval_sign, t_interval_mean, three_way
+from saemui.analysis.corollary import (
+    CorollaryVerdict,
+    check_boot,
+    interval_sign,
+    need_columns,
+    t_interval_mean,
+    three_way,
+)
 from saemui.analysis.diversity import union_sizes
-from saemui.analysis.stats import ArrayLike, as_1d, check_level, percentile_interval, same_length
+from saemui.analysis.stats import ArrayLike, as_1d, percentile_interval, same_length
 from saemui.analysis.study import smoothed_perf
 from saemui.errors import SaemuiError
 
@@ -202,10 +209,7 @@ def seed_band(
     Returns one row per (family, transition): family, j (1-based), step_from, step_to, n_seeds, then for each
     delta ``<d>``, ``<d>_lo``, ``<d>_hi`` and ``<d>_sign`` (+1/−1 = interval above/below 0, 0 = contains it).
     """
-    need = [family_col, seed_col, step_col, perf_col, mui_col]
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        raise SaemuiError(f"df: missing column(s) {', '.join(missing)} (expected {', '.join(need)})")
+    need_columns(df, [family_col, seed_col, step_col, perf_col, mui_col], "df")
     if df.duplicated([family_col, seed_col, step_col]).any():
         r = df[df.duplicated([family_col, seed_col, step_col])].iloc[0]
         raise SaemuiError(
@@ -365,9 +369,7 @@ def item_bootstrap_transitions(
         raise SaemuiError(f"checkpoints: expected at least 2 (one transition), got {len(cks)}")
     if not (isinstance(n_units, int | np.integer) and n_units > 0):
         raise SaemuiError(f"n_units: expected the number of units (a positive integer), got {n_units!r}")
-    if n_boot < 1:
-        raise SaemuiError(f"n_boot: expected a positive number of resamples, got {n_boot}")
-    check_level(level)
+    check_boot(n_boot, level)
     n = len(np.asarray(cks[0].correct))
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
