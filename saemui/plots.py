@@ -623,4 +623,166 @@ def plot_causal(
     if verdict is not None:
         caption += f"; verdict: {verdict.label} ({verdict.n_positive}/{verdict.n_points} points with lower bound > 0)"
     _titles(fig, title or "Causal check: key units vs random units of the same size", caption)
+
+
+# ----- Study v2 corollaries (docs/study/protocol.md §8.1-§8.4) ----------------------------------------------
+
+_BAND_ROWS = {
+    "dP": "ΔP (points of accuracy)",
+    "dMUI": "ΔMUI (points of %)",
+    "dMUI_T": "ΔMUI_T (points of %)",
+    "dlntau": "Δln τ (ln positions)",
+}
+
+
+def plot_seed_band(band: pd.DataFrame, title: str | None = None, caption: str | None = None) -> Figure:
+    """§8.1: per family (columns) and delta (rows), the mean over seeds of each transition's change with its
+    t-interval over seeds (``training.seed_band`` output); markers coloured by the transition's phase label,
+    grey = within noise."""
+    from saemui.analysis.training import NOISE
+
+    _need(band, ["family", "step_from", "step_to", "n_seeds", "phase", "dP", "dP_lo", "dP_hi"], "band")
+    rows = [k for k in _BAND_ROWS if k in band.columns]
+    fams = list(dict.fromkeys(band["family"]))
+    fig = Figure(figsize=(3.6 * len(fams) + 1.8, 2.3 * len(rows) + 0.9), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), len(fams), squeeze=False, sharex="col")
+    colors = {**PHASE_COLORS, NOISE: "#bbbbbb"}
+    for c, fam in enumerate(fams):
+        g = band[band["family"] == fam].reset_index(drop=True)
+        x = np.arange(len(g))
+        for r, k in enumerate(rows):
+            ax = axes[r, c]
+            ax.axhline(0, color="black", lw=0.6)
+            for i, row in g.iterrows():
+                col = colors.get(row["phase"], "black")
+                ax.errorbar(
+                    x[i],
+                    row[k],
+                    yerr=[[row[k] - row[f"{k}_lo"]], [row[f"{k}_hi"] - row[k]]],
+                    fmt="o",
+                    color=col,
+                    ms=5,
+                    capsize=3,
+                )
+            ax.set_ylabel(_BAND_ROWS[k], fontsize=8)
+            if r == 0:
+                ax.set_title(f"{fam} (n = {int(g['n_seeds'].iloc[0])} seeds)", fontsize=10)
+        axes[-1, c].set_xticks(x, [f"{a:g}→{b:g}" for a, b in zip(g["step_from"], g["step_to"])], rotation=30)
+        axes[-1, c].set_xlabel("transition (training step → step)")
+    labels = [*PHASES[:4], NOISE]
+    handles = [axes[0, 0].scatter([], [], color=colors[p]) for p in labels]
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
+    n = int(band["n_seeds"].iloc[0])
+    _titles(
+        fig,
+        title or "Cor. 1: checkpoint transitions of R*, mean over seeds",
+        caption
+        or f"bars: 95 % t-interval over n = {n} seeds (df = {n - 1}); a phase label needs the ΔP and ΔMUI "
+        "intervals both to exclude 0",
+    )
+    return fig
+
+
+def plot_detector_auroc(
+    auroc_table: pd.DataFrame, title: str | None = None, caption: str | None = None
+) -> Figure:
+    """§8.2: AUROC of each detector (left, chance 0.5) and the paired ΔAUROC (right, 0 = no gain) with their
+    run-bootstrap intervals (``contamination.detector_auroc`` output)."""
+    _need(
+        auroc_table,
+        ["what", "kind", "estimate", "lo", "hi", "n_pos", "n_neg", "n_boot", "level"],
+        "auroc_table",
+    )
+    fig, axes = new_figure(9.0, 3.8, ncols=2)
+    for ax, kind, ref, lim in ((axes[0], "AUROC", 0.5, (0, 1)), (axes[1], "ΔAUROC", 0.0, (-1, 1))):
+        g = auroc_table[auroc_table["kind"] == kind].reset_index(drop=True)
+        y = np.arange(len(g))[::-1]
+        ax.errorbar(
+            g["estimate"],
+            y,
+            xerr=[g["estimate"] - g["lo"], g["hi"] - g["estimate"]],
+            fmt="o",
+            color="#1f77b4",
+            capsize=3,
+        )
+        ax.axvline(ref, color="black", lw=0.6, ls="--")
+        ax.set_yticks(y, g["what"].tolist())
+        ax.set_xlim(*lim)
+        ax.set_xlabel(f"{kind} (contaminated vs clean final points)")
+    axes[0].set_ylabel("detector")
+    r = auroc_table.iloc[0]
+    _titles(
+        fig,
+        title or "Cor. 2: contamination detectors",
+        caption
+        or f"n = {int(r['n_pos'])} contaminated vs {int(r['n_neg'])} clean runs; {r['level']:.0%} percentile intervals "
+        f"from {int(r['n_boot'])} run resamples stratified by label (paired for Δ)",
+    )
+    return fig
+
+
+def plot_cv_errors(cv: Any, title: str | None = None, caption: str | None = None) -> Figure:
+    """§8.3: leave-one-run-out CV error of each predictor of R (left) and its skill ρ = 1 − MSE/MSE(M0) with the
+    paired run-bootstrap interval (right; dashed: 0 and the 0.10 of the C3 rule). ``cv``: a
+    ``comparison.FairCV``."""
+    t = cv.table
+    _need(t, ["model", "mse", "rho", "rho_lo", "rho_hi"], "cv.table")
+    fig, axes = new_figure(9.0, 3.8, ncols=2)
+    x = np.arange(len(t))
+    axes[0].bar(x, t["mse"], color="#7f7f7f")
+    axes[0].set_xticks(x, t["model"].tolist())
+    axes[0].set_ylabel("CV mean squared error of R (points²)")
+    axes[0].set_xlabel("model")
+    axes[1].errorbar(x, t["rho"], yerr=[t["rho"] - t["rho_lo"], t["rho_hi"] - t["rho"]], fmt="o", capsize=3)
+    for v in (0.0, 0.10):
+        axes[1].axhline(v, color="black", lw=0.6, ls="--")
+    axes[1].set_xticks(x, t["model"].tolist())
+    axes[1].set_ylabel("ρ = 1 − MSE(model)/MSE(M0)")
+    axes[1].set_xlabel("model")
+    _titles(
+        fig,
+        title or "Cor. 3: predicting the twin accuracy R",
+        caption
+        or f"outer leave-one-run-out CV over n = {cv.n} runs; {cv.level:.0%} intervals from {cv.n_boot} paired "
+        "run resamples stratified by family",
+    )
+    return fig
+
+
+def plot_diversity_levels(
+    datasets: pd.DataFrame,
+    measures: Mapping[str, ArrayLike],
+    ylabels: Mapping[str, str] | None = None,
+    title: str | None = None,
+    caption: str | None = None,
+) -> Figure:
+    """§8.4: each measure (one panel) against the designed level of the datasets (``diversity.designed_datasets``
+    output), one dot per dataset, the level means joined; Kendall τ-b of level vs measure in each panel title."""
+    from saemui.analysis.stats import kendall_tau
+
+    _need(datasets, ["dataset", "level"], "datasets")
+    if not measures:
+        raise SaemuiError("measures: expected at least one measure per dataset")
+    levels = datasets.groupby("dataset", sort=True)["level"].first().to_numpy()
+    fig, axes = new_figure(3.4 * len(measures) + 0.6, 3.8, ncols=len(measures))
+    jitter = np.random.default_rng(0).uniform(-0.08, 0.08, len(levels))
+    for ax, (name, vals) in zip(axes, measures.items()):
+        v = as_1d(vals, name)
+        if len(v) != len(levels):
+            raise SaemuiError(
+                f"measures[{name!r}]: expected {len(levels)} values (one per dataset), got {len(v)}"
+            )
+        ax.scatter(levels + jitter, v, s=12, color="#1f77b4", alpha=0.7)
+        lv = np.unique(levels)
+        ax.plot(lv, [v[levels == k].mean() for k in lv], color="black", lw=1.2, marker="_", ms=12)
+        ax.set_xticks(lv)
+        ax.set_xlabel("designed level k (law tasks in the dataset)")
+        ax.set_ylabel((ylabels or {}).get(name, name))
+        ax.set_title(f"{name}: τ-b = {kendall_tau(levels, v):.2f}", fontsize=10)
+    _titles(
+        fig,
+        title or "Cor. 4: diversity measures against the designed level",
+        caption or f"n = {len(levels)} datasets of equal size; τ-b: Kendall rank correlation with the level",
+    )
     return fig

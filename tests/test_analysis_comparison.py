@@ -1,11 +1,17 @@
-"""Corollary 3: Kendall tau-b vs scipy and a hand count, scores by hand, rank changes, alpha sweep."""
+"""Corollary 3: Kendall tau-b vs scipy and a hand count, scores by hand, rank changes, alpha sweep; the §8.3
+nested leave-one-run-out CV against explicit loops, ρ with its paired run bootstrap, the C3 verdict."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
 from saemui.analysis.comparison import (
+    ALPHA_GRID,
     alpha_sensitivity,
+    c3_verdict,
+    choose_alpha,
+    fair_comparison_cv,
     kendall_tau,
     kendall_tau_ci,
     law_residual_score,
@@ -95,3 +101,113 @@ def test_alpha_sensitivity_table():
     assert {"tau_ref_lo", "tau_ref_hi"} <= set(tab.columns)
     with pytest.raises(SaemuiError, match="names"):
         alpha_sensitivity(perf, mui, names[:2])
+
+
+# ----- Study v2 §8.3 ------------------------------------------------------------------------------------------
+
+
+def _cv_points(n_s=6, n_g=5, seed=2):
+    rng = np.random.default_rng(seed)
+    n = n_s + n_g
+    fam = np.array(["S"] * n_s + ["G"] * n_g)
+    p = rng.uniform(10, 80, n)
+    mui = np.exp(rng.normal(1.5, 0.3, n))
+    tau = np.exp(rng.normal(2.5, 0.4, n))
+    r = 0.3 * p - 4 * np.log(mui) + np.where(fam == "S", 5.0, 0.0) + rng.normal(0, 2, n)
+    return pd.DataFrame(
+        {"run_id": [f"r{i:02d}" for i in range(n)], "family": fam, "P": p, "mui": mui, "tau": tau, "R": r}
+    )
+
+
+def _ols_fe_pred(X, y, fam, x_new, fam_new):
+    labels = sorted(set(fam))
+    D = np.column_stack([X] + [(fam == lab).astype(float) for lab in labels])
+    coef = np.linalg.lstsq(D, y, rcond=None)[0]
+    d_new = np.r_[x_new, [float(fam_new == lab) for lab in labels]]
+    return float(d_new @ coef)
+
+
+def _z_fit(v, fit):
+    return (v - v[fit].mean()) / v[fit].std()
+
+
+def _m2_loo_mse(p, lm, r, fam, alpha):
+    errs = []
+    for i in range(len(r)):
+        fit = np.arange(len(r)) != i
+        s = alpha * _z_fit(p, fit) - (1 - alpha) * _z_fit(lm, fit)
+        errs.append(r[i] - _ols_fe_pred(s[fit][:, None], r[fit], fam[fit], [s[i]], fam[i]))
+    return float(np.mean(np.square(errs)))
+
+
+def test_nested_cv_equals_explicit_loops():
+    pts = _cv_points()
+    grid = [0.0, 0.25, 0.5, 1.0]
+    n_boot = 300
+    cv = fair_comparison_cv(pts, alphas=grid, n_boot=n_boot, seed=0)
+    p, lm, lt, r = pts.P.to_numpy(), np.log(pts.mui.to_numpy()), np.log(pts.tau.to_numpy()), pts.R.to_numpy()
+    fam = pts.family.to_numpy()
+    n = len(r)
+    pred = {k: np.empty(n) for k in ("M0", "M1", "M2", "Mtau")}
+    alphas = np.empty(n)
+    for i in range(n):
+        fit = np.arange(n) != i
+        pred["M0"][i] = _ols_fe_pred(p[fit][:, None], r[fit], fam[fit], [p[i]], fam[i])
+        pred["M1"][i] = _ols_fe_pred(np.c_[p, lm][fit], r[fit], fam[fit], [p[i], lm[i]], fam[i])
+        pred["Mtau"][i] = _ols_fe_pred(np.c_[p, lt][fit], r[fit], fam[fit], [p[i], lt[i]], fam[i])
+        inner = [_m2_loo_mse(p[fit], lm[fit], r[fit], fam[fit], a) for a in grid]
+        a = grid[int(np.argmin(inner))]
+        alphas[i] = a
+        s = a * _z_fit(p, fit) - (1 - a) * _z_fit(lm, fit)
+        pred["M2"][i] = _ols_fe_pred(s[fit][:, None], r[fit], fam[fit], [s[i]], fam[i])
+    assert cv.predictions["alpha"].to_numpy() == pytest.approx(alphas)
+    tab = cv.table.set_index("model")
+    mse0 = np.mean((r - pred["M0"]) ** 2)
+    for k in pred:
+        assert cv.predictions[f"pred_{k}"].to_numpy() == pytest.approx(pred[k])
+        mse = np.mean((r - pred[k]) ** 2)
+        assert tab.loc[k, "mse"] == pytest.approx(mse)
+        assert tab.loc[k, "rho"] == pytest.approx(1 - mse / mse0)
+        assert tab.loc[k, "tau_b"] == pytest.approx(stats.kendalltau(pred[k], r).statistic)
+    # paired bootstrap over runs by hand: within each family (sorted names, runs sorted by id) draw with
+    # replacement as many runs as it has; the same draw for every model
+    rng = np.random.default_rng(0)
+    groups = {f: sorted(pts.loc[pts.family == f, "run_id"]) for f in sorted(set(fam))}
+    draws = {f: rng.integers(0, len(ids), size=(n_boot, len(ids))) for f, ids in groups.items()}
+    e = {k: pd.Series(r - pred[k], index=pts.run_id) for k in pred}
+    rho1 = []
+    for b in range(n_boot):
+        runs = [groups[f][i] for f in groups for i in draws[f][b]]
+        rho1.append(1 - (e["M1"][runs] ** 2).mean() / (e["M0"][runs] ** 2).mean())
+    assert (tab.loc["M1", "rho_lo"], tab.loc["M1", "rho_hi"]) == pytest.approx(
+        tuple(np.percentile(rho1, [2.5, 97.5]))
+    )
+    assert tab.loc["M0", "rho"] == 0 and tab.loc["M0", "rho_lo"] == tab.loc["M0", "rho_hi"] == 0
+
+
+def test_choose_alpha_grid_and_tie_to_larger():
+    assert ALPHA_GRID.tolist() == pytest.approx([i / 20 for i in range(21)])
+    pts = _cv_points()
+    fam = pts.family.to_numpy()
+    # with P and ln MUI identical (up to scale), every α gives the same score up to sign: ties everywhere
+    # except where α = 0.5 zeroes the score; the tie goes to the largest α
+    p = pts.P.to_numpy()
+    a, mse = choose_alpha(p, p, pts.R.to_numpy(), fam, [0.0, 1.0])
+    assert mse[0] == pytest.approx(mse[1]) and a == 1.0
+
+
+@pytest.mark.parametrize(
+    "lo, hi, expected",
+    [
+        (0.01, 0.3, "supported"),
+        (-0.2, 0.09, "not supported"),
+        (-0.2, 0.3, "inconclusive"),
+        (0.01, 0.05, "supported"),
+    ],
+)
+def test_c3_verdict_rules(lo, hi, expected):
+    cv = fair_comparison_cv(_cv_points(), alphas=[0.0, 1.0], n_boot=50)
+    tab = cv.table.copy()
+    tab.loc[tab.model == "M1", ["rho_lo", "rho_hi"]] = [lo, hi]
+    v = c3_verdict(type(cv)(cv.predictions, tab, cv.rho_boot, cv.n, cv.level, cv.n_boot, cv.seed))
+    assert v.verdict == expected and v.n == 11 and v.corollary == "C3"

@@ -1,20 +1,39 @@
-"""Corollary 4: coverage curves vs brute-force subset averages, greedy vs brute-force optimum, lexical baseline."""
+"""Corollary 4: coverage curves vs brute-force subset averages, greedy vs brute-force optimum, lexical baseline;
+the §8.4 designed datasets, measures, C4a and subset selection (C4b) against explicit set computations."""
 
 import itertools
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
+from scipy import stats
 
+from saemui.analysis.corollary import MeanCI
 from saemui.analysis.diversity import (
+    SubsetCells,
+    binomial_min_count,
+    c4a_verdict,
+    c4b_verdict,
     coverage_curve,
+    dataset_clusters,
+    dataset_mui,
+    dataset_ngrams,
+    designed_datasets,
     distinct_ngrams,
+    diversity_delta_tau,
     greedy_lexical_subset,
     greedy_max_coverage,
     jaccard,
+    kmq_subset,
     ngram_sets,
+    pool_clusters,
     subset_rank_preservation,
+    subset_selection,
+    tau_b_rows,
+    union_sizes,
 )
+from saemui.analysis.embed import kmeans, nearest_to_centers, word_ngrams
 from saemui.analysis.stats import kendall_tau
 from saemui.errors import SaemuiError
 
@@ -205,3 +224,214 @@ def test_coverage_curve_takes_a_result_and_refuses_per_layer_sets():
     assert curve.mean.tolist() == [3.0, 3.0, 5.0]
     with pytest.raises(SaemuiError, match="per-layer sets"):
         coverage_curve([res.sample_sets(i) for i in range(3)], order=[0, 1, 2])
+
+
+# ----- Study v2 §8.4 ------------------------------------------------------------------------------------------
+
+
+def test_union_sizes_equal_python_sets():
+    rng = np.random.default_rng(0)
+    sets = _random_sets(rng, 9, 25, 0.2)
+    taken = rng.integers(0, 3, size=(40, 9))
+    got = union_sizes(sets, taken)
+    for row, g in zip(taken, got):
+        assert g == len(set().union(*(set(sets[i].tolist()) for i in np.flatnonzero(row))))
+
+
+def test_designed_datasets_by_explicit_draws():
+    sizes = {"t1": 30, "t2": 25, "t3": 40}
+    ds = designed_datasets(sizes, n_items=12, draws=4, seed=3)
+    rng = np.random.default_rng(3)
+    tasks = list(sizes)
+    k_id = 0
+    for k in (1, 2, 3):
+        for d in range(4):
+            g = ds[ds.dataset == k_id]
+            chosen = sorted(rng.choice(3, k, replace=False).tolist())
+            exp = [
+                (tasks[t], int(i))
+                for t in chosen
+                for i in rng.choice(sizes[tasks[t]], 12 // k, replace=False)
+            ]
+            assert list(zip(g.task, g.item)) == exp
+            assert (g.level == k).all() and (g.draw == d).all() and len(g) == 12
+            assert g.groupby("task").size().tolist() == [12 // k] * k
+            assert not g.duplicated(["task", "item"]).any()
+            k_id += 1
+    assert ds.dataset.nunique() == 12
+    with pytest.raises(SaemuiError, match="equal task shares"):
+        designed_datasets({"a": 50, "b": 50, "c": 50, "d": 50, "e": 50}, n_items=12)
+
+
+def _pool(rng):
+    sizes = {"t1": 20, "t2": 16}
+    keys = {
+        t: [np.unique(rng.integers(0, 60, rng.integers(1, 5))) for _ in range(n)] for t, n in sizes.items()
+    }
+    texts = {
+        t: [
+            f"What is {rng.integers(0, 9)} {'+' if t == 't1' else '-'} {rng.integers(0, 9)}?"
+            for _ in range(n)
+        ]
+        for t, n in sizes.items()
+    }
+    return sizes, keys, texts
+
+
+def test_dataset_measures_equal_python_sets():
+    rng = np.random.default_rng(4)
+    sizes, keys, texts = _pool(rng)
+    ds = designed_datasets(sizes, n_items=8, draws=3, seed=0)
+    labels = {t: rng.integers(0, 5, n) for t, n in sizes.items()}
+    mui = dataset_mui(ds, keys, 200)
+    ngr = dataset_ngrams(ds, texts)
+    clu = dataset_clusters(ds, labels)
+    for d, g in ds.groupby("dataset"):
+        items = list(zip(g.task, g.item))
+        assert mui[d] == pytest.approx(
+            100 * len(set().union(*(set(keys[t][i].tolist()) for t, i in items))) / 200
+        )
+        assert ngr[d] == len(set().union(*(set(word_ngrams(texts[t][i])) for t, i in items)))
+        assert clu[d] == len({int(labels[t][i]) for t, i in items})
+
+
+def test_pool_clusters_is_one_kmeans_over_the_pool():
+    rng = np.random.default_rng(4)
+    sizes, _, texts = _pool(rng)
+    emb = lambda t: np.array([[sum(map(int, filter(str.isdigit, x))), x.count("+")] for x in t], float)  # noqa: E731
+    out = pool_clusters(texts, embedder=emb, k=3, n_init=4, seed=0)
+    km = kmeans(emb(texts["t1"] + texts["t2"]), 3, n_init=4, seed=0)
+    assert np.array_equal(np.r_[out["t1"], out["t2"]], km.labels)
+
+
+def test_diversity_delta_tau_against_scipy():
+    ds = designed_datasets({"a": 30, "b": 30, "c": 30}, n_items=6, draws=4, seed=1)
+    levels = ds.groupby("dataset")["level"].first().to_numpy()
+    rng = np.random.default_rng(2)
+    points = pd.DataFrame({"run_id": [f"r{i}" for i in range(6)], "family": ["S", "S", "S", "G", "G", "G"]})
+    mui = levels[None, :] * rng.uniform(0.5, 1.5, (6, 1)) + rng.normal(0, 0.6, (6, len(levels)))
+    ngr = levels + rng.normal(0, 1.0, len(levels))
+    clu = rng.normal(0, 1, len(levels))
+    res = diversity_delta_tau(ds, points, mui, {"n-grams": ngr, "k-means": clu}, n_boot=300)
+    best = max(stats.kendalltau(levels, ngr).statistic, stats.kendalltau(levels, clu).statistic)
+    exp = np.array([stats.kendalltau(levels, row).statistic for row in mui]) - best
+    assert res.per_point["delta_tau"].to_numpy() == pytest.approx(exp)
+    assert res.delta.estimate == pytest.approx(exp.mean()) and res.n_datasets == 12
+    v = c4a_verdict(res)
+    assert v.corollary == "C4a" and v.n == 6
+    assert v.verdict == (
+        "supported" if res.delta.lo > 0 else "not supported" if res.delta.hi < 0.05 else "inconclusive"
+    )
+
+
+def test_tau_b_rows_and_binomial_c():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 4, (30, 9)).astype(float)
+    y = rng.integers(0, 4, (30, 9)).astype(float)
+    x[0] = 1.0  # constant row: undefined
+    got = tau_b_rows(x, y)
+    assert np.isnan(got[0])
+    for i in range(1, 30):
+        assert got[i] == pytest.approx(stats.kendalltau(x[i], y[i]).statistic)
+    assert binomial_min_count(12) == 3
+    assert stats.binom.sf(2, 12, 0.05) == pytest.approx(0.0196, abs=1e-4)  # P(X >= 3), the protocol's 0.020
+    assert stats.binom.sf(1, 12, 0.05) > 0.05  # P(X >= 2) = 0.118: c = 2 would be too lax
+    assert binomial_min_count(1) == 1  # P(X >= 1) = 0.05 <= 0.05
+
+
+def _selection_inputs(seed=0):
+    rng = np.random.default_rng(seed)
+    n_pts, n_items = 8, 30
+    points = pd.DataFrame({"run_id": [f"r{i}" for i in range(n_pts)], "family": ["S"] * 5 + ["G"] * 3})
+    skill = np.linspace(0.2, 0.8, n_pts)
+    acc, keys_a, keys_b, texts, emb = {}, {}, {}, {}, {}
+    for t in ("t1", "t2"):
+        diff = rng.uniform(0, 1, n_items)
+        acc[t] = (rng.uniform(0, 1, (n_pts, n_items)) < skill[:, None] * (1.2 - diff)).astype(float)
+        keys_a[t] = [np.unique(rng.integers(0, 80, 6)) for _ in range(n_items)]
+        keys_b[t] = [np.unique(rng.integers(0, 80, 6)) for _ in range(n_items)]
+        texts[t] = [f"What is {rng.integers(0, 30)} + {rng.integers(0, 30)}?" for _ in range(n_items)]
+        emb[t] = rng.normal(0, 1, (n_items, 4))
+    return points, acc, {"base-S": keys_a, "base-G": keys_b}, texts, emb
+
+
+def test_subset_selection_cells_by_hand():
+    points, acc, sel, texts, emb = _selection_inputs()
+    res = subset_selection(
+        acc, points, sel, texts, emb, fractions=(0.1, 0.2), n_random=200, kmeans_restarts=3, n_boot=200
+    )
+    assert isinstance(res, SubsetCells) and len(res.cells) == 2 * 2 * 2
+    rng = np.random.default_rng(0)
+    for t in ("t1", "t2"):
+        a = acc[t]
+        full = a.mean(1)
+        for f in (0.1, 0.2):
+            size = round(f * 30)
+            rand = [rng.choice(30, size, replace=False) for _ in range(200)]
+            taus = np.array([stats.kendalltau(full, a[:, r].mean(1)).statistic for r in rand])
+            taus = taus[np.isfinite(taus)]
+            km = kmeans(emb[t], size, n_init=3, seed=0)
+            kmq = nearest_to_centers(emb[t], km.centers)
+            assert np.array_equal(res.subsets[(t, f, "kmq")], kmq)
+            assert np.array_equal(kmq_subset(emb[t], size, n_init=3), kmq)
+            lex = greedy_lexical_subset(texts[t], size).order
+            assert np.array_equal(res.subsets[(t, f, "lexical")][: len(lex)], lex)
+            for s, keys in sel.items():
+                row = res.cells[
+                    (res.cells.task == t) & (res.cells.fraction == f) & (res.cells.selector == s)
+                ].iloc[0]
+                g = greedy_max_coverage(keys[t], size).order
+                assert np.array_equal(res.subsets[(t, f, f"mui:{s}")][: len(g)], g)
+                tau_g = stats.kendalltau(full, a[:, res.subsets[(t, f, f"mui:{s}")]].mean(1)).statistic
+                assert row.tau_greedy == pytest.approx(tau_g)
+                assert row.q95_random == pytest.approx(np.percentile(taus, 95))
+                assert row.percentile == pytest.approx(100 * np.mean(taus <= tau_g))
+                assert row.reaches == (tau_g >= np.percentile(taus, 95))
+                assert row.tau_kmq == pytest.approx(stats.kendalltau(full, a[:, kmq].mean(1)).statistic)
+                assert row.n_items == size and row.n_random == len(taus)
+    adv = (res.cells.tau_greedy - res.cells.tau_kmq).mean()
+    assert res.advantage.estimate == pytest.approx(adv) and res.advantage.n == 8
+
+
+def test_subset_bootstrap_recomputes_taus_on_resampled_points():
+    points, acc, sel, texts, emb = _selection_inputs(1)
+    res = subset_selection(
+        acc, points, sel, texts, emb, fractions=(0.2,), n_random=20, kmeans_restarts=2, n_boot=60, boot_seed=5
+    )
+    rng = np.random.default_rng(5)
+    groups = {"G": ["r5", "r6", "r7"], "S": ["r0", "r1", "r2", "r3", "r4"]}
+    draws = {f: rng.integers(0, len(ids), size=(60, len(ids))) for f, ids in groups.items()}
+    pos = {r: i for i, r in enumerate(points.run_id)}
+    boot = []
+    for b in range(60):
+        rows = [pos[groups[f][i]] for f in groups for i in draws[f][b]]
+        diffs = []
+        for t in ("t1", "t2"):
+            a = acc[t][rows]
+            for s in sel:
+                g, k = res.subsets[(t, 0.2, f"mui:{s}")], res.subsets[(t, 0.2, "kmq")]
+                diffs.append(
+                    stats.kendalltau(a.mean(1), a[:, g].mean(1)).statistic
+                    - stats.kendalltau(a.mean(1), a[:, k].mean(1)).statistic
+                )
+        boot.append(np.mean(diffs))
+    boot = np.asarray(boot)
+    assert res.advantage.boot == pytest.approx(boot, nan_ok=True)
+
+
+@pytest.mark.parametrize(
+    "reach, lo, hi, expected",
+    [
+        (3, 0.01, 0.2, "supported"),
+        (2, 0.01, 0.2, "inconclusive"),
+        (3, -0.1, 0.2, "inconclusive"),
+        (1, -0.2, 0.04, "not supported"),
+        (0, -0.2, 0.2, "inconclusive"),
+        (2, -0.2, 0.04, "inconclusive"),
+    ],
+)
+def test_c4b_verdict_rules(reach, lo, hi, expected):
+    cells = pd.DataFrame({"reaches": [True] * reach + [False] * (12 - reach)})
+    res = SubsetCells(cells, MeanCI(0.05, lo, hi, 0.95, 18, 10, 0, np.zeros(10)), {})
+    v = c4b_verdict(res)
+    assert v.verdict == expected and v.n == 12 and "c = 3" in v.note

@@ -1,9 +1,22 @@
-"""Corollary 1: phase classification on constructed trajectories, including dead-band edges."""
+"""Corollary 1: phase classification on constructed trajectories, including dead-band edges; the §8.1 seed
+band, C1 verdict and item bootstrap against hand computations."""
 
+import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import t as student_t
 
-from saemui.analysis.training import classify_phases, classify_trajectory, phase_counts
+from saemui.analysis.training import (
+    NOISE,
+    CheckpointItems,
+    c1_verdict,
+    classify_phases,
+    classify_trajectory,
+    item_bootstrap_transitions,
+    label_agreement,
+    phase_counts,
+    seed_band,
+)
 from saemui.errors import SaemuiError
 
 
@@ -106,3 +119,123 @@ def test_trajectory_errors():
     dup = pd.concat([_long(), _long().iloc[:1]])
     with pytest.raises(SaemuiError, match="more than once"):
         classify_trajectory(dup)
+
+
+# ----- Study v2 §8.1: seed band, C1, baseline agreement, item bootstrap -------------------------------------
+
+
+def _band_table(p, m, mt, tau, families=("A",)):
+    """Long table from arrays seeds × steps (same values for every family unless given per family)."""
+    rows = []
+    for fam in families:
+        for s in range(len(p)):
+            for j, step in enumerate([0, 10, 20, 40][: len(p[0])]):
+                rows.append(
+                    {
+                        "family": fam,
+                        "seed": s,
+                        "step": step,
+                        "P": p[s][j],
+                        "mui": m[s][j],
+                        "mui_T": mt[s][j],
+                        "tau": tau[s][j],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+P3 = [[10, 20, 21, 15], [11, 22, 19, 14], [9, 21, 20, 16]]
+M3 = [[5.0, 6.0, 5.5, 4.0], [5.0, 6.2, 5.4, 4.1], [5.0, 5.9, 5.7, 3.8]]
+MT3 = [[2.0, 2.5, 2.4, 1.5], [2.0, 2.6, 2.6, 1.6], [2.0, 2.4, 2.3, 1.4]]
+TAU3 = [[10.0, 8.0, 8.0, 9.0], [10.0, 8.5, 7.9, 9.5], [10.0, 7.8, 8.1, 8.8]]
+
+
+def test_seed_band_matches_hand_t_interval_and_labels():
+    band = seed_band(_band_table(P3, M3, MT3, TAU3))
+    q = student_t.ppf(0.975, 2)
+    assert q == pytest.approx(4.303, abs=1e-3)
+    for k, arr, f in (("dP", P3, None), ("dMUI", M3, None), ("dMUI_T", MT3, None), ("dlntau", TAU3, np.log)):
+        v = np.asarray(arr, dtype=float)
+        d = np.diff(f(v) if f else v, axis=1)
+        for j in range(3):
+            mean = d[:, j].mean()
+            half = q * d[:, j].std(ddof=1) / np.sqrt(3)
+            assert band.loc[j, k] == pytest.approx(mean)
+            assert band.loc[j, f"{k}_lo"] == pytest.approx(mean - half)
+            assert band.loc[j, f"{k}_hi"] == pytest.approx(mean + half)
+    # j=1: P up (all seeds +10..+12), MUI up (+0.9..+1.2): both exclude 0; j=2: ΔP = 1, -3, -1 crosses 0;
+    # j=3: P down, MUI down, both tight
+    assert band["phase"].tolist() == ["Accumulating", NOISE, "Coarsening"]
+    assert band["step_from"].tolist() == [0, 10, 20] and band["step_to"].tolist() == [10, 20, 40]
+    assert band["mui_t_same_sign"].tolist() == [True, False, True]
+    # τ falls on j=1 (Accumulating with MUI up becomes P↑ τ↓ = Evolving), rises on j=3 (P↓ τ↑ = Collapsing)
+    assert band["phase_tau"].tolist() == ["Evolving", NOISE, "Collapsing"]
+
+
+def test_c1_verdicts_and_label_agreement():
+    two = seed_band(_band_table(P3, M3, MT3, TAU3, families=("A", "B")))
+    v = c1_verdict(two)
+    assert v.verdict == "supported" and v.estimate == 4 and v.n == 6
+    # family B's MUI_T flat with noise in every transition: no qualifying transition in B, but A's exclude 0
+    flat = [[2.0, 2.1, 1.9, 2.0], [2.0, 1.9, 2.1, 2.0], [2.0, 2.0, 2.0, 2.0]]
+    df = pd.concat(
+        [_band_table(P3, M3, MT3, TAU3, ("A",)), _band_table(P3, M3, flat, TAU3, ("B",))], ignore_index=True
+    )
+    assert c1_verdict(seed_band(df)).verdict == "inconclusive"
+    df_none = pd.concat(
+        [_band_table(P3, M3, flat, TAU3, ("A",)), _band_table(P3, M3, flat, TAU3, ("B",))], ignore_index=True
+    )
+    assert c1_verdict(seed_band(df_none)).verdict == "not supported"
+    agree = label_agreement(two)
+    # per family: labels (Acc, noise, Coars) vs (Evol, noise, Coll): only the "within noise" one is equal
+    assert agree == {"n": 6, "same": 2, "same_labelled": 0, "labelled_mui": 4, "labelled_tau": 4}
+    assert "C1" in str(v) and v.as_row()["verdict"] == "supported"
+
+
+def test_seed_band_refuses_a_seed_missing_a_step():
+    df = _band_table(P3, M3, MT3, TAU3).query("not (seed == 2 and step == 20)")
+    with pytest.raises(SaemuiError, match="lacks a step"):
+        seed_band(df)
+
+
+def _items_run(seed):
+    rng = np.random.default_rng(seed)
+    cks = []
+    for step in (0, 10, 20):
+        keys = [np.unique(rng.integers(0, 30, size=rng.integers(0, 6))) for _ in range(8)]
+        keys_t = [k[:2] for k in keys]
+        pos = rng.integers(0, 5, size=8)
+        cks.append(CheckpointItems(step, rng.integers(0, 2, size=8), keys, keys_t, pos))
+    return cks
+
+
+def test_item_bootstrap_equals_explicit_resampling_with_sets():
+    cks = _items_run(3)
+    n_units, n_boot, n = 40, 300, 8
+    out = item_bootstrap_transitions(cks, n_units, n_boot=n_boot, seed=5)
+    idx = np.random.default_rng(5).integers(0, n, size=(n_boot, n))
+
+    def stats(ck, rows):
+        k = sum(int(ck.correct[i]) for i in rows)
+        p = 100 * (k + 0.5) / (n + 1)
+        mui = 100 * len(set().union(*(set(ck.keys[i].tolist()) for i in rows))) / n_units
+        mt = 100 * len(set().union(*(set(ck.keys_t[i].tolist()) for i in rows))) / n_units
+        ne = [ck.positions[i] for i in rows if ck.positions[i] > 0]
+        tau = np.log(np.mean(ne)) if ne else np.nan
+        return {"dP": p, "dMUI": mui, "dMUI_T": mt, "dlntau": tau}
+
+    for j in range(2):
+        a, b = cks[j], cks[j + 1]
+        full = {k: stats(b, range(n))[k] - stats(a, range(n))[k] for k in ("dP", "dMUI", "dMUI_T", "dlntau")}
+        boot = {k: [] for k in full}
+        for rows in idx:
+            sa, sb = stats(a, rows), stats(b, rows)
+            for k in full:
+                boot[k].append(sb[k] - sa[k])
+        for k in full:
+            vals = np.asarray(boot[k])
+            vals = vals[np.isfinite(vals)]
+            assert out.loc[j, k] == pytest.approx(full[k])
+            assert out.loc[j, f"{k}_lo"] == pytest.approx(np.percentile(vals, 2.5))
+            assert out.loc[j, f"{k}_hi"] == pytest.approx(np.percentile(vals, 97.5))
+    assert out["n_boot"].tolist() == [n_boot, n_boot]
