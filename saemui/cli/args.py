@@ -177,7 +177,7 @@ def add_extraction_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
         default="corrected",
         choices=["corrected", "official"],
         help="answer scoring: corrected (default; saemui's fixed rules) or official (MUI-Eval's own, quirks "
-        "included; arc, bbh, gsm8k, math, mmlu; docs/method.md §6)",
+        "included; arc, bbh, gsm8k, math, mmlu; docs/method.md §6.1)",
     )
 
 
