@@ -22,8 +22,8 @@ PRESETS: dict[str, dict[str, dict[str, str]]] = {
         "neurons": {"threshold": "topk:0.001", "alignment": "predicting", "neuron_site": "down_input"},
     },
     # the official code's measurement: neuron site act_fn (Q2), current-token target on the response tokens' own
-    # positions (Q1), its thresholds. Its prompt handling (Q13, Q24) and answer extraction (Q27–Q30) are not
-    # available in saemui (fixed); the official response files are read with `saemui score --format paper`.
+    # positions (Q1), its thresholds. Its prompt handling (Q13, Q24) is not available (fixed); its answer scoring
+    # (Q27–Q30) is not a preset field but `--extraction official` (saemui score, saemui run --task).
     "paper": {
         "sae": {"threshold": "topscore:0.9", "alignment": "response"},
         "neurons": {"threshold": "topk:0.001", "alignment": "response", "neuron_site": "gate_act"},

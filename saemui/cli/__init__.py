@@ -14,7 +14,13 @@ import logging
 import sys
 
 from saemui.cli import ablate, law, plot, report, run, sae_health, tasks
-from saemui.cli.args import RUN_GROUPS, add_code_execution_arg, add_task_option_arg, parse_layers
+from saemui.cli.args import (
+    RUN_GROUPS,
+    add_code_execution_arg,
+    add_extraction_arg,
+    add_task_option_arg,
+    parse_layers,
+)
 from saemui.cli.run import execute_run, format_summary, prepare_run, run_config
 from saemui.errors import SaemuiError
 from saemui.records import BUILTIN_SAMPLES
@@ -68,6 +74,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     add_task_option_arg(p)
     add_code_execution_arg(p)
     p.add_argument("--source", help="task data for --format jsonl (ids are matched to the task's items)")
+    add_extraction_arg(p)
     p.set_defaults(func=tasks.cmd_score)
 
 

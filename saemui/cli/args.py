@@ -171,6 +171,16 @@ def add_code_execution_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup)
     )
 
 
+def add_extraction_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument(
+        "--extraction",
+        default="corrected",
+        choices=["corrected", "official"],
+        help="answer scoring: corrected (default; saemui's fixed rules) or official (MUI-Eval's own, quirks "
+        "included; arc, bbh, gsm8k, math, mmlu; docs/method.md §6.1)",
+    )
+
+
 def add_task_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("task", "generate the model's responses to a task, score them, then measure MUI")
     g.add_argument("--task", help="registered task (see `saemui tasks`); replaces --samples")
@@ -190,6 +200,7 @@ def add_task_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--gen-batch-size", type=int, default=16, help="prompts generated together (default 16)")
     add_code_execution_arg(g)
+    add_extraction_arg(g)
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:

@@ -37,6 +37,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 ("--cache", args.cache), ("--max-new-tokens", args.max_new_tokens)) if v]  # fmt: skip
         if args.style != "auto":
             given.append("--style")
+        if getattr(args, "extraction", "corrected") != "corrected":
+            given.append("--extraction")
         if given:
             raise SaemuiError(
                 f"{', '.join(given)} only apply with --task (they choose and generate a task's items)"
@@ -204,6 +206,9 @@ def _run_task(args: argparse.Namespace) -> int:
         "limit": args.limit,
         "items": [it.id for it in items],
     }
+    extraction = getattr(args, "extraction", "corrected")
+    if extraction != "corrected":  # the default stays out of the key, so earlier runs keep theirs
+        data["extraction"] = extraction
     key = run_key(args.model, cfg, data)
     check_overwrite(out, key, args.overwrite)
 
@@ -221,6 +226,7 @@ def _run_task(args: argparse.Namespace) -> int:
         name=args.task,
         model_name=args.model,
         progress=not args.quiet,
+        extraction=extraction,
         measure=lambda samples, c, extra, info: execute_run(
             args, lm, samples, c, out, {**extra, "provenance": {"run_key": key}}, info
         ),

@@ -1,5 +1,5 @@
-"""``saemui score`` (rescore a response file with a task's scorer) and ``saemui tasks`` (list the tasks), plus the
-parsing of ``--task-option`` shared with ``saemui run --task``."""
+"""``saemui score`` (rescore a response file with a task's scorer, ``--extraction corrected|official``) and
+``saemui tasks`` (list the tasks), plus the parsing of ``--task-option`` shared with ``saemui run --task``."""
 
 from __future__ import annotations
 
@@ -66,11 +66,20 @@ def cmd_score(args: argparse.Namespace) -> int:
     if out.resolve() == responses.resolve():
         raise SaemuiError(f"{out}: --out would overwrite the response file")
     check_writable(out)
-    acc, samples, fmt = score_responses(task, responses, args.fmt, args.source)
+    extraction = getattr(args, "extraction", "corrected")
+    acc, samples, fmt = score_responses(task, responses, args.fmt, args.source, extraction)
     write_samples(out, samples)
     n_ok = sum(bool(s.correct) for s in samples)
     print(f"task       {args.task} ({fmt} file {responses})")
+    if extraction == "official":
+        print("extraction official (MUI-Eval cdcdbe0 rules, quirks included)")
     print(f"accuracy   {100 * acc:.1f} % ({n_ok}/{len(samples)} correct)")
+    crashed = sum(1 for s in samples if "official_error" in s.meta)
+    if crashed:
+        # the official script stops at the first of these; here they count as wrong and the rest is scored
+        print(
+            f"note       {crashed} response(s) would stop the official script (meta.official_error); counted wrong"
+        )
     print(f"written    {out}")
     return 0
 

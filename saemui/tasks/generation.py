@@ -256,8 +256,13 @@ def run_generation(
     cache_path: str | os.PathLike | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    extraction: str = "corrected",
 ) -> GenerationOutput:
-    """Like :func:`generate_task`, also reporting the resolved style, fingerprint and cache statistics."""
+    """Like :func:`generate_task`, also reporting the resolved style, fingerprint and cache statistics.
+
+    extraction: how the responses are scored, "corrected" or "official" (see :func:`make_sample`); the cache
+    holds raw responses, so it is shared by both.
+    """
     task = get_task(task)
     style = resolve_style(lm, style)
     fmt = prompt_format_for(style)
@@ -316,7 +321,7 @@ def run_generation(
     bar.close()
     seconds = time.perf_counter() - t0
     samples = assign_ids(
-        make_sample(task, it, responses[rid], p, style) for it, rid, p in zip(items, ids, prompts)
+        make_sample(task, it, responses[rid], p, style, extraction) for it, rid, p in zip(items, ids, prompts)
     )
     return GenerationOutput(samples, style, fmt, fp, n_cached, n_generated, seconds)
 

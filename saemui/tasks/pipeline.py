@@ -88,6 +88,7 @@ def run_task(
     model_name: str | None = None,
     progress: bool = True,
     measure: Measure | None = None,
+    extraction: str = "corrected",
 ) -> TaskRun:
     """Generate ``lm``'s greedy responses to ``items`` (default: the task's items from ``source``), score them
     with ``task`` and measure MUI on the scored records with ``config``.
@@ -98,6 +99,8 @@ def run_task(
     name: the name the task was requested under (e.g. ``arith-1``; default ``task.name``), for the summary and
         the cache name. model_name: the model's name in the cache name (default ``lm.name``).
     measure: replaces the plain :func:`~saemui.engine.compute_mui` call (the CLI checkpoints and saves).
+    extraction: "corrected" (default) or "official" answer scoring (:mod:`saemui.tasks.official`); a non-default
+        value is recorded in the task summary.
     """
     task = get_task(task)
     name = name or task.name
@@ -117,7 +120,7 @@ def run_task(
     if cache is None and cache_dir is not None:
         cache = Path(cache_dir) / default_cache_name(model_name or lm.name, name, style, fp)
     cache = Path(cache) if cache is not None else None
-    gen = run_generation(lm, task, items, style, cache, batch_size, progress=progress)
+    gen = run_generation(lm, task, items, style, cache, batch_size, progress=progress, extraction=extraction)
     task_summary = {
         "name": name,
         "options": fp["options"],
@@ -129,6 +132,8 @@ def run_task(
         "stops": fp["stops"],
         "generation": {"fingerprint": fingerprint_id(fp), "batch_size": batch_size},
     }
+    if extraction != "corrected":
+        task_summary["extraction"] = extraction
     run_info = {
         "cache": str(cache),
         "n_cached": gen.n_cached,

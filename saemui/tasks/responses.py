@@ -12,7 +12,8 @@ Formats:
   items by id.
 
 In every case ``correct`` is set by *our* scorer; the file's own verdicts are kept in ``meta``.
-:func:`score_responses` is what ``saemui score`` runs.
+:func:`score_responses` is what ``saemui score`` runs. ``extraction="corrected"`` (default) scores with the task's
+own rules; ``"official"`` with the official MUI-Eval rules, quirks included (:mod:`saemui.tasks.official`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from saemui.errors import SaemuiError
 from saemui.records import Sample, assign_ids, read_samples
 from saemui.tasks.base import Item, Task, check_style, checked_item, get_task, strip_reasoning
+from saemui.tasks.official import check_extraction, official_verdict
 from saemui.tasks.sources import read_records
 
 _LM_EVAL_KEYS = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "filter", "metrics"}
@@ -42,8 +44,24 @@ def _meta(task: Task, item: Item, pred: Any, style: str | None) -> dict:
     return meta
 
 
-def make_sample(task: Task, item: Item, response: str, prompt: str, style: str | None) -> Sample:
-    """One scored Sample; ``correct`` comes from ``task.score``."""
+def make_sample(
+    task: Task,
+    item: Item,
+    response: str,
+    prompt: str,
+    style: str | None,
+    extraction: str = "corrected",
+    record: dict | None = None,
+) -> Sample:
+    """One scored Sample; ``correct`` comes from ``task.score`` or, with ``extraction="official"``, from the
+    official MUI-Eval scoring of the task (``record``: the item's benchmark record, which official MATH needs)."""
+    if check_extraction(extraction) == "official":
+        verdict = official_verdict(task.name, item, response, record)
+        meta = _meta(task, item, verdict.pred, style)
+        meta["extraction"] = "official"
+        if verdict.error:
+            meta["official_error"] = verdict.error
+        return Sample(prompt=prompt, response=response, id=item.id, correct=verdict.correct, meta=meta)
     pred = task.extract_answer(strip_reasoning(response), item)
     correct = bool(task.is_correct(pred, item))
     return Sample(
@@ -52,7 +70,11 @@ def make_sample(task: Task, item: Item, response: str, prompt: str, style: str |
 
 
 def to_samples(
-    task: Task | str, items: Sequence[Item], responses: Sequence[str], style: str = "chat"
+    task: Task | str,
+    items: Sequence[Item],
+    responses: Sequence[str],
+    style: str = "chat",
+    extraction: str = "corrected",
 ) -> list[Sample]:
     """Samples for freshly generated ``responses`` (one per item, same order); prompts from ``format_prompt``.
 
@@ -68,7 +90,7 @@ def to_samples(
     for item, resp in zip(items, responses):
         if not isinstance(resp, str):
             raise SaemuiError(f"item {item.id}: response must be a string, got {type(resp).__name__}")
-        out.append(make_sample(task, item, resp, task.format_prompt(item, style), style))
+        out.append(make_sample(task, item, resp, task.format_prompt(item, style), style, extraction))
     return assign_ids(out)
 
 
@@ -88,7 +110,7 @@ def _lm_eval_prompt(arguments: Any) -> str | None:
 
 
 def import_lm_eval_samples(
-    path: str | os.PathLike, task: Task | str, style: str | None = None
+    path: str | os.PathLike, task: Task | str, style: str | None = None, extraction: str = "corrected"
 ) -> list[Sample]:
     """Samples from an lm-eval ``--log_samples`` file, rescored with our ``task`` scorer.
 
@@ -126,7 +148,7 @@ def import_lm_eval_samples(
                 raise SaemuiError(f"{where}: field 'arguments' holds no prompt; pass style='chat' or 'base'")
         else:
             prompt = task.format_prompt(item, style)
-        sample = make_sample(task, item, response, prompt, style)
+        sample = make_sample(task, item, response, prompt, style, extraction, rec["doc"])
         lm = {k: rec[k] for k in ("target", "filter", "filtered_resps") if k in rec}
         lm.update({k: v for k, v in rec.items() if k not in _LM_EVAL_KEYS | _LM_EVAL_HASHES})
         sample.meta["lm_eval"] = lm
@@ -137,7 +159,7 @@ def import_lm_eval_samples(
 
 
 def import_paper_responses(
-    path: str | os.PathLike, task: Task | str, style: str | None = None
+    path: str | os.PathLike, task: Task | str, style: str | None = None, extraction: str = "corrected"
 ) -> list[Sample]:
     """Samples from a file of records with the question fields, the gold ``answer``/``target`` and ``response``.
 
@@ -160,7 +182,7 @@ def import_paper_responses(
             prompt = rec["question_input"]
         else:
             prompt = task.format_prompt(item, style or "chat")
-        sample = make_sample(task, item, rec["response"], prompt, style)
+        sample = make_sample(task, item, rec["response"], prompt, style, extraction, rec)
         if rec.get("sys_input"):
             sample.meta["sys_input"] = rec["sys_input"]
         out.append(sample)
@@ -181,14 +203,16 @@ def detect_format(path: str | os.PathLike) -> str:
     )
 
 
-def score_file(task: Task | str, path: str | os.PathLike, fmt: str = "auto") -> tuple[float, list[Sample]]:
+def score_file(
+    task: Task | str, path: str | os.PathLike, fmt: str = "auto", extraction: str = "corrected"
+) -> tuple[float, list[Sample]]:
     """Rescore a response file: ``(accuracy, samples)``; ``fmt`` is "auto", "lm-eval" or "paper"."""
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt == "lm-eval":
-        samples = import_lm_eval_samples(path, task)
+        samples = import_lm_eval_samples(path, task, extraction=extraction)
     elif fmt == "paper":
-        samples = import_paper_responses(path, task)
+        samples = import_paper_responses(path, task, extraction=extraction)
     else:
         raise SaemuiError(f"score_file: format {fmt!r} is unknown (expected auto, lm-eval or paper)")
     return sum(bool(s.correct) for s in samples) / len(samples), samples
@@ -200,7 +224,9 @@ _RECORD_KEYS = {"prompt", "response", "id", "correct", "meta"}
 RESPONSE_FORMATS = ("auto", "paper", "lm-eval", "jsonl")
 
 
-def import_records(path: str | os.PathLike, task: Task | str, source: Any = None) -> list[Sample]:
+def import_records(
+    path: str | os.PathLike, task: Task | str, source: Any = None, extraction: str = "corrected"
+) -> list[Sample]:
     """Rescore saemui records (``{prompt, response, id}`` JSONL, e.g. a run's ``responses.jsonl``).
 
     Each record's ``id`` must be the id of one of the task's items (from ``source``, see
@@ -209,6 +235,13 @@ def import_records(path: str | os.PathLike, task: Task | str, source: Any = None
     task = get_task(task)
     records = read_samples(path)
     items = {str(it.id): it for it in task.load_items(source)}
+    raw: dict[str, dict] = {}
+    if check_extraction(extraction) == "official" and task.name == "math":
+        # official MATH compares with the record's gold number, which the item does not keep
+        for i, rec in enumerate(task.records_from_source(source)):
+            item = checked_item(task, rec, i)
+            if item is not None:
+                raw[str(item.id)] = rec
     out = []
     for n, s in enumerate(records, start=1):
         item = items.get(str(s.id))
@@ -217,7 +250,9 @@ def import_records(path: str | os.PathLike, task: Task | str, source: Any = None
                 f"{path}: record {n} has id {s.id!r}, which is not an item of task {task.name} "
                 "(records need the task's item ids; use --format paper/lm-eval for benchmark-field files)"
             )
-        sample = make_sample(task, item, s.response, s.prompt, s.meta.get("style"))
+        sample = make_sample(
+            task, item, s.response, s.prompt, s.meta.get("style"), extraction, raw.get(str(s.id))
+        )
         out.append(sample)
     return assign_ids(out)
 
@@ -232,12 +267,19 @@ def detect_response_format(path: str | os.PathLike) -> str:
 
 
 def score_responses(
-    task: Task | str, path: str | os.PathLike, fmt: str = "auto", source: Any = None
+    task: Task | str,
+    path: str | os.PathLike,
+    fmt: str = "auto",
+    source: Any = None,
+    extraction: str = "corrected",
 ) -> tuple[float, list[Sample], str]:
     """Score a response file with ``task``'s scorer: ``(accuracy, samples, detected format)``.
 
     fmt: "auto", "paper" (MUI-Eval result files), "lm-eval" (``--log_samples``) or "jsonl" (saemui records).
+    extraction: "corrected" (the task's rules) or "official" (MUI-Eval's, quirks included; arc, bbh, gsm8k, math,
+        mmlu).
     """
+    check_extraction(extraction)
     if fmt not in RESPONSE_FORMATS:
         raise SaemuiError(
             f"response format {fmt!r} is unknown (expected one of {', '.join(RESPONSE_FORMATS)})"
@@ -245,9 +287,9 @@ def score_responses(
     if fmt == "auto":
         fmt = detect_response_format(path)
     if fmt == "jsonl":
-        samples = import_records(path, task, source)
+        samples = import_records(path, task, source, extraction)
         return sum(bool(s.correct) for s in samples) / len(samples), samples, fmt
-    acc, samples = score_file(task, path, fmt)
+    acc, samples = score_file(task, path, fmt, extraction)
     return acc, samples, fmt
 
 
