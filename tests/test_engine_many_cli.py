@@ -1,0 +1,126 @@
+"""``saemui run --also`` and ``--first-tokens``: several settings from one pass on the command line, each written
+as a result identical to the one a separate run with that setting writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from saemui.cli import main
+from saemui.cli.args import parse_also
+from saemui.errors import SaemuiError
+from saemui.result import load_result
+from saemui.testing import save_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tiny_dir):
+    return str(save_tiny_model(tiny_dir, "llama"))
+
+
+@pytest.fixture
+def samples_file(tmp_path):
+    f = tmp_path / "s.jsonl"
+    f.write_text(
+        '{"prompt": "Hi", "response": "Paris is nice and the capital of France.", "correct": true}\n'
+        '{"prompt": "Code", "response": "def f(x): return x", "correct": false}\n'
+        '{"prompt": "Yes?", "response": "Yes"}\n'
+    )
+    return f
+
+
+def _base(tiny_path, samples_file, out):
+    return [
+        "run",
+        "--model",
+        tiny_path,
+        "--samples",
+        str(samples_file),
+        "--neurons",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+
+
+def _same_files(a, b, drop_also: bool) -> None:
+    for f in ("arrays.npz", "samples.csv"):
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    if drop_also:
+        assert sa["provenance"].pop("also") == a.name
+    assert sa == sb
+
+
+def test_also_writes_each_setting_like_a_separate_run(tiny_path, samples_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = _base(tiny_path, samples_file, out) + ["--threshold", "topk:0.25"]
+    args += ["--also", "gate=neuron_site=gate_act,alignment=response", "--also", "first2=first-tokens=2"]
+    args += ["--also", "pos=threshold=positive"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "also gate" in printed and "also first2" in printed and "first 2 positions" in printed
+    separate = {
+        "gate": ["--threshold", "topk:0.25", "--neuron-site", "gate_act", "--alignment", "response"],
+        "first2": ["--threshold", "topk:0.25", "--first-tokens", "2"],
+        "pos": ["--threshold", "positive"],
+    }
+    for name, flags in separate.items():
+        ref = tmp_path / f"ref-{name}"
+        assert main(_base(tiny_path, samples_file, ref) + flags) == 0
+        _same_files(out / "also" / name, ref, drop_also=True)
+    main_ref = tmp_path / "ref-main"
+    assert main(_base(tiny_path, samples_file, main_ref) + ["--threshold", "topk:0.25"]) == 0
+    _same_files(out, main_ref, drop_also=False)
+    first2 = load_result(out / "also" / "first2")
+    full = load_result(main_ref).samples
+    assert first2.summary["short_samples"]["n"] == sum(r["n_scored"] < 2 for r in full)
+    assert [r["n_scored"] for r in first2.samples] == [min(r["n_scored"], 2) for r in full]
+    assert first2.summary["config"]["first_tokens"] == 2
+
+
+@pytest.mark.parametrize(
+    ("also", "match"),
+    [
+        ("x=layers=0", "unknown field 'layers'"),
+        ("x=alignment=both", "--also x: alignment 'both' unknown"),
+        ("x=first_tokens=0", "first_tokens='0'"),
+        ("x", "expected NAME=FIELD=VALUE"),
+        ("../x=threshold=positive", "expected NAME=FIELD=VALUE"),
+        ("x=threshold=", "has no value"),
+    ],
+)
+def test_bad_also_exit_2_one_line_and_no_result(tiny_path, samples_file, tmp_path, capsys, also, match):
+    out = tmp_path / "o"
+    rc = main(_base(tiny_path, samples_file, out) + ["--also", also])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("saemui: error:") and match in err[0], err
+    assert not out.exists()
+
+
+def test_also_refused_with_explore_and_twice_the_same_name(tiny_path, samples_file, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(_base(tiny_path, samples_file, out) + ["--also", "a=threshold=positive", "--explore"]) == 2
+    assert "--explore" in capsys.readouterr().err
+    with pytest.raises(SaemuiError, match="given twice"):
+        parse_also(["a=threshold=positive", "a=threshold=topk:2"])
+    assert parse_also(["g=neuron-site=gate_act,first_tokens=all"]) == [
+        ("g", {"neuron_site": "gate_act", "first_tokens": None})
+    ]
+
+
+def test_first_tokens_flag_bad_value(tiny_path, samples_file, tmp_path, capsys):
+    rc = main(_base(tiny_path, samples_file, tmp_path / "o") + ["--first-tokens", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--first-tokens 0" in err[0]
+
+
+def test_help_lists_the_new_flags_in_their_groups(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    data, output = text.index("\ndata:"), text.index("\noutput:")
+    assert data < text.index("\n  --first-tokens") < text.index("\ntask:")
+    assert output < text.index("\n  --also") < text.index("\nperformance:")
