@@ -124,3 +124,74 @@ def test_help_lists_the_new_flags_in_their_groups(capsys):
     data, output = text.index("\ndata:"), text.index("\noutput:")
     assert data < text.index("\n  --first-tokens") < text.index("\ntask:")
     assert output < text.index("\n  --also") < text.index("\nperformance:")
+
+
+def test_bench_many_runs_and_its_results_agree(tmp_path):
+    """scripts/bench_many.py end to end on the tiny model (only that it runs and its cross-check holds)."""
+    from zoo_fixtures import load_script
+
+    out = tmp_path / "bench.json"
+    bench = load_script("bench_many")
+    import torch
+
+    # the script sets torch's thread count for the process: keep this process's own
+    threads = str(torch.get_num_threads())
+    assert bench.main(["--model", "tiny", "--limit", "4", "--threads", threads, "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["tiny"] is True and set(res["cases"]) == {"neurons", "sae"}
+    for case in res["cases"].values():
+        assert case["results_equal"] is True and case["ratio_separate_over_many"] > 0
+        assert len(case["seconds_separate"]) == case["k"]
+
+
+def test_first_tokens_short_count_survives_the_distributed_merge(tiny_dir, tiny_llama, tmp_path):
+    """Two gloo ranks with --first-tokens: the merged summary's short-sample block counts every rank's samples
+    (a rank's own block would be stale) and equals a single process's."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    from saemui.engine import RunConfig, compute_mui
+    from saemui.records import Sample, write_samples
+
+    repo = Path(__file__).resolve().parents[1]
+    words = "the quick brown fox jumps over lazy dog paris capital".split()
+    # long and short answers in every batch region: each rank gets some with fewer than T positions
+    samples = [Sample(f"Q{i}?", " ".join(words[: 1 + (i * 7) % 10] * (1 + i % 5))) for i in range(24)]
+    samples += [Sample(f"Short {i}?", "Yes") for i in range(6)]
+    f = tmp_path / "s.jsonl"
+    write_samples(f, samples)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", MASTER_ADDR="127.0.0.1")
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        env.pop(k, None)
+    env["PYTHONPATH"] = os.pathsep.join([str(repo), env.get("PYTHONPATH", "")])
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+    ]
+    cmd += ["--master_port", str(port), str(repo / "scripts" / "mui_distributed.py"), "--model"]
+    cmd += [str(save_tiny_model(tiny_dir, "llama")), "--samples", str(f), "--neurons", "--first-tokens", "3"]
+    cmd += ["--batch-tokens", "128", "--threads", "1", "--out", str(tmp_path / "two")]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    merged = load_result(tmp_path / "two")
+    per_rank = merged.run_info["timing"]["per_rank"]
+    assert all(t["n_samples"] > 0 for t in per_rank)
+    single = compute_mui(
+        tiny_llama, samples, RunConfig(units="neurons", first_tokens=3, max_batch_tokens=128), progress=False
+    )
+    assert merged.summary["short_samples"] == single.summary["short_samples"]
+    assert merged.summary["short_samples"]["n"] == sum(r["n_scored"] < 3 for r in single.samples) > 0
+    assert np.array_equal(merged.arrays["union_LU"], single.arrays["union_LU"])
