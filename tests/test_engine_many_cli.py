@@ -195,3 +195,20 @@ def test_first_tokens_short_count_survives_the_distributed_merge(tiny_dir, tiny_
     assert merged.summary["short_samples"] == single.summary["short_samples"]
     assert merged.summary["short_samples"]["n"] == sum(r["n_scored"] < 3 for r in single.samples) > 0
     assert np.array_equal(merged.arrays["union_LU"], single.arrays["union_LU"])
+
+
+def test_also_with_a_task_keeps_the_task_entries_and_the_generation_prompt_format(
+    tiny_path, tmp_path, capsys
+):
+    out = tmp_path / "task-out"
+    args = ["run", "--task", "arith-1", "--limit", "3", "--model", tiny_path, "--neurons"]
+    args += ["--max-new-tokens", "4", "--out", str(out), "--quiet", "--also", "pos=threshold=positive"]
+    assert main(args) == 0
+    assert "also pos" in capsys.readouterr().out
+    main_res, pos = load_result(out), load_result(out / "also" / "pos")
+    assert (out / "responses.jsonl").is_file()  # written after the results: not lost by the main save
+    assert pos.summary["task"] == main_res.summary["task"]
+    assert pos.summary["config"]["prompt_format"] == main_res.summary["config"]["prompt_format"] != "auto"
+    assert pos.summary["selection"] == "positive" and pos.mui > main_res.mui
+    assert pos.summary["provenance"]["run_key"] != main_res.summary["provenance"]["run_key"]
+    assert [r["correct"] for r in pos.samples] == [r["correct"] for r in main_res.samples]
