@@ -27,6 +27,7 @@ _EXPORTS = {
     "SaemuiError": "saemui.errors",
     "compare_runs": "saemui.compare",
     "compute_mui": "saemui.engine",
+    "compute_mui_many": "saemui.engine",
     "coverage_curve": "saemui.analysis.diversity",
     "equalize_n": "saemui.runs",
     "fit_law_runs": "saemui.runs",
@@ -46,7 +47,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from saemui.analysis.diversity import coverage_curve
     from saemui.compare import compare_runs
     from saemui.config import RunConfig
-    from saemui.engine import compute_mui
+    from saemui.engine import compute_mui, compute_mui_many
     from saemui.errors import SaemuiError
     from saemui.explore.views import top_features
     from saemui.models import load_model
@@ -78,6 +79,7 @@ __all__ = [
     "Sample",
     "compare_runs",
     "compute_mui",
+    "compute_mui_many",
     "coverage_curve",
     "equalize_n",
     "fit_law_runs",

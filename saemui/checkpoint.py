@@ -24,7 +24,8 @@ from saemui.io import atomic_write_bytes
 
 CKPT_NAME = "checkpoint.pt"
 # 2: SAE-health sums are exact integer limbs (saemui.health.ExactSum), no longer float64 running sums
-CKPT_VERSION = 2
+# 3: one counter and selector state per setting (several settings from one pass), health per (view, layer)
+CKPT_VERSION = 3
 
 
 def digest(obj: object) -> str:

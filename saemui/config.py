@@ -8,7 +8,7 @@ validate a configuration before anything heavy loads. Every field is recorded in
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from saemui.errors import SaemuiError
@@ -62,6 +62,10 @@ class RunConfig:
     neuron_site: str | None = None
     """Neuron coefficient: "down_input" (act(gate)·up, the true coefficient) or "gate_act" (act(gate), the paper's
     code); None → the preset's."""
+
+    first_tokens: int | None = None
+    """MUI over the first T scored positions of each sample; a sample with fewer contributes all it has; None =
+    all. Applies to either unit kind and alignment (the first T positions *of that alignment*)."""
 
     layers: list[int] | None = None
     """Model layers to include (None: all layers of the model / SAE suite)."""
@@ -147,6 +151,9 @@ class RunConfig:
                     "units='neurons' (--neurons)"
                 )
             out.saes = str(found[0])
+        ft = self.first_tokens
+        if ft is not None and (not isinstance(ft, int) or isinstance(ft, bool) or ft < 1):
+            raise SaemuiError(f"first_tokens={ft!r}: expected a number of scored positions >= 1 (None = all)")
         if self.max_length < 2:
             raise SaemuiError(f"max_length={self.max_length} too small")
         KeyRule.parse(out.threshold)  # validate now, before any model is loaded
@@ -165,4 +172,25 @@ class RunConfig:
         return out
 
 
-__all__ = ["DEFAULT_PRESET", "PRESETS", "UNIT_DEFAULTS", "RunConfig"]
+#: the fields that may differ between the settings of one pass (:func:`saemui.engine.compute_mui_many`): they
+#: change which positions are scored, how units are scored or kept, never the forward itself
+PER_SETTING_FIELDS = ("preset", "threshold", "alignment", "neuron_site", "first_tokens", "keep_sets")
+
+
+def check_one_pass(configs: Sequence[RunConfig]) -> None:
+    """Refuse settings that cannot share one forward pass: every field outside :data:`PER_SETTING_FIELDS` must be
+    equal (compare resolved configs, so that a preset's defaults are filled in)."""
+    if not configs:
+        raise SaemuiError("no settings to measure (expected at least one RunConfig)")
+    first = configs[0]
+    for i, cfg in enumerate(configs[1:], start=1):
+        for f in dataclasses.fields(RunConfig):
+            if f.name not in PER_SETTING_FIELDS and getattr(cfg, f.name) != getattr(first, f.name):
+                raise SaemuiError(
+                    f"setting {i} differs from setting 0 in {f.name} ({getattr(cfg, f.name)!r} vs "
+                    f"{getattr(first, f.name)!r}): one pass shares everything but "
+                    f"{', '.join(PER_SETTING_FIELDS)}"
+                )
+
+
+__all__ = ["DEFAULT_PRESET", "PER_SETTING_FIELDS", "PRESETS", "UNIT_DEFAULTS", "RunConfig", "check_one_pass"]

@@ -201,7 +201,7 @@ def gather_result(local: MUIResult | None, index: Sequence[int], group=None) -> 
     arrays = counter.arrays(n)
     s = dict(summary)
     # Keys already in the local summary keep their place, so the merged summary.json has a single run's layout.
-    s.update(summary_counts(counter, all_rows))
+    s.update(summary_counts(counter, all_rows, (s.get("config") or {}).get("first_tokens")))
     if s.get("sae_health") is not None:
         s["sae_health"] = _merge_health(healths, counter)
     # How the run was split, like its timing, varies between runs of the same measurement: run.json, never the

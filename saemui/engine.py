@@ -1,6 +1,8 @@
 """The MUI engine: samples → one forward per batch → unit scores → key units → counter → result.
 
-``compute_mui`` is the whole pipeline; the CLI's ``saemui run`` calls exactly this function.
+``compute_mui_many`` is the whole pipeline: several settings (thresholds, alignments, neuron sites, first-T
+cuts) measured from one forward pass per batch, one result each. ``compute_mui`` is that function with one
+setting; the CLI's ``saemui run`` calls ``compute_mui_many`` (``--also`` adds settings).
 """
 
 from __future__ import annotations
@@ -20,21 +22,21 @@ import torch
 from tqdm.auto import tqdm
 
 from saemui import checkpoint as ckpt
-from saemui.capture import get_backend
-from saemui.config import UNIT_DEFAULTS, RunConfig
+from saemui.capture import get_backend, site_name
+from saemui.config import UNIT_DEFAULTS, RunConfig, check_one_pass
 from saemui.counter import UtilizationCounter
 from saemui.errors import SaemuiError
 from saemui.health import HealthAccumulator, firing_stats, health_rows
 from saemui.heap import trim_heap
-from saemui.inputs import Batch, collate, encode_samples, plan_batches
+from saemui.inputs import Batch, collate_views, encode_samples, plan_batches, realign
 from saemui.models import LoadedModel
 from saemui.provenance import machine_info, package_versions
 from saemui.records import Sample, assign_ids
 from saemui.result import SCHEMA_VERSION, MUIResult, summary_counts
 from saemui.rules import few_units_warning
 from saemui.saes import SAESuite, check_compatible, check_suite_for_model, open_suite
-from saemui.selection import KeyRule, Selector, make_selector
-from saemui.units import MLPNeurons, SAEFeatures, UnitScorer
+from saemui.selection import KeyRule, LayerScores, Selector, make_selector
+from saemui.units import NEURON_SITES, MLPNeurons, SAEFeatures, UnitScorer
 
 # RunConfig, UNIT_DEFAULTS, firing_stats, package_versions and machine_info moved to their own modules; they stay
 # importable from here.
@@ -43,6 +45,7 @@ __all__ = [
     "Observer",
     "RunConfig",
     "compute_mui",
+    "compute_mui_many",
     "firing_stats",
     "machine_info",
     "package_versions",
@@ -53,8 +56,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Group:
+    """The scorers of one SAE group (or every neuron scorer) and their SAE-health sums per (view, layer)."""
+
     scorers: list[UnitScorer]
-    health: dict[int, HealthAccumulator] = field(default_factory=dict)
+    health: dict[tuple[int, int], HealthAccumulator] = field(default_factory=dict)
 
 
 def _sae_entry_groups(suite: SAESuite, cfg: RunConfig) -> list[list]:
@@ -77,7 +82,7 @@ def _load_sae_group(lm: LoadedModel, entries: list, cfg: RunConfig) -> _Group:
         sae = e.load(str(lm.device), cfg.sae_dtype or "float32", not cfg.health)
         check_compatible(sae, e, lm.d_model, lm.d_mlp, lm.n_layers, cfg.allow_processing_mismatch)
         scorers.append(SAEFeatures(sae, e.layer, e.hook_name, lm.device))
-    return _Group(scorers, {s.layer: HealthAccumulator() for s in scorers} if cfg.health else {})
+    return _Group(scorers)
 
 
 class Observer:
@@ -109,8 +114,74 @@ def compute_mui(
     checkpoint left by an interrupted run (see :mod:`saemui.checkpoint`); the checkpoint is removed at the end.
     extra_summary: JSON-serializable entries added to the result's summary (e.g. the task the samples came
         from); they may not replace the engine's own keys.
+    This is :func:`compute_mui_many` with one setting.
     """
-    cfg = (config or RunConfig()).resolved(model=(lm.name, lm.hf_id))
+    return compute_mui_many(
+        lm,
+        samples,
+        [config or RunConfig()],
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        extra_summary=extra_summary,
+        observers=observers,
+    )[0]
+
+
+@dataclass
+class _Setting:
+    """One setting of a pass: its config, rule and selector, the view (scored positions) it reads, its counter."""
+
+    cfg: RunConfig
+    rule: KeyRule
+    selector: Selector
+    view: int
+    counter: UtilizationCounter | None = None
+
+
+#: a score stream: one scorer read at one view's positions, feeding these settings
+_Stream = tuple[UnitScorer, int, list[int]]
+
+
+def _streams(
+    scorers: Sequence[UnitScorer], settings: Sequence[_Setting], units: str
+) -> dict[str, list[_Stream]]:
+    """capture site → the (scorer, view, settings) streams it feeds. Settings that read the same scorer at the same
+    positions share its scores (one SAE encode for several thresholds); a neuron scorer serves only the settings
+    of its site."""
+    out: dict[str, list[_Stream]] = {}
+    for sc in scorers:
+        by_view: dict[int, list[int]] = {}
+        for i, st in enumerate(settings):
+            if units == "sae" or sc.site == site_name(sc.layer, NEURON_SITES[st.cfg.neuron_site]):
+                by_view.setdefault(st.view, []).append(i)
+        out.setdefault(sc.site, []).extend((sc, v, members) for v, members in by_view.items())
+    return out
+
+
+def compute_mui_many(
+    lm: LoadedModel,
+    samples: Sequence[Sample],
+    configs: Sequence[RunConfig],
+    progress: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 20,
+    extra_summary: Mapping[str, Any] | None = None,
+    observers: Sequence[Observer] = (),
+) -> list[MUIResult]:
+    """MUI of ``lm`` on ``samples`` under several settings from one forward pass per batch; one result per config,
+    in order, each equal to what :func:`compute_mui` gives for that config alone (timing aside).
+
+    Settings may differ only in :data:`~saemui.config.PER_SETTING_FIELDS` (threshold, alignment, neuron site,
+    first_tokens, preset, keep_sets); anything else differing is refused, naming the field. The batches are
+    planned once for all settings; settings that read the same unit scores at the same positions share them.
+    Checkpoints (``checkpoint_dir``) cover every setting; ``observers`` see the scores of the first setting.
+    """
+    if isinstance(configs, RunConfig):
+        raise SaemuiError("compute_mui_many takes a list of RunConfig (use compute_mui for one)")
+    cfgs = [(c or RunConfig()).resolved(model=(lm.name, lm.hf_id)) for c in configs]
+    check_one_pass(cfgs)
+    cfg = cfgs[0]  # the fields every setting shares
     extra = dict(extra_summary or {})
     try:
         json.dumps(extra)
@@ -120,8 +191,14 @@ def compute_mui(
     samples = assign_ids([Sample(s.prompt, s.response, s.id, s.correct, dict(s.meta)) for s in samples])
     if not samples:
         raise SaemuiError("no samples to evaluate")
-    rule = KeyRule.parse(cfg.threshold, positive_only=cfg.units == "sae")
-    selector = make_selector(rule)
+    views: list[tuple[str, int | None]] = []
+    settings: list[_Setting] = []
+    for c in cfgs:
+        rule = KeyRule.parse(c.threshold, positive_only=c.units == "sae")
+        view = (c.alignment, c.first_tokens)
+        if view not in views:
+            views.append(view)
+        settings.append(_Setting(c, rule, make_selector(rule), views.index(view)))
     t0 = time.perf_counter()
 
     suite = None
@@ -137,19 +214,30 @@ def compute_mui(
         if bad:
             raise SaemuiError(f"layers {bad} out of range (model has {lm.n_layers} layers)")
         n_groups = 1
+    sites = list(dict.fromkeys(st.cfg.neuron_site for st in settings))
 
     def load_group(g: int) -> _Group:
         if suite is not None:
-            return _load_sae_group(lm, entry_groups[g], cfg)
-        return _Group([MLPNeurons(lm, lay, cfg.neuron_site) for lay in layers])
+            group = _load_sae_group(lm, entry_groups[g], cfg)
+            if cfg.health:
+                # SAE health depends on the positions read, not on the rule: one accumulator per (view, layer)
+                group.health = {
+                    (v, sc.layer): HealthAccumulator() for v in range(len(views)) for sc in group.scorers
+                }
+            return group
+        return _Group([MLPNeurons(lm, lay, site) for site in sites for lay in layers])
 
-    encoded = encode_samples(lm.tokenizer, samples, cfg.alignment, cfg.prompt_format, cfg.max_length)
-    # Only the plan (sample positions per batch) is kept; tensors are built per batch when it runs.
-    batches = plan_batches(encoded, cfg.max_batch_tokens, cfg.max_batch_size)
+    # The ids do not depend on the alignment or the first-T cut: tokenize once, derive the other views' positions.
+    (align0, first0), *other_views = views
+    encoded = [encode_samples(lm.tokenizer, samples, align0, cfg.prompt_format, cfg.max_length, first0)]
+    encoded += [realign(lm.tokenizer, encoded[0], a, t) for a, t in other_views]
+    # Only the plan (sample positions per batch) is kept; tensors are built per batch when it runs. It depends on
+    # the ids alone, so every setting gets the same batches.
+    batches = plan_batches(encoded[0], cfg.max_batch_tokens, cfg.max_batch_size)
     backend = get_backend(cfg.backend, lm)
-    counter: UtilizationCounter | None = None
-    # finished layers' health sums (kept whole, not summarised, so that results of several processes merge)
-    health: dict[int, HealthAccumulator] = {}
+    # finished layers' health sums per (view, layer) (kept whole, not summarised, so that results of several
+    # processes merge)
+    health: dict[tuple[int, int], HealthAccumulator] = {}
     n_units = None
     t_fwd = 0.0
     start = (0, 0)
@@ -157,31 +245,34 @@ def compute_mui(
 
     fp = None
     if checkpoint_dir is not None:
-        fp = ckpt.fingerprint(_fingerprint_components(lm, samples, cfg, suite))
+        fp = ckpt.fingerprint(_fingerprint_components(lm, samples, cfgs, suite))
         state = ckpt.load(Path(checkpoint_dir), fp)
         if state is not None:
             start = tuple(state["next"])
             n_units = state["n_units"]
-            counter = UtilizationCounter.from_state_dict(state["counter"], device=lm.device)
-            selector.load_state_dict(state["global_cands"])
-            health = {int(k): HealthAccumulator(**v) for k, v in state["health_done"].items()}
-            health_acc = {int(k): v for k, v in state["health_acc"].items()}
+            for st, saved in zip(settings, state["settings"]):
+                st.counter = UtilizationCounter.from_state_dict(saved["counter"], device=lm.device)
+                st.selector.load_state_dict(saved["selector"])
+            health = {_health_key(k): HealthAccumulator(**v) for k, v in state["health_done"].items()}
+            health_acc = {_health_key(k): v for k, v in state["health_acc"].items()}
             t_fwd = float(state["t_fwd"])
-            for obs, st in zip(observers, state.get("observers", [])):
-                obs.load_state_dict(st)
+            for obs, ob_state in zip(observers, state.get("observers", [])):
+                obs.load_state_dict(ob_state)
             log.info("resuming from %s at group %d, batch %d", checkpoint_dir, *start)
 
     def save_checkpoint(next_pos: tuple[int, int], group: _Group | None) -> None:
-        acc = {str(k): h.state() for k, h in group.health.items()} if group is not None else {}
+        acc = {f"{v},{lay}": h.state() for (v, lay), h in group.health.items()} if group is not None else {}
         ckpt.save(
             Path(checkpoint_dir),
             {
                 "fingerprint": fp,
                 "next": list(next_pos),
                 "n_units": n_units,
-                "counter": counter.state_dict(),
-                "global_cands": selector.state_dict(),
-                "health_done": {str(k): h.state() for k, h in health.items()},
+                "settings": [
+                    {"counter": st.counter.state_dict(), "selector": st.selector.state_dict()}
+                    for st in settings
+                ],
+                "health_done": {f"{v},{lay}": h.state() for (v, lay), h in health.items()},
                 "health_acc": acc,
                 "t_fwd": t_fwd,
                 "observers": [obs.state_dict() for obs in observers if hasattr(obs, "state_dict")],
@@ -200,28 +291,28 @@ def compute_mui(
         group = load_group(g)
         if n_units is None:
             n_units = group.scorers[0].n_units
-            if (msg := few_units_warning(rule, n_units, len(layers))) is not None:
-                log.warning("%s", msg)
-            counter = UtilizationCounter(layers, n_units, device=lm.device, keep_sets=cfg.keep_sets)
-        for s in group.scorers:
-            if s.n_units != n_units:
+            for st in settings:
+                if (msg := few_units_warning(st.rule, n_units, len(layers))) is not None:
+                    log.warning("%s", msg)
+                st.counter = UtilizationCounter(layers, n_units, device=lm.device, keep_sets=st.cfg.keep_sets)
+        for sc in group.scorers:
+            if sc.n_units != n_units:
                 raise SaemuiError(
-                    f"layer {s.layer} has {s.n_units} units but layer {layers[0]} has {n_units}: MUI's denominator "
-                    "needs the same width on every layer (select layers or SAEs of one width)"
+                    f"layer {sc.layer} has {sc.n_units} units but layer {layers[0]} has {n_units}: MUI's "
+                    "denominator needs the same width on every layer (select layers or SAEs of one width)"
                 )
         first = start[1] if g == start[0] else 0
         if first:
-            for layer, st in health_acc.items():
-                if layer in group.health:
-                    group.health[layer] = HealthAccumulator(**st)
-        by_site = {s.site: s for s in group.scorers}
+            for key, h_state in health_acc.items():
+                if key in group.health:
+                    group.health[key] = HealthAccumulator(**h_state)
+        streams = _streams(group.scorers, settings, cfg.units)
         for b in range(first, len(batches)):
             tb = time.perf_counter()
-            batch = collate(
-                [encoded[i] for i in batches[b]], lm.tokenizer.pad_token_id, cfg.padding_side, lm.device
-            )
-            _run_batch(backend, batch, by_site, selector, counter, group.health, cfg, observers)
-            del batch
+            views_b = [[enc[i] for i in batches[b]] for enc in encoded]
+            batch_v = collate_views(views_b, lm.tokenizer.pad_token_id, cfg.padding_side, lm.device)
+            _run_batch(backend, batch_v, streams, settings, group.health, cfg.encode_chunk, observers)
+            del batch_v, views_b
             trim_heap()
             t_fwd += time.perf_counter() - tb
             bar.update(1)
@@ -231,28 +322,44 @@ def compute_mui(
         if checkpoint_dir is not None and g + 1 < n_groups:
             save_checkpoint((g + 1, 0), None)
         # Drop every reference to this group's SAEs before the next group loads, or two groups are resident at
-        # once (group, by_site and the loop variable s would keep them alive).
-        del group, by_site, s
+        # once (group, streams and the loop variable sc would keep them alive).
+        del group, streams, sc
         # SAEs with input normalisation (normalize_activations) hold closures that refer back to themselves: a
         # reference cycle, so `del` alone does not free them and finished groups pile up until Python's cyclic
         # GC happens to run (a 42-layer, 131k-wide run reported 67.5 GiB peak RSS instead of 9.7 GiB).
         gc.collect()
     bar.close()
 
-    selector.finish(counter)
-
     elapsed = time.perf_counter() - t0
-    result = _build_result(lm, samples, encoded, cfg, rule, suite, counter, health, elapsed, t_fwd)
-    clash = sorted(set(extra) & set(result.summary))
-    if clash:
-        raise SaemuiError(
-            f"extra_summary key(s) {', '.join(clash)} would replace the engine's own summary keys"
+    results = []
+    for st in settings:
+        st.selector.finish(st.counter)
+        view_health = {lay: h for (v, lay), h in health.items() if v == st.view}
+        result = _build_result(
+            lm, samples, encoded[st.view], st.cfg, st.rule, suite, st.counter, view_health, elapsed, t_fwd
         )
-    result.summary.update(extra)
-    return result
+        clash = sorted(set(extra) & set(result.summary))
+        if clash:
+            raise SaemuiError(
+                f"extra_summary key(s) {', '.join(clash)} would replace the engine's own summary keys"
+            )
+        result.summary.update(extra)
+        results.append(result)
+    return results
 
 
-def _fingerprint_components(lm: LoadedModel, samples: Sequence[Sample], cfg: RunConfig, suite) -> dict:
+def _health_key(text: str) -> tuple[int, int]:
+    view, _, layer = text.partition(",")
+    return int(view), int(layer)
+
+
+def _fingerprint_components(
+    lm: LoadedModel, samples: Sequence[Sample], configs: RunConfig | Sequence[RunConfig], suite
+) -> dict:
+    """What a checkpoint must match; a single setting keeps the one-setting layout (threshold, settings)."""
+    cfgs = [configs] if isinstance(configs, RunConfig) else list(configs)
+    thresholds = [c.threshold for c in cfgs]
+    settings = [{k: v for k, v in asdict(c).items() if k not in ("threshold", "saes")} for c in cfgs]
     return {
         "model": {
             "hf_id": lm.hf_id,
@@ -263,8 +370,8 @@ def _fingerprint_components(lm: LoadedModel, samples: Sequence[Sample], cfg: Run
         "sae suite": None
         if suite is None
         else {"source": suite.source, "ids": [e.sae_id for e in suite.entries]},
-        "threshold": cfg.threshold,
-        "settings": {k: v for k, v in asdict(cfg).items() if k not in ("threshold", "saes")},
+        "threshold": thresholds[0] if len(cfgs) == 1 else thresholds,
+        "settings": settings[0] if len(cfgs) == 1 else settings,
         "data": [(s.id, s.prompt, s.response, s.correct) for s in samples],
         "saemui version": package_versions().get("saemui"),
     }
@@ -272,48 +379,61 @@ def _fingerprint_components(lm: LoadedModel, samples: Sequence[Sample], cfg: Run
 
 def _run_batch(
     backend,
-    batch: Batch,
-    by_site: dict[str, UnitScorer],
-    selector: Selector,
-    counter: UtilizationCounter,
-    health: dict[int, HealthAccumulator],
-    cfg: RunConfig,
+    batch_v: Sequence[Batch],
+    streams: dict[str, list[_Stream]],
+    settings: Sequence[_Setting],
+    health: dict[tuple[int, int], HealthAccumulator],
+    encode_chunk: int,
     observers: Sequence[Observer] = (),
 ) -> None:
-    B = len(batch.sample_index)
+    """One forward over the batch (``batch_v``: the same rows per view); every stream scores its site's
+    activations at its view's positions and feeds its settings' selectors and counters."""
+    B = len(batch_v[0].sample_index)
 
     def on_activation(site: str, acts_BTD: torch.Tensor) -> None:
-        scorer = by_site.get(site)
-        if scorer is None:
-            return
-        acts_ND = acts_BTD.reshape(-1, acts_BTD.shape[-1])[batch.flat_N]
-        # One float64 sum instead of an elementwise isfinite (5 passes over the activations): any NaN/Inf makes
-        # the sum non-finite, and finite fp32/fp16/bf16 values (< 3.4e38 each) cannot overflow a float64 sum.
-        if not torch.isfinite(acts_ND.sum(dtype=torch.float64)):
-            raise SaemuiError(
-                f"non-finite activations (NaN/Inf) at {site}: check the model's dtype (fp16 overflow?)"
-            )
-        acc = selector.begin(B, scorer.n_units, acts_ND.device)
-        h = health.get(scorer.layer)
-        for off, sc_nU in scorer.scores(acts_ND, batch.target_N, cfg.encode_chunk):
-            seg = batch.seg_N[off : off + sc_nU.shape[0]]
-            for obs in observers:
-                obs.observe(scorer.layer, batch, off, sc_nU)
-            acc.add(sc_nU, seg)
-            if h is not None:
-                x = acts_ND[off : off + sc_nU.shape[0]].to(scorer.sae.dtype)
-                h.add(x, scorer.sae.decode(sc_nU.to(scorer.sae.dtype)))
-        n_tok = int(batch.flat_N.numel())
-        key_SU = selector.key_sets(acc, scorer.layer, batch.sample_index)
-        counter.update(scorer.layer, batch.sample_index, key_SU, acc.fire_U, n_tok)
+        for scorer, v, members in streams.get(site, ()):
+            batch = batch_v[v]
+            acts_ND = acts_BTD.reshape(-1, acts_BTD.shape[-1])[batch.flat_N]
+            # One float64 sum instead of an elementwise isfinite (5 passes over the activations): any NaN/Inf
+            # makes the sum non-finite, and finite fp32/fp16/bf16 values (< 3.4e38 each) cannot overflow it.
+            if not torch.isfinite(acts_ND.sum(dtype=torch.float64)):
+                raise SaemuiError(
+                    f"non-finite activations (NaN/Inf) at {site}: check the model's dtype (fp16 overflow?)"
+                )
+            # Settings whose rules reduce the scores alike (topscore η 0.9 and 0.95; topk of one k) share one
+            # accumulator: the reduction is a function of the scores, the rule only reads it.
+            accs: dict[tuple, LayerScores] = {}
+            acc_of = []
+            for m in members:
+                sel = settings[m].selector
+                key = (sel.k_for(scorer.n_units), sel.rule.positive_only)
+                if key not in accs:
+                    accs[key] = sel.begin(B, scorer.n_units, acts_ND.device)
+                acc_of.append(accs[key])
+            h = health.get((v, scorer.layer))
+            watch = observers if 0 in members else ()
+            for off, sc_nU in scorer.scores(acts_ND, batch.target_N, encode_chunk):
+                seg = batch.seg_N[off : off + sc_nU.shape[0]]
+                for obs in watch:
+                    obs.observe(scorer.layer, batch, off, sc_nU)
+                for acc in accs.values():
+                    acc.add(sc_nU, seg)
+                if h is not None:
+                    x = acts_ND[off : off + sc_nU.shape[0]].to(scorer.sae.dtype)
+                    h.add(x, scorer.sae.decode(sc_nU.to(scorer.sae.dtype)))
+            n_tok = int(batch.flat_N.numel())
+            for m, acc in zip(members, acc_of):
+                st = settings[m]
+                key_SU = st.selector.key_sets(acc, scorer.layer, batch.sample_index)
+                st.counter.update(scorer.layer, batch.sample_index, key_SU, acc.fire_U, n_tok)
 
     with torch.inference_mode():
         backend.run(
-            batch.input_ids_BT,
-            batch.attention_mask_BT,
-            list(by_site),
+            batch_v[0].input_ids_BT,
+            batch_v[0].attention_mask_BT,
+            list(streams),
             on_activation,
-            position_ids_BT=batch.position_ids_BT,
+            position_ids_BT=batch_v[0].position_ids_BT,
         )
 
 
@@ -339,7 +459,7 @@ def _build_result(lm, samples, encoded, cfg, rule, suite, counter, health, elaps
         )
     summary = {
         "schema_version": SCHEMA_VERSION,
-        **summary_counts(counter, rows),
+        **summary_counts(counter, rows, cfg.first_tokens),
         "selection": rule.describe(),
         "units": {
             "kind": cfg.units,
@@ -380,6 +500,16 @@ def _build_result(lm, samples, encoded, cfg, rule, suite, counter, health, elaps
         },
         "machine": machine_info(),
     }
+    short = summary.get("short_samples")
+    if short and short["short"]:
+        log.warning(
+            "%d of %d samples have fewer than first_tokens=%d scored positions (%.0f %% > %.0f %%: flagged short)",
+            short["n"],
+            len(rows),
+            cfg.first_tokens,
+            100 * short["share"],
+            100 * short["flag_above_share"],
+        )
     result = MUIResult(
         summary, arrays, rows, run_info, health_sums=dict(health) if cfg.units == "sae" else None
     )

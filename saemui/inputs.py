@@ -8,11 +8,15 @@ literal BOS is not doubled. Which positions are scored:
   that position (what the official code computed).
 - ``predicting`` (corrected alignment): the positions whose *next* token is a response token (from the last
   prompt token to the second-to-last response token); the target is that next token (the paper's equation).
-Special tokens (BOS, EOS, chat markers, pads) are never scored, nor targets.
+Special tokens (BOS, EOS, chat markers, pads) are never scored, nor targets. With ``first_tokens`` T only each
+sample's first T scored positions (of its alignment) are kept; a sample with fewer keeps all it has. Neither
+choice changes the ids, so several settings share one encoding (:func:`realign`) and one padded batch
+(:func:`collate_views`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,6 +85,7 @@ def encode_sample(
     prompt_format: str,
     max_length: int,
     specials: set[int],
+    first_tokens: int | None = None,
 ) -> Encoded:
     if alignment not in ALIGNMENTS:
         raise SaemuiError(
@@ -96,24 +101,55 @@ def encode_sample(
     truncated = max(0, len(p) + len(r) - max_length)
     if truncated:
         r = r[: len(r) - truncated]
-    ids = p + r
-    start, end = len(p), len(ids)
-    if alignment == "response":
-        pos = [i for i in range(start, end) if ids[i] not in specials]
-        tgt = [ids[i] for i in pos]
-    else:
-        pos = [i - 1 for i in range(start, end) if ids[i] not in specials]
-        tgt = [ids[i + 1] for i in pos]
-    as_arr = lambda x: np.asarray(x, dtype=np.int32)  # noqa: E731
-    return Encoded(index, as_arr(ids), start, as_arr(pos), as_arr(tgt), len(r), truncated)
+    ids = np.asarray(p + r, dtype=np.int32)
+    pos, tgt = score_positions(ids, len(p), alignment, specials, first_tokens)
+    return Encoded(index, ids, len(p), pos, tgt, len(r), truncated)
+
+
+def score_positions(
+    ids: np.ndarray, start: int, alignment: str, specials: set[int], first_tokens: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scored positions and their targets (int32) of one sequence whose response starts at ``start``.
+
+    ``first_tokens``: keep only the first T scored positions (in sequence order); fewer are kept as they are.
+    """
+    if alignment not in ALIGNMENTS:
+        raise SaemuiError(
+            f"alignment {alignment!r} unknown (expected 'response' (paper) or 'predicting' (corrected))"
+        )
+    ids_l = ids.tolist()
+    resp = [i for i in range(start, len(ids_l)) if ids_l[i] not in specials]
+    # predicting: the position before each response token, whose target is that token
+    pos = resp if alignment == "response" else [i - 1 for i in resp]
+    tgt = [ids_l[i] for i in resp]
+    if first_tokens is not None:
+        pos, tgt = pos[:first_tokens], tgt[:first_tokens]
+    return np.asarray(pos, dtype=np.int32), np.asarray(tgt, dtype=np.int32)
+
+
+def _check_first_tokens(first_tokens: int | None) -> None:
+    if first_tokens is not None and (
+        not isinstance(first_tokens, int) or isinstance(first_tokens, bool) or first_tokens < 1
+    ):
+        raise SaemuiError(
+            f"first_tokens={first_tokens!r}: expected a number of scored positions >= 1 (None = all)"
+        )
 
 
 def encode_samples(
-    tokenizer, samples: Sequence[Sample], alignment: str, prompt_format: str = "auto", max_length: int = 2048
+    tokenizer,
+    samples: Sequence[Sample],
+    alignment: str,
+    prompt_format: str = "auto",
+    max_length: int = 2048,
+    first_tokens: int | None = None,
 ) -> list[Encoded]:
+    """Every sample encoded (see :func:`encode_sample`); ``first_tokens`` keeps each sample's first T scored
+    positions only (``RunConfig.first_tokens``)."""
+    _check_first_tokens(first_tokens)
     specials = special_ids(tokenizer)
     enc = [
-        encode_sample(tokenizer, i, s, alignment, prompt_format, max_length, specials)
+        encode_sample(tokenizer, i, s, alignment, prompt_format, max_length, specials, first_tokens)
         for i, s in enumerate(samples)
     ]
     n_trunc = sum(1 for e in enc if e.truncated)
@@ -129,6 +165,20 @@ def encode_samples(
     if msg := prompt_format_warning(tokenizer, samples, prompt_format):
         log.warning("%s", msg)
     return enc
+
+
+def realign(
+    tokenizer, encoded: Sequence[Encoded], alignment: str, first_tokens: int | None = None
+) -> list[Encoded]:
+    """The same encoded samples scored at other positions (another alignment and/or first-T cut), without
+    tokenizing again: the ids (shared, not copied) do not depend on either, only the scored positions do."""
+    _check_first_tokens(first_tokens)
+    specials = special_ids(tokenizer)
+    return [
+        dataclasses.replace(e, score_pos=pos, target=tgt)
+        for e in encoded
+        for pos, tgt in [score_positions(e.ids, e.response_start, alignment, specials, first_tokens)]
+    ]
 
 
 def prompt_format_warning(tokenizer, samples: Sequence[Sample], prompt_format: str) -> str | None:
@@ -194,29 +244,47 @@ def plan_batches(
 def collate(group: list[Encoded], pad_id: int, padding_side: str = "right", device="cpu") -> Batch:
     """One batch's tensors from encoded samples (a :func:`plan_batches` group); ``padding_side`` "right" or
     "left" (validated by ``RunConfig.resolved``)."""
+    return collate_views([group], pad_id, padding_side, device)[0]
+
+
+def collate_views(
+    views: Sequence[list[Encoded]], pad_id: int, padding_side: str = "right", device="cpu"
+) -> list[Batch]:
+    """One batch per view of the same samples (the same ids, scored at other positions: :func:`realign`); the
+    padded ids, mask and position ids are built once and shared by every view's batch, so one forward serves
+    all of them."""
+    group = views[0]
     B, T = len(group), max(len(e.ids) for e in group)
     ids = torch.full((B, T), pad_id, dtype=torch.long)
     mask = torch.zeros((B, T), dtype=torch.long)
-    flat, seg, tgt = [], [], []
+    offsets = []
     for b, e in enumerate(group):
         off = T - len(e.ids) if padding_side == "left" else 0
         ids[b, off : off + len(e.ids)] = torch.from_numpy(e.ids)
         mask[b, off : off + len(e.ids)] = 1
-        # whole arrays, not per-element Python loops over numpy scalars
-        flat.append(e.score_pos.astype(np.int64) + (b * T + off))
-        seg.append(np.full(len(e.score_pos), b, dtype=np.int64))
-        tgt.append(e.target)
+        offsets.append(b * T + off)
     pos = (mask.cumsum(1) - 1).clamp(min=0)
+    ids, mask, pos = ids.to(device), mask.to(device), pos.to(device)
 
     def cat(parts: list[np.ndarray]) -> torch.Tensor:
         return torch.from_numpy(np.concatenate(parts).astype(np.int64)).to(device)
 
-    return Batch(
-        input_ids_BT=ids.to(device),
-        attention_mask_BT=mask.to(device),
-        position_ids_BT=pos.to(device),
-        flat_N=cat(flat),
-        seg_N=cat(seg),
-        target_N=cat(tgt),
-        sample_index=[e.index for e in group],
-    )
+    out = []
+    for view in views:
+        if [e.index for e in view] != [e.index for e in group]:
+            raise ValueError("collate_views: every view must hold the same samples in the same order")
+        # whole arrays, not per-element Python loops over numpy scalars
+        flat = [e.score_pos.astype(np.int64) + o for e, o in zip(view, offsets)]
+        seg = [np.full(len(e.score_pos), b, dtype=np.int64) for b, e in enumerate(view)]
+        out.append(
+            Batch(
+                input_ids_BT=ids,
+                attention_mask_BT=mask,
+                position_ids_BT=pos,
+                flat_N=cat(flat),
+                seg_N=cat(seg),
+                target_N=cat([e.target for e in view]),
+                sample_index=[e.index for e in view],
+            )
+        )
+    return out

@@ -444,13 +444,35 @@ def _join_records(df: pd.DataFrame, records: list[Sample]) -> pd.DataFrame:
     return pd.concat([df, pd.DataFrame(keep, index=df.index)], axis=1)
 
 
-def summary_counts(counter: UtilizationCounter, rows: Sequence[Mapping]) -> dict:
+#: a run over the first T positions is flagged "short" when more than this share of its samples has fewer than T
+#: scored positions (docs/study/protocol.md §7.2)
+SHORT_SHARE = 0.10
+
+
+def summary_counts(
+    counter: UtilizationCounter, rows: Sequence[Mapping], first_tokens: int | None = None
+) -> dict:
     """The count block of a result's summary: MUI, per-layer MUI, layers and the sample / token counts.
 
     ``rows`` are the per-sample rows (``MUIResult.samples``) of every sample the counter saw. Shared by the engine
     and the distributed merge; both apply it to a summary dict in this key order, so files stay byte-identical.
+    With ``first_tokens`` (``RunConfig.first_tokens``) it adds ``short_samples``: how many samples had fewer than
+    T scored positions, their share, and the "short" flag (share > :data:`SHORT_SHARE`).
     """
     labelled = [r for r in rows if r.get("correct") is not None]
+    short = {}
+    if first_tokens is not None:
+        n_short = sum(1 for r in rows if r["n_scored"] < first_tokens)
+        share = n_short / len(rows) if rows else 0.0
+        short = {
+            "short_samples": {
+                "first_tokens": first_tokens,
+                "n": n_short,
+                "share": share,
+                "short": share > SHORT_SHARE,
+                "flag_above_share": SHORT_SHARE,
+            }
+        }
     return {
         "mui": counter.mui(),
         "mui_percent": 100.0 * counter.mui(),
@@ -462,6 +484,7 @@ def summary_counts(counter: UtilizationCounter, rows: Sequence[Mapping]) -> dict
         "n_truncated_samples": sum(1 for r in rows if r["truncated"]),
         "accuracy": (sum(bool(r["correct"]) for r in labelled) / len(labelled)) if labelled else None,
         "n_labelled": len(labelled),
+        **short,
     }
 
 

@@ -8,6 +8,7 @@ parsed flags back onto its fields, so a setting, its default and its flag exist 
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -47,8 +48,65 @@ def _positive(flag: str) -> Callable[[int], int]:
     return check
 
 
+def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else check(value)
+
+
 def _negate(value: bool) -> bool:
     return not value
+
+
+def _first_tokens(text: str) -> int | None:
+    if text in ("all", "none", "None"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SaemuiError(f"first_tokens={text!r}: expected a number of positions >= 1 or 'all'")
+    return value
+
+
+#: the settings ``--also`` may change (RunConfig field → parser of its text); the others are shared by the pass
+ALSO_FIELDS: dict[str, Callable[[str], Any]] = {
+    "threshold": str,
+    "neuron_site": str,
+    "alignment": str,
+    "first_tokens": _first_tokens,
+}
+_ALSO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def parse_also(specs: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """``--also`` values → [(name, RunConfig fields)], e.g. ``"gate=neuron_site=gate_act,alignment=response"``
+    → ``("gate", {"neuron_site": "gate_act", "alignment": "response"})``. Values are checked when the settings
+    are resolved (:func:`saemui.cli.run.also_configs`)."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for spec in specs:
+        name, _, rest = spec.partition("=")
+        if not _ALSO_NAME.match(name) or not rest:
+            raise SaemuiError(
+                f"--also {spec!r}: expected NAME=FIELD=VALUE[,FIELD=VALUE...] with NAME of letters, digits, "
+                "'.', '_' or '-'"
+            )
+        if name in (n for n, _ in out):
+            raise SaemuiError(f"--also {spec!r}: the name {name!r} is given twice")
+        fields: dict[str, Any] = {}
+        for part in rest.split(","):
+            key, eq, value = part.partition("=")
+            key = key.strip().replace("-", "_")
+            if key not in ALSO_FIELDS:
+                raise SaemuiError(
+                    f"--also {spec!r}: unknown field {key!r} (expected one of {', '.join(ALSO_FIELDS)})"
+                )
+            if not eq or not value.strip():
+                raise SaemuiError(f"--also {spec!r}: field {key!r} has no value (write {key}=VALUE)")
+            if key in fields:
+                raise SaemuiError(f"--also {spec!r}: field {key!r} is given twice")
+            fields[key] = ALSO_FIELDS[key](value.strip())
+        out.append((name, fields))
+    return out
 
 
 # argparse dest → (RunConfig field, conversion). Only flags a parser declares are mapped, so a script that adds
@@ -62,6 +120,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "target_l0": ("target_l0", None),
     "prompt_format": ("prompt_format", None),
     "max_length": ("max_length", None),
+    "first_tokens": ("first_tokens", _optional(_positive("--first-tokens"))),
     "batch_tokens": ("max_batch_tokens", None),
     "max_batch_size": ("max_batch_size", _positive("--max-batch-size")),
     "padding_side": ("padding_side", None),
@@ -149,6 +208,13 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
         default=DEFAULTS.max_length,
         help=f"tokens of prompt+response kept (default {DEFAULTS.max_length})",
     )
+    g.add_argument(
+        "--first-tokens",
+        type=int,
+        metavar="T",
+        help="MUI over the first T scored positions of each sample (a sample with fewer contributes all it "
+        "has; default: all)",
+    )
     g.add_argument("--prompt-format", default=DEFAULTS.prompt_format, choices=["auto", "chat", "raw"])
 
 
@@ -212,6 +278,15 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
         help="replace a finished run of another configuration in --out (the same configuration re-runs anyway)",
     )
     g.add_argument("--no-sets", action="store_true", help="do not keep per-sample key sets")
+    g.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="NAME=FIELD=VALUE[,FIELD=VALUE...]",
+        help="another setting measured in the same forward pass, written to <out>/also/NAME (repeatable); "
+        f"FIELD is one of {', '.join(ALSO_FIELDS)} (first_tokens=all: no cut), the rest as the main "
+        "setting, e.g. --also gate=neuron_site=gate_act,alignment=response",
+    )
     g.add_argument(
         "--checkpoint-every",
         type=int,
@@ -288,6 +363,8 @@ __all__ = [
     "add_task_args",
     "add_task_option_arg",
     "add_units_args",
+    "ALSO_FIELDS",
+    "parse_also",
     "parse_layers",
     "run_config_fields",
 ]

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from saemui.cli.args import run_config_fields
+from saemui.cli.args import parse_also, run_config_fields
 from saemui.cli.tasks import build_task
 from saemui.config import RunConfig
 from saemui.errors import SaemuiError
@@ -43,11 +43,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise SaemuiError(
                 f"{', '.join(given)} only apply with --task (they choose and generate a task's items)"
             )
+    if getattr(args, "also", None) and getattr(args, "explore", False):
+        raise SaemuiError("--also and --explore exclude each other (contexts are kept for one setting)")
     return _run_task(args) if args.task else _run_samples(args)
 
 
 #: settings that change how fast a run is, not its result (docs/method.md §3.1: MUI does not depend on them)
 _SPEED_ONLY = ("max_batch_tokens", "max_batch_size", "padding_side", "sae_group_size", "encode_chunk")
+#: where ``--also NAME`` settings are written, inside the main result's directory
+ALSO_DIR = "also"
 
 
 def run_key(model: str, cfg: RunConfig, data: dict[str, Any]) -> str:
@@ -108,6 +112,28 @@ def prepare_run(args: argparse.Namespace) -> None:
         hf_logging.disable_progress_bar()
 
 
+def also_configs(cfg: RunConfig, also: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, RunConfig]]:
+    """The ``--also`` settings (from :func:`~saemui.cli.args.parse_also`) as resolved configs: the main config
+    with their fields replaced; refused when they could not share its forward pass."""
+    from dataclasses import replace
+
+    from saemui.config import check_one_pass
+
+    out = []
+    for name, fields in also:
+        try:
+            out.append((name, replace(cfg, **fields).resolved()))
+        except SaemuiError as e:
+            raise SaemuiError(f"--also {name}: {e}") from None
+    check_one_pass([cfg, *(c for _, c in out)])
+    return out
+
+
+def also_keys(args: argparse.Namespace, cfg: RunConfig, data: dict[str, Any]) -> dict[str, str]:
+    """``--also`` name → run key of that setting (validates the settings before any model loads)."""
+    return {name: run_key(args.model, c, data) for name, c in also_configs(cfg, parse_also(args.also))}
+
+
 def execute_run(
     args: argparse.Namespace,
     lm,
@@ -116,10 +142,15 @@ def execute_run(
     out: Path,
     extra_summary: dict[str, Any] | None = None,
     run_info: dict[str, Any] | None = None,
+    keys: dict[str, str] | None = None,
 ) -> MUIResult:
-    """compute → save (checkpointed unless --checkpoint-every 0; --explore adds feature contexts) → result."""
+    """compute → save (checkpointed unless --checkpoint-every 0; --explore adds feature contexts) → result.
+
+    ``--also`` settings are measured in the same pass and written to ``out/also/NAME`` (after the main result:
+    saving it replaces ``out`` whole); ``keys`` gives their run keys (:func:`also_keys`). Returns the main result.
+    """
     from saemui import checkpoint
-    from saemui.engine import compute_mui
+    from saemui.engine import compute_mui_many
 
     ckpt_dir = checkpoint.checkpoint_dir_for(out) if args.checkpoint_every else None
     if getattr(args, "explore", False):
@@ -135,10 +166,11 @@ def execute_run(
         result.save(out)
         coll.save(out / CONTEXTS_FILE)
     else:
-        result = compute_mui(
+        extras = also_configs(cfg, parse_also(getattr(args, "also", None) or []))
+        result, *others = compute_mui_many(
             lm,
             samples,
-            cfg,
+            [cfg, *(c for _, c in extras)],
             progress=not args.quiet,
             checkpoint_dir=ckpt_dir,
             checkpoint_every=args.checkpoint_every or 1,
@@ -146,6 +178,13 @@ def execute_run(
         )
         result.run_info.update(run_info or {})
         result.save(out)
+        for (name, _), res in zip(extras, others):
+            prov = res.summary.get("provenance")
+            if isinstance(prov, dict):
+                # each setting is its own measurement: its own run key, and the name it was asked under
+                res.summary["provenance"] = dict(prov, run_key=(keys or {}).get(name), also=name)
+            res.run_info.update(run_info or {})
+            res.save(out / ALSO_DIR / name)
     if ckpt_dir is not None:
         checkpoint.clear(ckpt_dir)
     return result
@@ -172,10 +211,14 @@ def _run_samples(args: argparse.Namespace) -> int:
         "limit": args.limit,
     }
     key = run_key(args.model, cfg, {"samples": data})
+    keys = also_keys(args, cfg, {"samples": data})
     check_overwrite(out, key, args.overwrite)
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
-    result = execute_run(args, lm, samples, cfg, out, {"provenance": {"samples": data, "run_key": key}})
+    prov = {"provenance": {"samples": data, "run_key": key}}
+    result = execute_run(args, lm, samples, cfg, out, prov, keys=keys)
     print(format_summary(result, out))
+    if keys:
+        print(format_also(out, list(keys)))
     return 0
 
 
@@ -210,6 +253,7 @@ def _run_task(args: argparse.Namespace) -> int:
     if extraction != "corrected":  # the default stays out of the key, so earlier runs keep theirs
         data["extraction"] = extraction
     key = run_key(args.model, cfg, data)
+    keys = also_keys(args, cfg, data)
     check_overwrite(out, key, args.overwrite)
 
     lm = load_model(args.model, device=args.device, dtype=args.dtype)
@@ -228,12 +272,14 @@ def _run_task(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         extraction=extraction,
         measure=lambda samples, c, extra, info: execute_run(
-            args, lm, samples, c, out, {**extra, "provenance": {"run_key": key}}, info
+            args, lm, samples, c, out, {**extra, "provenance": {"run_key": key}}, info, keys
         ),
     )
     gen = run.generation
     write_samples(out / "responses.jsonl", gen.samples)
     print(format_summary(run.result, out))
+    if keys:
+        print(format_also(out, list(keys)))
     print(
         f"responses  {out / 'responses.jsonl'} ({gen.n_generated} generated in {gen.seconds:.1f} s, "
         f"{gen.n_cached} from {run.cache})"
@@ -292,6 +338,35 @@ def _default_task_out(model: str, task_name: str, task: Task, style: str, cfg: R
     return Path("runs") / slug("-".join(str(p) for p in parts))
 
 
+def _first_tokens_note(s: dict) -> str:
+    short = s.get("short_samples")
+    if not short:
+        return ""
+    flag = ": flagged short" if short["short"] else ""
+    return (
+        f", first {short['first_tokens']} positions per sample ({short['n']} with fewer, "
+        f"{100 * short['share']:.0f} %{flag})"
+    )
+
+
+def format_also(out: Path, names: list[str]) -> str:
+    """One line per ``--also`` setting written under ``out`` (read back from its result directory)."""
+    from saemui.result import load_result
+
+    lines = []
+    for name in names:
+        path = out / ALSO_DIR / name
+        s = load_result(path).summary
+        c = s["config"]
+        first = f", first {c['first_tokens']} positions" if c.get("first_tokens") else ""
+        short = " (short)" if (s.get("short_samples") or {}).get("short") else ""
+        lines.append(
+            f"also {name:<10} MUI {s['mui_percent']:.4f} %  ({s['selection']}, {s['units']['basis']}, alignment "
+            f"{c['alignment']}{first}{short}) -> {path}"
+        )
+    return "\n".join(lines)
+
+
 def format_summary(result: MUIResult, out: Path | None = None) -> str:
     s = result.summary
     pl = s["per_layer"]
@@ -301,7 +376,8 @@ def format_summary(result: MUIResult, out: Path | None = None) -> str:
         f"selection  {s['selection']}, alignment {s['config']['alignment']}"
         + (f", preset {s['config']['preset']}" if s["config"].get("preset") else ""),
         f"data       {s['n_samples']} samples, {s['n_tokens']} scored tokens"
-        + (f", {s['n_truncated_samples']} truncated" if s["n_truncated_samples"] else ""),
+        + (f", {s['n_truncated_samples']} truncated" if s["n_truncated_samples"] else "")
+        + _first_tokens_note(s),
         f"MUI        {s['mui_percent']:.4f} %  (per layer min {100 * min(pl):.3f} %, max {100 * max(pl):.3f} %)",
     ]
     if s.get("task"):
@@ -331,9 +407,13 @@ def format_summary(result: MUIResult, out: Path | None = None) -> str:
 
 
 __all__ = [
+    "ALSO_DIR",
+    "also_configs",
+    "also_keys",
     "check_overwrite",
     "cmd_run",
     "execute_run",
+    "format_also",
     "format_summary",
     "prepare_run",
     "run_config",
