@@ -323,6 +323,7 @@ def test_out_of_an_older_saemui_and_new_optional_fields(tiny_path, samples_file,
     assert main([*base, "--overwrite"]) == 0
     # an unset optional field does not enter the key; a set one does
     cfg = RunConfig(units="neurons").resolved()
+
     @dataclasses.dataclass
     class Later(RunConfig):
         future_option: int | None = None
