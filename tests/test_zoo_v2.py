@@ -368,9 +368,17 @@ def test_tiny_v2_law_rule_and_reruns(tiny_v2, tmp_path):
     # k = 0 everywhere: nothing is above chance
     _fake_stage0(res, spec, {(r, t.name): 0 for r in ("tiny-llama", "tiny-gemma") for t in spec.candidates})
     assert law_outcome(spec, res, sets).law == ()
-    # a stale stage-0 record (other settings) does not count
-    stale = replace(mod.tiny_spec_v2(cache), settings=("P0", "share-1/256"))
-    assert law_outcome(stale, results, candidate_sets(stale)).law is None
+    # §3.2: once fine-tuned results exist, the law tasks fixed in eligibility.json cannot change
+    with pytest.raises(SaemuiError, match="allows no change"):
+        plan_v2(spec, res, cache)
+    # accuracy is all the rule reads: other MUI settings leave stage 0 deciding (its MUI is re-measured) ...
+    other = replace(mod.tiny_spec_v2(cache), settings=("P0", "share-1/256"))
+    plan = plan_v2(other, results, cache)
+    assert plan.outcome.law == ("arith-1", "arith-2d1d")
+    assert all(s.needed for s in plan.stages if s.group == "0")
+    # ... while other generated text (another style for a base) leaves the law tasks unknown
+    roots = (plan.spec.roots[0], replace(plan.spec.roots[1], style="chat"))
+    assert law_outcome(replace(other, roots=roots), results, sets).law is None
 
     base = mod.tiny_spec_v2(cache)
     runs = tuple(replace(r, lr=r.lr * 2) if r.name == "G1" else r for r in base.runs)

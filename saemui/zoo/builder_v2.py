@@ -120,8 +120,10 @@ def study_record(
     style: str,
     scored: bool,
     model_sha256: str | None,
+    generation_key: str | None = None,
 ) -> dict[str, Any]:
-    """One v2 record (``<point>__<task>__<set>.json``); ``results`` maps setting names to MUI results."""
+    """One v2 record (``<point>__<task>__<set>.json``); ``results`` maps setting names to MUI results;
+    generation_key: the generated text's key (weights, task, items), which stage 0's law rule matches."""
     run = p.run
     n = len(samples)
     correct = [bool(s.correct) for s in samples] if scored else None
@@ -164,6 +166,7 @@ def study_record(
         "settings": {name: setting_fields(results[name], spec.max_set_entries) for name in wanted},
         "settings_omitted": [name for name in configured if name not in wanted],
         "model_sha256": model_sha256,
+        "generation_key": generation_key,
         "fingerprint": st.fingerprint,
     }
 
@@ -305,11 +308,8 @@ def _evaluate(ctx: _Ctx, p: Point, s: StudyStage, lm: LoadedModel, law: tuple[st
     if s.item_set in ("verbatim", "twins"):
         items = list(sets.twins if s.item_set == "twins" else sets.items)
         task = task_of(t)
-        gen_cache = (
-            ctx.root_dir
-            / "generations"
-            / f"{p.name}__{t.name}__{s.item_set}__{generation_key_v2(spec, p, t, s.item_set, sets_digest(items), ctx.plan.train_fps)}.jsonl"
-        )
+        gkey = generation_key_v2(spec, p, t, s.item_set, sets_digest(items), ctx.plan.train_fps)
+        gen_cache = ctx.root_dir / "generations" / f"{p.name}__{t.name}__{s.item_set}__{gkey}.jsonl"
         gen = run_generation(lm, task, items, style, gen_cache, spec.gen_batch_size, progress=ctx.progress)
         samples = gen.samples
         results: dict[str, MUIResult] = {}
@@ -341,8 +341,9 @@ def _evaluate(ctx: _Ctx, p: Point, s: StudyStage, lm: LoadedModel, law: tuple[st
         fmt = prompt_format_for(style)
         results = measure_settings(lm, samples, setting_configs(spec.tf_settings, fmt, bundle), ctx.progress)
         scored = False
+        gkey = None
     rec = study_record(
-        spec, p, t, s, law, samples, results, style, scored, (lm.provenance or {}).get("sha256")
+        spec, p, t, s, law, samples, results, style, scored, (lm.provenance or {}).get("sha256"), gkey
     )
     atomic_write_compact_json(s.record, rec)
     acc = f"accuracy {100 * rec['accuracy']:.1f} %" if rec["accuracy"] is not None else "teacher-forced"

@@ -2,7 +2,7 @@
 
 - Eval items: per candidate task, in priority order, the first N items of the seed-0 generator (or the data
   file) whose normalised prompt was not drawn before, by this task or an earlier candidate: the tasks' eval sets
-  are disjoint by construction (arith-1 at 0–29 and arith-2d1d share 180 prompts).
+  are disjoint by construction (arith-1 at 0–29 shares 180 prompts with arith-2d1d, 400 with arith-2).
 - Twins: arith-style tasks redraw operands (seed 1), multiple choice shuffles options; a twin's prompt is new
   among every candidate's eval items and the earlier twins.
 - Training examples: each task's generator with seed ``train_seed + run seed``, every eval and twin prompt of

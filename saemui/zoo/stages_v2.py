@@ -275,7 +275,11 @@ def items_fingerprint(spec: StudySpec, s: TaskSets) -> str:
 
 
 def law_outcome(spec: StudySpec, results: Path, sets: dict[str, TaskSets]) -> LawOutcome:
-    """The law tasks from the stage-0 records (§3.2), or None while any is missing or stale."""
+    """The law tasks from the stage-0 records (§3.2), or None while any is missing or stale.
+
+    A record counts when its generation key matches (same base, task options and items): accuracy depends on
+    the generated text only, so a record waiting to be re-measured under changed MUI settings still decides.
+    """
     missing, table, classes = [], {}, []
     for t in spec.candidates:
         chance = chance_level(list(sets[t.name].items))
@@ -288,11 +292,9 @@ def law_outcome(spec: StudySpec, results: Path, sets: dict[str, TaskSets]) -> La
         above = {}
         for r in spec.roots:
             p = Point(r.name, r.name)
-            fp = eval_fingerprint_v2(
-                spec, p, t, EvalSpec("0", t.name, "verbatim", "settings"), sets_digest(sets[t.name].items), {}
-            )
+            key = generation_key_v2(spec, p, t, "verbatim", sets_digest(sets[t.name].items), {})
             rec = _read_json(record_path(results, r.name, t.name, "verbatim"))
-            if not rec or rec.get("fingerprint") != fp:
+            if not rec or rec.get("generation_key") != key:
                 missing.append(f"eval:{r.name}:{t.name}:verbatim")
                 continue
             el = eligibility(
@@ -388,6 +390,7 @@ def plan_v2(
     root_dir = zoo_cache(spec, cache)
     sets = candidate_sets(spec)
     outcome = law_outcome(spec, results, sets)
+    _check_frozen(spec, results, outcome)
     resolved = outcome.law is not None and len(outcome.law) > 0
     if resolved:
         law, cost_as = outcome.law, {t: t for t in outcome.law}
@@ -520,6 +523,22 @@ def plan_v2(
     return StudyPlan(spec, stages, outcome, costed, rates, checks, train_fps)
 
 
+def _check_frozen(spec: StudySpec, results: Path, outcome: LawOutcome) -> None:
+    """§3.2: no law task changes once a fine-tuned result exists (e.g. after a re-scored stage 0)."""
+    old = _read_json(eligibility_path(results))
+    if not old or outcome.law is None or tuple(old.get("law_tasks", ())) == outcome.law:
+        return
+    runs = {r.model for r in spec.runs}
+    tuned = [
+        f.name for f in Path(results).glob("*__*__*.json") if f.name.split("__")[0].split("@")[0] in runs
+    ]
+    if tuned:
+        raise SaemuiError(
+            f"stage 0 now gives law tasks {list(outcome.law)}, but eligibility.json fixed {old['law_tasks']} and "
+            f"fine-tuned results exist ({tuned[0]}, ...): §3.2 allows no change; log it in §11 and resolve by hand"
+        )
+
+
 def _file_digest(d: dict) -> str | None:
     from saemui.zoo.record_v2 import item_from_json
 
@@ -565,7 +584,8 @@ def format_plan_v2(plan: StudyPlan) -> str:
         note = "" if len(out.law) >= 3 else f" (m = {len(out.law)} < 3: log the shortfall in §11)"
         lines.append(f"law tasks (stage 0, §3.2): {', '.join(out.law)}; C = {out.law[0]}{note}")
     lines.append(f"{'stage':<52} {'grp':<5} {'status':<8} {'est. CPU':>9} {'measured':>9}")
-    for s in stages:
+    order = list(GROUPS)
+    for s in sorted(stages, key=lambda x: order.index(x.group)):
         status = "done" if s.done else "blocked" if s.blocked else "todo" if s.needed else "not needed"
         took = _fmt_s(s.measured_s) if s.measured_s is not None else "-"
         lines.append(f"{s.id:<52} {s.group:<5} {status:<8} {_fmt_s(s.cost_s):>9} {took:>9}")
