@@ -5,15 +5,18 @@
     python scripts/build_zoo.py                        # run every pending stage (resumable; re-run after a kill)
     python scripts/build_zoo.py --only 'smollm2*'      # only these models (and the trainings they need)
     python scripts/build_zoo.py --tiny --results DIR   # seconds-long zoo of tiny random models (CI)
+    python scripts/build_zoo.py --spec v2 --plan       # Study v2 (docs/study/protocol.md): plan per §9 group
+    python scripts/build_zoo.py --spec v2 --only 'smollm2*'   # v2 build of one family (results/zoo-v2)
 
 Weights and generation caches go to ``$SAEMUI_CACHE/zoo/<zoo>/`` (default ``~/.cache/saemui``), never into the
-repository; results (small JSON per point) go to ``--results`` (default ``results/zoo``; ``--tiny`` defaults to
-the cache so it never overwrites the committed real results).
+repository; results (small JSON per point) go to ``--results`` (default ``results/zoo``, ``results/zoo-v2`` for
+``--spec v2``; ``--tiny`` defaults to the cache so it never overwrites the committed real results).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from pathlib import Path
@@ -23,11 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 from saemui.errors import SaemuiError  # noqa: E402
 
 
-def _rates(args: argparse.Namespace):
-    from saemui.zoo import Rates
-
-    base = Rates()
-    fwd = dict(base.fwd_tok_s)
+def _measured_fwd(args: argparse.Namespace, base: dict[str, float]) -> dict[str, float]:
+    fwd = dict(base)
     for pair in args.rate or []:
         name, sep, val = pair.partition("=")
         try:
@@ -36,6 +36,25 @@ def _rates(args: argparse.Namespace):
             raise SaemuiError(f"--rate {pair!r}: expected MODEL=TOKENS_PER_SECOND") from None
         if not sep or fwd[name] <= 0:
             raise SaemuiError(f"--rate {pair!r}: expected MODEL=TOKENS_PER_SECOND (> 0)")
+    return fwd
+
+
+def _rates_v2(args: argparse.Namespace):
+    from saemui.zoo.stages_v2 import StudyRates
+
+    base = StudyRates()
+    return StudyRates(
+        fwd_tok_s=tuple(_measured_fwd(args, dict(base.fwd_tok_s)).items()),
+        gen_factor=args.gen_factor or base.gen_factor,
+        one_pass=not args.loop_cost,
+    )
+
+
+def _rates(args: argparse.Namespace):
+    from saemui.zoo import Rates
+
+    base = Rates()
+    fwd = _measured_fwd(args, dict(base.fwd_tok_s))
     return Rates(
         fwd_tok_s=tuple(fwd.items()),
         gen_factor=args.gen_factor or base.gen_factor,
@@ -53,9 +72,59 @@ def tiny_spec(cache: Path):
     return tiny_zoo(save_tiny_model(root, "llama"), save_tiny_model(root, "gemma"))
 
 
+def tiny_spec_v2(cache: Path):
+    """The tiny v2 zoo on the same two tiny random roots."""
+    from saemui.testing import save_tiny_model
+    from saemui.zoo.spec_v2 import tiny_zoo_v2
+
+    root = cache / "zoo" / "tiny" / "roots"
+    root.mkdir(parents=True, exist_ok=True)
+    return tiny_zoo_v2(save_tiny_model(root, "llama"), save_tiny_model(root, "gemma"))
+
+
+def main_v2(args: argparse.Namespace, cache: Path, only: list[str] | None) -> int:
+    from saemui.zoo.builder_v2 import build_v2
+    from saemui.zoo.spec_v2 import zoo_v2
+    from saemui.zoo.stages_v2 import format_plan_v2, plan_v2
+
+    if args.saes:
+        raise SaemuiError("--saes applies to the v1 zoo; the v2 spec names its SAE bundle (protocol §5)")
+    spec = tiny_spec_v2(cache) if args.tiny else zoo_v2()
+    if args.results:
+        results = Path(args.results)
+    elif args.tiny:
+        results = cache / "zoo" / "tiny-v2" / "results"
+    else:
+        results = REPO / "results" / "zoo-v2"
+    if args.plan:
+        print(format_plan_v2(plan_v2(spec, results, cache, _rates_v2(args), only)))
+        return 0
+    # The engine runs gc.collect() after every measurement (SAE groups hold reference cycles); with torch and
+    # transformers imported that scans ~400k long-lived objects, about a second per call on a busy 2-core
+    # machine and one call per setting. Freezing what exists now limits the scans to the build's own objects.
+    gc.freeze()
+    try:
+        rep = build_v2(spec, results, cache, only=only, device=args.device, progress=args.progress)
+    finally:
+        gc.unfreeze()
+    print(f"ran {len(rep.ran)} stage(s), skipped {len(rep.skipped)} already done; results in {results}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--plan", action="store_true", help="print stages, status and CPU estimate; run nothing")
+    ap.add_argument(
+        "--spec",
+        choices=("v1", "v2"),
+        default="v1",
+        help="v1: the zoo of docs/zoo.md (results/zoo); v2: Study v2 (docs/study/protocol.md, results/zoo-v2)",
+    )
+    ap.add_argument(
+        "--loop-cost",
+        action="store_true",
+        help="v2 --plan: cost one forward per setting (before compute_mui_many) instead of one per pass group",
+    )
     ap.add_argument("--only", help="comma-separated model names or globs (default: all)")
     ap.add_argument("--tiny", action="store_true", help="the tiny random-model zoo (seconds; for CI)")
     ap.add_argument(
@@ -80,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         from saemui.zoo import build, format_plan, plan, real_zoo
 
         cache = Path(args.cache) if args.cache else cache_dir()
+        only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
+        if args.spec == "v2":
+            return main_v2(args, cache, only)
         spec = tiny_spec(cache) if args.tiny else real_zoo()
         if args.saes:
             from dataclasses import replace
@@ -99,7 +171,6 @@ def main(argv: list[str] | None = None) -> int:
             results = cache / "zoo" / "tiny" / "results"
         else:
             results = REPO / "results" / "zoo"
-        only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
         rates = _rates(args)
         if args.plan:
             print(format_plan(spec, plan(spec, results, cache, rates, only), rates))

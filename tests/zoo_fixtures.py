@@ -14,3 +14,11 @@ def load_script(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def build_tiny_v2(base: Path) -> tuple[Path, Path, object]:
+    """(results dir, cache dir, build_zoo module) of the tiny v2 zoo built by ``build_zoo.py --spec v2 --tiny``."""
+    results, cache = base / "results", base / "cache"
+    mod = load_script("build_zoo")
+    assert mod.main(["--spec", "v2", "--tiny", "--results", str(results), "--cache", str(cache)]) == 0
+    return results, cache, mod

@@ -7,6 +7,7 @@ and, for the canonical count, the operand fields the arith generators store.
 
 from __future__ import annotations
 
+import random
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -128,3 +129,29 @@ def check_item_sets(
         "n_canonical": len({canonical_problem(it) for it in items}),
         "n_twins": n_twins,
     }
+
+
+def shuffled_option_twins(items: Sequence[Item], seed: int = 1) -> list[Item]:
+    """Perturbed twins of multiple-choice items (protocol §3.3): options shuffled, labels reassigned (seeded).
+
+    One ``random.Random(seed)`` stream shuffles each item's options in item order; the labels keep their order,
+    so the gold label becomes the one now in front of the gold option. A shuffle that leaves the option list
+    unchanged is redrawn (an item with fewer than two distinct options has no twin: error). Twin ``j`` has id
+    ``<item id>-twin``.
+    """
+    rng = random.Random(seed)
+    twins = []
+    for it in items:
+        labels, options = list(it.fields["labels"]), list(it.fields["options"])
+        if len(set(options)) < 2:
+            raise SaemuiError(f"item {it.id}: fewer than two distinct options, no shuffled twin")
+        gold_text = options[labels.index(str(it.gold))]
+        while True:
+            new = options[:]
+            rng.shuffle(new)
+            if new != options:
+                break
+        # with repeated option texts the first match is the gold: such items are rare and the label stays valid
+        gold = labels[new.index(gold_text)]
+        twins.append(Item(id=f"{it.id}-twin", fields={**it.fields, "options": new}, gold=gold))
+    return twins

@@ -159,10 +159,32 @@ def train(
     interrupted stage resumes where it stopped, with the same data order (precomputed from the seed).
     Returns the stage record's extra fields (final loss, pairs, seconds).
     """
-    fp = train_fingerprint(spec, m)
     style = resolve_style(root_lm, spec.root_of(m).style)
-    fmt = prompt_format_for(style)
     pairs = training_pairs(spec, m, style)
+    saves = tuple(range(m.save_every, m.steps, m.save_every)) if m.save_every else ()
+    return train_on_pairs(
+        m, root_lm, out_dir, pairs, train_fingerprint(spec, m), style, saves, progress, log_fn
+    )
+
+
+def train_on_pairs(
+    m: ZooModel,
+    root_lm,
+    out_dir: Path,
+    pairs: list[tuple[str, str]],
+    fp: str,
+    style: str,
+    save_steps: tuple[int, ...] = (),
+    progress: bool = True,
+    log_fn: Callable[[str], None] = print,
+) -> dict:
+    """The training loop behind :func:`train`, on given (prompt, response) pairs in ``style``.
+
+    m: optimisation settings (``train_method``, ``lora_r``/``lora_alpha``, ``lr``, ``steps``, ``batch_size``,
+    ``seed``, ``max_length``); fp: the stage fingerprint a resumable state must match; save_steps: steps whose
+    weights are kept as ``step-K`` (the resumable state is written there and every ``STATE_EVERY`` steps).
+    """
+    fmt = prompt_format_for(style)
     if not pairs:
         raise SaemuiError(f"zoo model {m.name!r}: no training pairs")
     tok = root_lm.tokenizer
@@ -252,9 +274,9 @@ def train(
         done = step + 1
         if progress and (done % max(1, m.steps // 10) == 0 or done == m.steps):
             log_fn(f"  {m.name}: step {done}/{m.steps} loss {losses[-1]:.4f}")
-        if m.save_every and done % m.save_every == 0 and done < m.steps:
+        if done in save_steps and done < m.steps:
             save_weights(f"step-{done}")
-        if done % (m.save_every or STATE_EVERY) == 0 and done < m.steps:
+        if (done in save_steps or done % STATE_EVERY == 0) and done < m.steps:
             _save_state(
                 state_file,
                 {
@@ -284,11 +306,17 @@ def load_zoo_model(spec: ZooSpec, m: ZooModel, root_lm: LoadedModel, weights: Pa
     d = weights / src.name / tag
     if not d.exists():
         raise SaemuiError(f"zoo model {m.name!r}: weights {d} missing (run the train:{src.name} stage)")
-    if src.train_method == "full":
+    return load_trained(root_lm, d, src.train_method, m.name)
+
+
+def load_trained(root_lm: LoadedModel, d: Path, method: str | None, name: str) -> LoadedModel:
+    """Weights saved by :func:`train_on_pairs` in ``d`` (an HF directory for ``full``, an adapter for ``lora``)
+    on top of ``root_lm``, as a LoadedModel named ``zoo:<name>`` whose provenance digest names these weights."""
+    if method == "full":
         lm = load_model(str(d), device=str(root_lm.device), dtype=str(root_lm.dtype).replace("torch.", ""))
         # the weights digest goes into provenance: generation caches and records then name these weights
         prov = dict(lm.provenance, format="zoo-full", root=root_lm.provenance, sha256=weights_digest(d))
-        return replace(lm, name=f"zoo:{m.name}", hf_id=root_lm.hf_id, provenance=prov)
+        return replace(lm, name=f"zoo:{name}", hf_id=root_lm.hf_id, provenance=prov)
     from peft import PeftModel
 
     adapter = d / "adapter_model.safetensors"
@@ -302,7 +330,7 @@ def load_zoo_model(spec: ZooSpec, m: ZooModel, root_lm: LoadedModel, weights: Pa
     return LoadedModel(
         model=merged.to(torch.device(root_lm.device)),
         tokenizer=root_lm.tokenizer,
-        name=f"zoo:{m.name}",
+        name=f"zoo:{name}",
         hf_id=root_lm.hf_id,
         arch=get_arch(merged),
         device=root_lm.device,
@@ -314,8 +342,10 @@ def load_zoo_model(spec: ZooSpec, m: ZooModel, root_lm: LoadedModel, weights: Pa
 __all__ = [
     "STATE_EVERY",
     "gold_response",
+    "load_trained",
     "load_zoo_model",
     "response_loss",
     "train",
+    "train_on_pairs",
     "training_pairs",
 ]

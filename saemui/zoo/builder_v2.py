@@ -1,0 +1,354 @@
+"""Building the v2 zoo: items files, stage 0, the law tasks it decides, then trainings and every evaluation.
+
+A build (i) writes the items files, (ii) runs the bases' stage-0 evaluations, (iii) re-plans: once every
+stage-0 record exists the law tasks are known (§3.2) and ``eligibility.json`` is written, (iv) runs the rest root
+by root (one lock per root, as in v1): trainings first, then each model point's evaluations with the point's
+weights loaded once. Every stage writes its record atomically and is skipped next time while its fingerprint
+matches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from saemui.analysis.eligibility import chance_level
+from saemui.errors import SaemuiError
+from saemui.io import atomic_write_compact_json, atomic_write_json
+from saemui.models import LoadedModel, load_model
+from saemui.records import Sample
+from saemui.result import MUIResult
+from saemui.tasks.generation import prompt_format_for, run_generation
+from saemui.zoo.builder import BuildReport, _build_lock
+from saemui.zoo.data_v2 import (
+    base_samples,
+    candidate_sets,
+    examples_digest,
+    gold_samples,
+    sets_digest,
+    styled_pairs,
+    task_of,
+    training_examples,
+)
+from saemui.zoo.finetune import load_trained, train_on_pairs
+from saemui.zoo.record_v2 import (
+    ITEMS_SCHEMA,
+    RESULT_SCHEMA,
+    TEXTS_SCHEMA,
+    item_json,
+    length_fields,
+    read_texts,
+    setting_fields,
+    texts_path,
+)
+from saemui.zoo.settings import measure_settings, mui_t_setting, setting_configs
+from saemui.zoo.spec import ZooModel, ZooTask
+from saemui.zoo.spec_v2 import StudyRun, StudySpec
+from saemui.zoo.stages import zoo_cache
+from saemui.zoo.stages_v2 import (
+    Point,
+    StudyPlan,
+    StudyStage,
+    generation_key_v2,
+    measured_settings,
+    plan_v2,
+    points,
+    train_fingerprint_v2,
+    write_eligibility,
+)
+
+
+def smoothed_p(k: int, n: int) -> float:
+    """P of §1: add-half smoothed accuracy in %, 100·(k + 0.5)/(n + 1)."""
+    return 100.0 * (k + 0.5) / (n + 1)
+
+
+def items_file(spec: StudySpec, plan: StudyPlan, task: str) -> dict[str, Any]:
+    """The content of ``items/<task>.json``: eval items and twins, their chat prompts, chance and §3.3 counts."""
+    s = candidate_sets(spec)[task]
+    t = task_of(s.task)
+    chance = chance_level(list(s.items))
+    fp = next(st.fingerprint for st in plan.stages if st.id == f"items:{task}")
+    return {
+        "schema": ITEMS_SCHEMA,
+        "zoo": spec.name,
+        "task": task,
+        "task_options": dict(s.task.options),
+        "max_new_tokens": s.task.max_new_tokens,
+        "n": len(s.items),
+        "ids": [str(i.id) for i in s.items],
+        "prompts": [t.format_prompt(i, "chat") for i in s.items],
+        "gold": [i.gold for i in s.items],
+        "twin_prompts": [t.format_prompt(i, "chat") for i in s.twins],
+        "items": [item_json(i) for i in s.items],
+        "twins": [item_json(i) for i in s.twins],
+        "chance": {"p0": chance.p0, "rule": chance.rule, "rules": chance.rules, "n": chance.n},
+        "check": plan.checks[task],
+        "fingerprint": fp,
+    }
+
+
+def _zoo_model(spec: StudySpec, run: StudyRun) -> ZooModel:
+    # the optimisation settings train_on_pairs reads, in v1's model type
+    return ZooModel(
+        run.model,
+        run.root,
+        "lora-finetune" if run.method == "lora" else "full-finetune",
+        steps=run.steps,
+        lr=run.lr,
+        batch_size=spec.batch_size,
+        seed=run.seed,
+        lora_r=run.lora_r or 8,
+        lora_alpha=run.lora_alpha or 16,
+        max_length=spec.max_length,
+        style=spec.root(run.root).style,
+    )
+
+
+def study_record(
+    spec: StudySpec,
+    p: Point,
+    t: ZooTask,
+    st: StudyStage,
+    law: tuple[str, ...],
+    samples: list[Sample],
+    results: dict[str, MUIResult],
+    style: str,
+    scored: bool,
+    model_sha256: str | None,
+    generation_key: str | None = None,
+) -> dict[str, Any]:
+    """One v2 record (``<point>__<task>__<set>.json``); ``results`` maps setting names to MUI results;
+    generation_key: the generated text's key (weights, task, items), which stage 0's law rule matches."""
+    run = p.run
+    n = len(samples)
+    correct = [bool(s.correct) for s in samples] if scored else None
+    k = sum(correct) if correct is not None else None
+    p0 = results.get("P0")
+    max_new = t.max_new_tokens if st.item_set in ("verbatim", "twins") else None
+    wanted = measured_settings(spec, p.root, st.measure or "accuracy")
+    configured = spec.settings if st.measure == "settings" else spec.tf_settings if st.measure == "tf" else ()
+    return {
+        "schema": RESULT_SCHEMA,
+        "zoo": spec.name,
+        "model": p.name,
+        "root": p.root,
+        "root_spec": Path(spec.root(p.root).base).name,
+        "run": run.name if run else None,
+        "role": run.role if run else "base",
+        "method": run.method if run else None,
+        "seed": run.seed if run else None,
+        "dose": run.dose if run else 0.0,
+        "step": p.step if p.step is not None else (run.steps if run else 0),
+        "train_steps": run.steps if run else None,
+        "checkpoint": p.step is not None,
+        "contaminated": [law[0]] if run and run.dose else [],
+        "law_tasks": list(law),
+        "task": t.name,
+        "task_options": dict(t.options),
+        "set": st.item_set,
+        "measure": st.measure,
+        "style": style,
+        "max_new_tokens": max_new,
+        "n": n,
+        "n_correct": k,
+        "accuracy": k / n if k is not None else None,
+        "P": smoothed_p(k, n) if k is not None else None,
+        "mui": p0.mui if p0 is not None else None,
+        "mui_t_setting": mui_t_setting(t.name) if st.measure == "settings" else None,
+        **length_fields(p0, max_new),
+        "ids": [str(s.id) for s in samples],
+        "correct": [int(c) for c in correct] if correct is not None else None,
+        "settings": {name: setting_fields(results[name], spec.max_set_entries) for name in wanted},
+        "settings_omitted": [name for name in configured if name not in wanted],
+        "model_sha256": model_sha256,
+        "generation_key": generation_key,
+        "fingerprint": st.fingerprint,
+    }
+
+
+@dataclass
+class _Ctx:
+    spec: StudySpec
+    plan: StudyPlan
+    results: Path
+    root_dir: Path
+    report: BuildReport
+    progress: bool
+    log_fn: Callable[[str], None]
+    device: str | None
+    roots: dict[str, LoadedModel] = field(default_factory=dict)
+
+
+def build_v2(
+    spec: StudySpec,
+    results: Path,
+    cache: Path | None = None,
+    only: Sequence[str] | None = None,
+    device: str | None = None,
+    progress: bool = False,
+    log_fn: Callable[[str], None] = print,
+) -> BuildReport:
+    """Run every pending v2 stage (see the module docstring); returns what ran and what was skipped."""
+    results = Path(results)
+    root_dir = zoo_cache(spec, cache)
+    root_dir.mkdir(parents=True, exist_ok=True)
+    report = BuildReport()
+    plan = plan_v2(spec, results, cache, only=only)
+    roots = sorted({s.root for s in plan.stages if s.root and (s.needed or s.blocked)})
+    with contextlib.ExitStack() as locks:
+        for r in roots:
+            locks.enter_context(_build_lock(root_dir / f"build-{r}.lock"))
+        ctx = _Ctx(spec, plan, results, root_dir, report, progress, log_fn, device)
+        for s in plan.stages:
+            if s.kind == "items" and s.needed:
+                atomic_write_json(s.record, items_file(spec, plan, s.task))
+                report.ran.append(s.id)
+        _run(ctx, [s for s in plan.stages if s.group == "0"])
+        plan = plan_v2(spec, results, cache, only=only)
+        ctx.plan = plan
+        law = plan.outcome.law
+        if law is None:
+            log_fn(f"stage 0 incomplete ({', '.join(plan.outcome.missing)}): the law tasks are not known yet")
+        elif not law:
+            write_eligibility(spec, plan.outcome, results)
+            log_fn("stage 0: no candidate is a law task (§3.2); nothing after stage 0 runs")
+        else:
+            write_eligibility(spec, plan.outcome, results)
+            log_fn(f"law tasks: {', '.join(law)} (C = {law[0]})")
+            _run(ctx, [s for s in plan.stages if s.group != "0" and s.kind != "items"])
+        for s in plan.stages:
+            if not s.needed and s.id not in report.ran:
+                report.skipped.append(s.id)
+    return report
+
+
+def _root_lm(ctx: _Ctx, root: str) -> LoadedModel:
+    if root not in ctx.roots:
+        ctx.log_fn(f"loading {ctx.spec.root(root).base}")
+        ctx.roots[root] = load_model(ctx.spec.root(root).base, device=ctx.device)
+    return ctx.roots[root]
+
+
+def _run(ctx: _Ctx, stages: list[StudyStage]) -> None:
+    spec = ctx.spec
+    todo = [s for s in stages if s.needed]
+    law = ctx.plan.outcome.law or ()
+    by_point = {p.name: p for p in points(spec)}
+    for root in dict.fromkeys(s.root for s in todo):
+        mine = [s for s in todo if s.root == root]
+        root_lm = _root_lm(ctx, root)
+        for s in [x for x in mine if x.kind == "train"]:
+            _train(ctx, spec.run(s.point), root_lm, s, law)
+        evals = [x for x in mine if x.kind == "eval"]
+        for name in dict.fromkeys(x.point for x in evals):
+            p = by_point[name]
+            lm = root_lm if p.run is None else _load_point(ctx, p, root_lm)
+            for s in [x for x in evals if x.point == name]:
+                t0 = time.perf_counter()
+                _evaluate(ctx, p, s, lm, law)
+                secs = time.perf_counter() - t0
+                atomic_write_json(
+                    ctx.root_dir / "stages" / f"{s.id.replace(':', '__').replace('/', '_')}.json",
+                    {"stage": s.id, "fingerprint": s.fingerprint, "seconds": secs},
+                )
+                ctx.report.ran.append(s.id)
+                ctx.report.seconds[s.id] = secs
+            if lm is not root_lm:
+                del lm
+
+
+def _load_point(ctx: _Ctx, p: Point, root_lm: LoadedModel) -> LoadedModel:
+    assert p.run is not None
+    tag = f"step-{p.step}" if p.step is not None else "final"
+    d = ctx.root_dir / "weights" / p.run.model / tag
+    if not d.exists():
+        raise SaemuiError(f"zoo point {p.name!r}: weights {d} missing (run the train:{p.run.model} stage)")
+    return load_trained(root_lm, d, p.run.method, p.name)
+
+
+def _train(ctx: _Ctx, run: StudyRun, root_lm: LoadedModel, s: StudyStage, law: tuple[str, ...]) -> None:
+    spec = ctx.spec
+    style = spec.root(run.root).style
+    examples = training_examples(spec, run, law)
+    fp = train_fingerprint_v2(spec, run, examples_digest(examples))
+    if fp != s.fingerprint:
+        raise SaemuiError(f"{s.id}: training data changed between plan and build")
+    ctx.log_fn(f"[{s.id}] training ({run.method}, {run.steps} steps, {len(examples)} pairs)")
+    t0 = time.perf_counter()
+    info = train_on_pairs(
+        _zoo_model(spec, run),
+        root_lm,
+        ctx.root_dir / "weights" / run.model,
+        styled_pairs(spec, examples, style),
+        fp,
+        style,
+        run.checkpoints,
+        progress=True,
+        log_fn=ctx.log_fn,
+    )
+    sources: dict[str, int] = {}
+    for e in examples:
+        sources[e.source] = sources.get(e.source, 0) + 1
+    atomic_write_json(s.record, {"stage": s.id, "fingerprint": fp, "sources": sources, **info})
+    ctx.report.ran.append(s.id)
+    ctx.report.seconds[s.id] = time.perf_counter() - t0
+
+
+def _evaluate(ctx: _Ctx, p: Point, s: StudyStage, lm: LoadedModel, law: tuple[str, ...]) -> None:
+    spec = ctx.spec
+    t = spec.candidate(s.task)
+    sets = candidate_sets(spec)[t.name]
+    style = spec.root(p.root).style
+    bundle = spec.sae_bundle(p.root)
+    if s.item_set in ("verbatim", "twins"):
+        items = list(sets.twins if s.item_set == "twins" else sets.items)
+        task = task_of(t)
+        gkey = generation_key_v2(spec, p, t, s.item_set, sets_digest(items), ctx.plan.train_fps)
+        gen_cache = ctx.root_dir / "generations" / f"{p.name}__{t.name}__{s.item_set}__{gkey}.jsonl"
+        gen = run_generation(lm, task, items, style, gen_cache, spec.gen_batch_size, progress=ctx.progress)
+        samples = gen.samples
+        results: dict[str, MUIResult] = {}
+        if s.measure == "settings":
+            results = measure_settings(
+                lm, samples, setting_configs(spec.settings, gen.prompt_format, bundle), ctx.progress
+            )
+        texts = {
+            "schema": TEXTS_SCHEMA,
+            "zoo": spec.name,
+            "model": p.name,
+            "task": t.name,
+            "set": s.item_set,
+            "style": gen.style,
+            "max_new_tokens": t.max_new_tokens,
+            "ids": [str(x.id) for x in samples],
+            "responses": [x.response for x in samples],
+            "correct": [int(bool(x.correct)) for x in samples],
+        }
+        atomic_write_compact_json(texts_path(ctx.results, p.name, t.name, s.item_set), texts)
+        scored = True
+    else:
+        items = list(sets.items)
+        if s.item_set == "G":
+            samples = gold_samples(t, items, style)
+        else:
+            base = read_texts(texts_path(ctx.results, p.root, t.name, "verbatim"))
+            samples = base_samples(t, items, base, style)
+        fmt = prompt_format_for(style)
+        results = measure_settings(lm, samples, setting_configs(spec.tf_settings, fmt, bundle), ctx.progress)
+        scored = False
+        gkey = None
+    rec = study_record(
+        spec, p, t, s, law, samples, results, style, scored, (lm.provenance or {}).get("sha256"), gkey
+    )
+    atomic_write_compact_json(s.record, rec)
+    acc = f"accuracy {100 * rec['accuracy']:.1f} %" if rec["accuracy"] is not None else "teacher-forced"
+    mui = f", MUI {100 * rec['mui']:.4f} %" if rec["mui"] is not None else ""
+    ctx.log_fn(f"[{s.id}] {acc}{mui}")
+
+
+__all__ = ["build_v2", "items_file", "smoothed_p", "study_record"]

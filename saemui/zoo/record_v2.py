@@ -1,0 +1,189 @@
+"""The v2 zoo's files under ``results/zoo-v2`` (protocol §3.3, §4): their paths, writers and readers.
+
+- ``items/<task>.json`` (:data:`ITEMS_SCHEMA`): a candidate task's N eval items and N twins (ids, fields, gold,
+  chat prompt text), its chance level and the §3.3 check counts;
+- ``<model>__<task>__<set>.json`` (:data:`RESULT_SCHEMA`): one point's record on one item set, set ∈
+  :data:`SETS` (``verbatim`` eval items, ``twins``, teacher-forced ``G`` and ``B``): accuracy, the settings of §5
+  by name (``settings[name]``), τ, empty and budget-capped counts;
+- ``items/<model>__<task>__<set>.json`` (:data:`TEXTS_SCHEMA`): the point's generated text (responses and their
+  scores), so MUI can be recomputed under any rule without generating, and set B can be read from a base's file;
+- ``eligibility.json`` (:data:`ELIGIBILITY_SCHEMA`): the stage-0 outcome (§3.2), derived from the records.
+
+Records hold no timings: a rebuild on the same machine reproduces them byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from saemui.errors import SaemuiError
+from saemui.readers import read_json
+from saemui.result import MUIResult
+from saemui.tasks.base import Item
+
+RESULT_SCHEMA = "saemui-zoo-result/2"
+ITEMS_SCHEMA = "saemui-zoo-items/2"
+TEXTS_SCHEMA = "saemui-zoo-texts/2"
+ELIGIBILITY_SCHEMA = "saemui-zoo-eligibility/2"
+DEFAULT_RESULTS_V2 = "results/zoo-v2"
+#: item sets a point is measured on: generated answers to the eval items or to their twins, teacher-forced
+#: gold answers (G) and the family base's own answers (B)
+SETS: tuple[str, ...] = ("verbatim", "twins", "G", "B")
+
+
+def record_path(results: Path, model: str, task: str, item_set: str) -> Path:
+    return Path(results) / f"{model}__{task}__{item_set}.json"
+
+
+def texts_path(results: Path, model: str, task: str, item_set: str) -> Path:
+    return Path(results) / "items" / f"{model}__{task}__{item_set}.json"
+
+
+def items_path(results: Path, task: str) -> Path:
+    return Path(results) / "items" / f"{task}.json"
+
+
+def eligibility_path(results: Path) -> Path:
+    return Path(results) / "eligibility.json"
+
+
+def item_json(it: Item) -> dict[str, Any]:
+    return {"id": str(it.id), "fields": it.fields, "gold": it.gold}
+
+
+def item_from_json(d: dict[str, Any]) -> Item:
+    return Item(id=str(d["id"]), fields=dict(d["fields"]), gold=d["gold"])
+
+
+def read_items_file(path: Path) -> dict[str, Any]:
+    """An items file, checked for its schema; ``items`` and ``twins`` as :class:`Item` lists."""
+    d = read_json(path, dict, "zoo items file")
+    if d.get("schema") != ITEMS_SCHEMA:
+        raise SaemuiError(
+            f"{path}: not a v2 items file (schema {d.get('schema')!r}, expected {ITEMS_SCHEMA})"
+        )
+    return {
+        **d,
+        "items": [item_from_json(x) for x in d["items"]],
+        "twins": [item_from_json(x) for x in d["twins"]],
+    }
+
+
+def read_texts(path: Path) -> dict[str, Any]:
+    """A point's generated-text file (``ids``, ``responses``, ``correct``)."""
+    d = read_json(path, dict, "zoo texts file")
+    if d.get("schema") != TEXTS_SCHEMA:
+        raise SaemuiError(
+            f"{path}: not a v2 texts file (schema {d.get('schema')!r}, expected {TEXTS_SCHEMA})"
+        )
+    if len(d.get("ids", [])) != len(d.get("responses", [])):
+        raise SaemuiError(f"{path}: ids and responses differ in length")
+    return d
+
+
+def setting_fields(res: MUIResult, max_set_entries: int) -> dict[str, Any]:
+    """One setting's entry in a record: MUI, per-layer MUI, selection and config, per-sample key-set sizes and
+    scored positions, and the key sets themselves (global ids ``row * n_units + unit``) when at most
+    ``max_set_entries`` in all."""
+    s = res.summary
+    U, L = res.n_units, len(res.layers)
+    n = len(res.samples)
+    sets = [
+        sorted(int(r * U + u) for r, arr in enumerate(res.sample_sets(i)) for u in arr.tolist())
+        for i in range(n)
+    ]
+    cfg = s.get("config", {})
+    out = {
+        "mui": res.mui,
+        "mui_correct": s.get("mui_correct"),
+        "per_layer": res.per_layer,
+        "layers": res.layers,
+        "n_units": U,
+        "n_layers": L,
+        "selection": s["selection"],
+        "basis": s["units"]["basis"],
+        "config": {
+            k: v
+            for k, v in cfg.items()
+            if k
+            in (
+                "units",
+                "threshold",
+                "alignment",
+                "neuron_site",
+                "prompt_format",
+                "max_length",
+                "first_tokens",
+            )
+        },
+        "n_tokens": s["n_tokens"],
+        "set_sizes": [len(x) for x in sets],
+        "union_size": int(res.arrays["union_LU"].sum()),
+        "sets": sets if sum(len(x) for x in sets) <= max_set_entries else None,
+    }
+    if s.get("sae_health") is not None:
+        out["sae_health"] = s["sae_health"]
+    return out
+
+
+def scored_positions(res: MUIResult) -> list[int]:
+    """Scored positions per sample (the engine's ``n_scored``)."""
+    return [int(r["n_scored"]) for r in res.samples]
+
+
+def length_fields(
+    res: MUIResult | None, max_new_tokens: int | None, texts_tokens: Sequence[int] | None = None
+) -> dict[str, Any]:
+    """τ (mean scored positions per non-empty sample, §1), empty responses (no scored position, §6.5) and
+    responses whose tokenized length reaches ``max_new_tokens`` (counted, §6.5; re-tokenized text, so an answer
+    stopped by the budget may count one token short: counted at ``>= max_new_tokens - 1``)."""
+    if res is None:
+        return {"tau": None, "n_empty": None, "n_at_max_new_tokens": None}
+    pos = scored_positions(res)
+    nonempty = [p for p in pos if p > 0]
+    resp = [int(r["n_response_tokens"]) for r in res.samples]
+    return {
+        "tau": sum(nonempty) / len(nonempty) if nonempty else 0.0,
+        "n_empty": len(pos) - len(nonempty),
+        "n_at_max_new_tokens": None if max_new_tokens is None else sum(t >= max_new_tokens - 1 for t in resp),
+    }
+
+
+def load_records_v2(results: str | Path) -> list[dict]:
+    """Every v2 record in a directory (sorted by file name)."""
+    d = Path(results)
+    if not d.is_dir():
+        raise SaemuiError(f"{d}: no zoo-v2 results directory (build it with scripts/build_zoo.py --spec v2)")
+    out = []
+    for f in sorted(d.glob("*__*__*.json")):
+        rec = read_json(f, dict, "zoo-v2 record")
+        if rec.get("schema") != RESULT_SCHEMA:
+            raise SaemuiError(
+                f"{f}: not a v2 zoo record (schema {rec.get('schema')!r}, expected {RESULT_SCHEMA})"
+            )
+        out.append(rec)
+    return out
+
+
+__all__ = [
+    "DEFAULT_RESULTS_V2",
+    "ELIGIBILITY_SCHEMA",
+    "ITEMS_SCHEMA",
+    "RESULT_SCHEMA",
+    "SETS",
+    "TEXTS_SCHEMA",
+    "eligibility_path",
+    "item_from_json",
+    "item_json",
+    "items_path",
+    "length_fields",
+    "load_records_v2",
+    "read_items_file",
+    "read_texts",
+    "record_path",
+    "scored_positions",
+    "setting_fields",
+    "texts_path",
+]

@@ -1,0 +1,389 @@
+"""The Study v2 zoo (``docs/study/protocol.md`` §3–§5, §7–§9): roots, candidate tasks, the runs of §4's table,
+and how their law-task references resolve once stage 0 has decided the law tasks.
+
+The spec is complete before stage 0 runs: runs name their data symbolically ("mix", "E1", "E2+E3", ...) and
+:func:`resolve_sources` turns those names into task shares for a given tuple of law tasks (decided from the
+stage-0 records by :func:`saemui.zoo.stages_v2.law_outcome`, with the rule of §3.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from saemui.errors import SaemuiError
+from saemui.zoo.settings import SETTING_NAMES, TF_SETTINGS, check_setting_names
+from saemui.zoo.spec import _NAME_OK, GEMMA, SMOL, SMOL_SAES, ZooModel, ZooTask
+
+#: symbolic training sources of §4 ("E2+E3" with fewer than 3 law tasks: the law tasks other than E1)
+SOURCES: tuple[str, ...] = ("mix", "E1", "E2", "E3", "E2+E3", "arc-train")
+ROLES: tuple[str, ...] = ("law", "seed", "dose")
+#: §9's CPU plan (hours) per stage group, printed beside the computed plan
+PROTOCOL_PLAN_H: dict[str, float] = {
+    "0": 0.6,
+    "1": 1.9,
+    "2": 3.5,
+    "3": 1.1,
+    "4": 1.8,
+    "5": 2.0,
+    "6": 0.55,
+    "loads": 0.7,
+    "total": 12.2,
+}
+GROUPS: dict[str, str] = {
+    "items": "items files",
+    "0": "0 eligibility",
+    "1": "1 training, law",
+    "2": "2 law evals",
+    "3": "3 twins",
+    "4": "4 Cor. 1",
+    "5": "5 Cor. 2",
+}
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One training run: a row of §4's table, an extra R* seed (§8.1) or a dose run (§8.2).
+
+    name: the table's id (``S1``, ``G4``) or ``<R*>-seed<k>`` / ``<R*>-dose<d>``; the model point is
+        ``<root>-<name>`` and its checkpoints ``<root>-<name>@<step>``.
+    root: the root model's name in the spec. method: ``"lora"`` (all linear layers but the LM head,
+        lora_alpha = 2r) or ``"full"``. lora_r: LoRA rank (None for full fine-tunes).
+    lr, steps, seed: AdamW with constant lr, batch and length from the spec; seed orders the data, initialises
+        LoRA and offsets the training generators (seed 1000 + seed).
+    data: (source, share) pairs, shares summing to 1; sources of :data:`SOURCES`.
+    checkpoints: steps below ``steps`` whose weights are kept and evaluated on task C (the final step always is).
+    dose: fraction of task C's eval items (gold answers in the training template) replacing as many clean pairs
+        (§8.2); 0 for clean runs.
+    role: ``"law"`` (an independent clean law point), ``"seed"`` (R* seeds 1–2, §8.1) or ``"dose"`` (§8.2).
+    """
+
+    name: str
+    root: str
+    method: str
+    lr: float
+    data: tuple[tuple[str, float], ...]
+    steps: int
+    seed: int
+    lora_r: int | None = 8
+    checkpoints: tuple[int, ...] = ()
+    dose: float = 0.0
+    role: str = "law"
+
+    @property
+    def model(self) -> str:
+        return f"{self.root}-{self.name}"
+
+    @property
+    def lora_alpha(self) -> int | None:
+        return None if self.lora_r is None else 2 * self.lora_r
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """The v2 zoo.
+
+    name: zoo id (cache sub-directory ``zoo/<name>``). roots: the two base models with explicit styles (chat
+    for SmolLM2-Instruct, base for Gemma-3), one family each. candidates: stage-0 tasks in priority order (§3.1).
+    runs: every training run. n_items: eval items (and twins) per task. n_pairs, batch_size, max_length:
+    training pairs, batch and sequence cap of every run. max_law_tasks: law tasks taken (§3.2: the first three
+    two-family candidates). settings / tf_settings: §5 setting names measured on generated / teacher-forced
+    text. saes: root name → SAE bundle for the SAE settings. train_seed / twin_seed: generator seeds of training
+    items (plus the run's seed) and twins. eligibility_alpha / eligibility_margin: §3.2's test (0.05, 0.05).
+    """
+
+    name: str
+    roots: tuple[ZooModel, ...]
+    candidates: tuple[ZooTask, ...]
+    runs: tuple[StudyRun, ...]
+    n_items: int = 200
+    n_pairs: int = 600
+    batch_size: int = 8
+    max_length: int = 256
+    max_law_tasks: int = 3
+    settings: tuple[str, ...] = SETTING_NAMES
+    tf_settings: tuple[str, ...] = TF_SETTINGS
+    saes: tuple[tuple[str, str], ...] = ()
+    train_seed: int = 1000
+    twin_seed: int = 1
+    eligibility_alpha: float = 0.05
+    eligibility_margin: float = 0.05
+    max_set_entries: int = 60000
+    gen_batch_size: int = 16
+
+    def root(self, name: str) -> ZooModel:
+        for r in self.roots:
+            if r.name == name:
+                return r
+        raise SaemuiError(f"zoo {self.name!r}: no root named {name!r}")
+
+    def run(self, name: str) -> StudyRun:
+        for r in self.runs:
+            if r.name == name or r.model == name:
+                return r
+        raise SaemuiError(f"zoo {self.name!r}: no run named {name!r}")
+
+    def candidate(self, name: str) -> ZooTask:
+        for t in self.candidates:
+            if t.name == name:
+                return t
+        raise SaemuiError(f"zoo {self.name!r}: no candidate task named {name!r}")
+
+    def sae_bundle(self, root: str) -> str | None:
+        return dict(self.saes).get(root)
+
+
+def validate_v2(spec: StudySpec) -> StudySpec:
+    """Check the spec; one-line SaemuiError naming the run and the problem."""
+    where = f"zoo {spec.name!r}"
+    if len(spec.roots) != 2:
+        raise SaemuiError(f"{where}: expected two roots (one per family), got {len(spec.roots)}")
+    for r in spec.roots:
+        if r.derivation != "none" or r.style not in ("chat", "base"):
+            raise SaemuiError(f"{where}: root {r.name!r} must be a plain model with style chat or base")
+    if not spec.candidates:
+        raise SaemuiError(f"{where}: no candidate tasks")
+    if len({t.name for t in spec.candidates}) != len(spec.candidates):
+        raise SaemuiError(f"{where}: a candidate task appears twice")
+    if spec.n_items < 2 or spec.n_pairs < 1 or spec.batch_size < 1 or spec.max_law_tasks < 1:
+        raise SaemuiError(f"{where}: n_items >= 2, n_pairs, batch_size and max_law_tasks >= 1 are required")
+    check_setting_names(spec.settings, where)
+    check_setting_names(spec.tf_settings, where)
+    if "P0" not in spec.settings or "P0" not in spec.tf_settings:
+        raise SaemuiError(f"{where}: the primary setting P0 must be measured")
+    roots = {r.name for r in spec.roots}
+    for root, _ in spec.saes:
+        if root not in roots:
+            raise SaemuiError(f"{where}: saes names {root!r}, which is not a root")
+    models = [r.model for r in spec.runs]
+    dup = sorted({m for m in models if models.count(m) > 1})
+    if dup:
+        raise SaemuiError(f"{where}: run {dup[0]!r} appears twice")
+    for run in spec.runs:
+        w = f"{where} run {run.name!r}"
+        if not run.name or not set(run.model) <= _NAME_OK or "@" in run.model:
+            raise SaemuiError(f"{w}: name may only use letters, digits and . _ -")
+        if run.root not in roots:
+            raise SaemuiError(f"{w}: root {run.root!r} is not a root of the zoo")
+        if run.method not in ("lora", "full"):
+            raise SaemuiError(f"{w}: method must be lora or full, got {run.method!r}")
+        if (run.method == "lora") != (run.lora_r is not None):
+            raise SaemuiError(f"{w}: lora_r is given for LoRA runs and only for them")
+        if run.role not in ROLES:
+            raise SaemuiError(f"{w}: role must be one of {', '.join(ROLES)}, got {run.role!r}")
+        if run.steps < 1 or run.lr <= 0:
+            raise SaemuiError(f"{w}: steps and lr must be positive")
+        if not run.data:
+            raise SaemuiError(f"{w}: no training data")
+        for src, share in run.data:
+            if src not in SOURCES:
+                raise SaemuiError(f"{w}: data source {src!r} unknown (expected one of {', '.join(SOURCES)})")
+            if share <= 0:
+                raise SaemuiError(f"{w}: data share of {src!r} must be positive")
+        if abs(sum(s for _, s in run.data) - 1) > 1e-9:
+            raise SaemuiError(f"{w}: data shares must sum to 1, got {sum(s for _, s in run.data)}")
+        if sorted(set(run.checkpoints)) != list(run.checkpoints) or any(
+            not 0 < k < run.steps for k in run.checkpoints
+        ):
+            raise SaemuiError(f"{w}: checkpoints must be increasing steps between 1 and {run.steps - 1}")
+        if not 0 <= run.dose <= 1:
+            raise SaemuiError(f"{w}: dose must be a fraction in [0, 1], got {run.dose}")
+        if (run.role == "dose") != (run.dose > 0):
+            raise SaemuiError(f"{w}: a dose run has dose > 0 and only dose runs do")
+    return spec
+
+
+# ----- resolution of the symbolic data ----------------------------------------------------------------------
+
+
+def resolve_sources(data: tuple[tuple[str, float], ...], law: tuple[str, ...]) -> list[tuple[str, Fraction]]:
+    """(task or ``"arc-train"``, share) for a run's symbolic data and the law tasks E1.. in priority order.
+
+    "mix" = equal shares of the law tasks; "E<j>" = the j-th law task, or the last one when there are fewer than
+    j; "E2+E3" = the law tasks other than E1 in equal shares (E1 itself when it is the only one). Shares of one
+    task from several parts are added; the order is first appearance.
+    """
+    if not law:
+        raise SaemuiError("no law tasks: the runs' training data cannot be resolved")
+    out: dict[str, Fraction] = {}
+
+    def add(task: str, share: Fraction) -> None:
+        out[task] = out.get(task, Fraction(0)) + share
+
+    for src, share in data:
+        s = Fraction(share).limit_denominator(10**6)
+        if src == "mix":
+            for t in law:
+                add(t, s / len(law))
+        elif src == "E2+E3":
+            rest = law[1:3] or law[:1]
+            for t in rest:
+                add(t, s / len(rest))
+        elif src.startswith("E"):
+            j = int(src[1:])
+            add(law[min(j, len(law)) - 1], s)
+        elif src == "arc-train":
+            add("arc-train", s)
+        else:
+            raise SaemuiError(f"data source {src!r} unknown")
+    return list(out.items())
+
+
+def allocate(n: int, shares: list[tuple[str, Fraction]]) -> list[tuple[str, int]]:
+    """Split ``n`` pairs over the shares: floor of each exact share, the remainder one by one to the largest
+    fractional parts (ties: first listed)."""
+    exact = [(k, share * n) for k, share in shares]
+    counts = {k: int(v) for k, v in exact}
+    left = n - sum(counts.values())
+    order = sorted(range(len(exact)), key=lambda i: (-(exact[i][1] - int(exact[i][1])), i))
+    for i in order[:left]:
+        counts[exact[i][0]] += 1
+    return [(k, counts[k]) for k, _ in shares]
+
+
+# ----- the v2 zoo and its tiny twin --------------------------------------------------------------------------
+
+SMOL_ROOT = ZooModel("smollm2", SMOL, style="chat")
+GEMMA_ROOT = ZooModel("gemma3", GEMMA, style="base")
+
+#: §3.1 candidates 1-6 in priority order; 48 new tokens for arith-style tasks, 64 for arc (v1's budgets)
+CANDIDATES: tuple[ZooTask, ...] = (
+    ZooTask("arith-1", (("distinct", True), ("operand_max", 29)), max_new_tokens=48, prompt_tokens=45),
+    ZooTask("arith-2", (("distinct", True),), max_new_tokens=48, prompt_tokens=45),
+    ZooTask("arith-3", (("distinct", True),), max_new_tokens=48, prompt_tokens=75),
+    ZooTask("arith-2d1d", max_new_tokens=48, prompt_tokens=45),
+    ZooTask("arith-larger", max_new_tokens=48, prompt_tokens=50),
+    ZooTask("arc", max_new_tokens=64, prompt_tokens=130),
+)
+
+MIX = (("mix", 1.0),)
+MIX_ARC = (("mix", 0.5), ("arc-train", 0.5))
+#: R*'s checkpoints (§4, §8.1): 10, 20, 40, 60, 90 and the final step 120
+RSTAR_CHECKPOINTS = (10, 20, 40, 60, 90)
+DOSES = (0.1, 0.3, 1.0)
+
+
+def _extras(rstar: StudyRun) -> list[StudyRun]:
+    """R* seeds 1-2 (§8.1) and R* seed 0 with the contamination doses (§8.2; checkpoints 60 and 120)."""
+    out = []
+    for s in (1, 2):
+        out.append(
+            StudyRun(
+                f"{rstar.name}-seed{s}",
+                rstar.root,
+                rstar.method,
+                rstar.lr,
+                rstar.data,
+                rstar.steps,
+                s,
+                rstar.lora_r,
+                rstar.checkpoints,
+                role="seed",
+            )
+        )
+    for d in DOSES:
+        out.append(
+            StudyRun(
+                f"{rstar.name}-dose{round(100 * d)}",
+                rstar.root,
+                rstar.method,
+                rstar.lr,
+                rstar.data,
+                rstar.steps,
+                rstar.seed,
+                rstar.lora_r,
+                (60,),
+                dose=d,
+                role="dose",
+            )
+        )
+    return out
+
+
+def zoo_v2() -> StudySpec:
+    """The Study v2 zoo exactly as §4's table: S1–S10 (SmolLM2), G1–G6 (Gemma), R* seeds 1–2 and doses
+    10 / 30 / 100 % per family; candidates 1–6 of §3.1; every §5 setting; the shipped SmolLM2 SAE bundle."""
+    sm, gm = "smollm2", "gemma3"
+    smol = [
+        StudyRun("S1", sm, "lora", 2e-4, MIX, 120, 0, 8, RSTAR_CHECKPOINTS),
+        StudyRun("S2", sm, "lora", 2e-4, MIX, 40, 3, 8),
+        StudyRun("S3", sm, "lora", 1e-4, (("E1", 1.0),), 80, 4, 4),
+        StudyRun("S4", sm, "lora", 5e-4, (("E2+E3", 1.0),), 80, 5, 32),
+        StudyRun("S5", sm, "lora", 5e-5, MIX, 60, 6, 8),
+        StudyRun("S6", sm, "lora", 2e-4, MIX_ARC, 120, 7, 16),
+        StudyRun("S7", sm, "lora", 2e-4, (("arc-train", 1.0),), 60, 8, 8),
+        StudyRun("S8", sm, "lora", 2e-4, (("E3", 1.0),), 120, 11, 8),
+        StudyRun("S9", sm, "full", 2e-5, MIX, 60, 9, None),
+        StudyRun("S10", sm, "full", 1e-5, MIX_ARC, 120, 10, None),
+    ]
+    gemma = [
+        StudyRun("G1", gm, "lora", 2e-4, MIX, 120, 0, 8, RSTAR_CHECKPOINTS),
+        StudyRun("G2", gm, "lora", 1e-4, (("E1", 1.0),), 40, 3, 4),
+        StudyRun("G3", gm, "lora", 5e-4, (("E2+E3", 1.0),), 60, 4, 32),
+        StudyRun("G4", gm, "lora", 5e-5, MIX, 60, 5, 8),
+        StudyRun("G5", gm, "lora", 2e-4, MIX_ARC, 80, 6, 16),
+        StudyRun("G6", gm, "full", 2e-5, MIX, 60, 7, None),
+    ]
+    runs = (*smol, *gemma, *_extras(smol[0]), *_extras(gemma[0]))
+    return validate_v2(
+        StudySpec("v2", (SMOL_ROOT, GEMMA_ROOT), CANDIDATES, runs, saes=(("smollm2", SMOL_SAES),))
+    )
+
+
+def tiny_zoo_v2(llama_dir: str | Path, gemma_dir: str | Path) -> StudySpec:
+    """A seconds-long v2 zoo on two tiny random models (tests): 3 arith candidates at N = 8, two law tasks, an
+    R* with one checkpoint and its 50 % dose run (LoRA), a full fine-tune of the Gemma root on E2; P0 and one
+    first-T setting (skipped until the engine has ``first_tokens``).
+
+    Random models answer nothing correctly, so §3.2's test would leave no law task: the tiny spec sets the
+    eligibility level and margin so that every candidate passes (the resolution code path is the real one).
+    """
+    sm, gm = "tiny-llama", "tiny-gemma"
+    cands = (
+        ZooTask("arith-1", (("distinct", True), ("operand_max", 29)), max_new_tokens=6, prompt_tokens=20),
+        ZooTask("arith-2d1d", max_new_tokens=6, prompt_tokens=20),
+        ZooTask("arith-larger", max_new_tokens=6, prompt_tokens=20),
+    )
+    runs = (
+        StudyRun("S1", sm, "lora", 1e-2, MIX, 4, 0, 4, (2,)),
+        StudyRun("G1", gm, "full", 3e-3, (("E2", 1.0),), 2, 3, None),
+        StudyRun("S1-dose50", sm, "lora", 1e-2, MIX, 4, 0, 4, (2,), dose=0.5, role="dose"),
+    )
+    return validate_v2(
+        StudySpec(
+            "tiny-v2",
+            (ZooModel(sm, str(llama_dir), style="chat"), ZooModel(gm, str(gemma_dir), style="base")),
+            cands,
+            runs,
+            n_items=8,
+            n_pairs=24,
+            batch_size=4,
+            max_length=64,
+            max_law_tasks=2,
+            settings=("P0", "P0-first4"),
+            eligibility_alpha=1.01,
+            eligibility_margin=-1.0,
+            gen_batch_size=8,
+        )
+    )
+
+
+__all__ = [
+    "CANDIDATES",
+    "DOSES",
+    "GEMMA_ROOT",
+    "GROUPS",
+    "PROTOCOL_PLAN_H",
+    "ROLES",
+    "RSTAR_CHECKPOINTS",
+    "SMOL_ROOT",
+    "SOURCES",
+    "StudyRun",
+    "StudySpec",
+    "allocate",
+    "resolve_sources",
+    "tiny_zoo_v2",
+    "validate_v2",
+    "zoo_v2",
+]

@@ -1,0 +1,686 @@
+"""The v2 zoo's stages (protocol §9): what each model point is evaluated on, the law tasks decided by stage 0,
+fingerprints, and the CPU plan per stage group.
+
+Stages: ``items:<task>`` (the committed items file), ``train:<model>``, and ``eval:<point>:<task>:<set>`` with
+set ∈ ``verbatim`` / ``twins`` (generated answers) and ``G`` / ``B`` (teacher-forced, forward only). Groups
+follow §9: 0 eligibility (the bases on every candidate), 1 law trainings, 2 law evals (with G and B), 3 twins,
+4 Cor. 1 (R* seeds and checkpoints on task C), 5 Cor. 2 (dose runs). A stage whose record carries its current
+fingerprint is done; every record is written atomically, so a build can be killed and re-run.
+
+The law tasks are not part of the spec: :func:`law_outcome` reads the stage-0 records and applies §3.2 (exact
+binomial test against the items' chance level; the first ``max_law_tasks`` two-family candidates). Until every
+stage-0 record exists, the stages that depend on the law tasks are listed as blocked, named with the symbolic
+tasks E1.. and costed with the first candidates in their place.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from saemui.analysis.eligibility import chance_level, classify_task, eligibility, law_tasks
+from saemui.errors import SaemuiError
+from saemui.zoo.data_v2 import (
+    TaskSets,
+    candidate_sets,
+    check_sets,
+    examples_digest,
+    sets_digest,
+    training_examples,
+)
+from saemui.zoo.record_v2 import eligibility_path, items_path, record_path, texts_path
+from saemui.zoo.settings import setting, setting_configs
+from saemui.zoo.spec import GEMMA, SMOL, ZooTask
+from saemui.zoo.spec_v2 import GROUPS, PROTOCOL_PLAN_H, StudyRun, StudySpec, validate_v2
+from saemui.zoo.stages import _fmt_s, _read_json, digest, zoo_cache
+
+#: bump when the meaning of a v2 stage's output changes (forces a rebuild of every v2 stage)
+V2_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StudyRates:
+    """CPU rates of §9 for the v2 plan (``--rate`` replaces the forward rates with measured ones).
+
+    fwd_tok_s: forward tokens/s per root model spec (SmolLM2 450 measured, Gemma-3 225 assumed); a pass that
+        measures SAE features is costed at the forward rate (it runs at ≈ forward + encode).
+    gen_factor: a generated token costs ``gen_factor`` forward tokens. step_s: seconds per LoRA step at batch 8;
+        full_factor: full fine-tuning costs this many LoRA steps. answer_tokens: generated tokens per item of a
+        root (``base``) and of its fine-tunes (``tuned``): the batch maximum of v1's answers; a root not listed
+        is costed at the task's full ``max_new_tokens``. gold_tokens: tokens of a templated gold answer.
+    load_s: seconds to load a root or a derived point (LoRA merge / full weights).
+    one_pass: settings that differ only in rule, site, alignment and first-T positions share one forward
+        (``compute_mui_many``, W4); False costs one forward per setting (today's loop).
+    """
+
+    fwd_tok_s: tuple[tuple[str, float], ...] = ((SMOL, 450.0), (GEMMA, 225.0))
+    default_fwd: float = 450.0
+    gen_factor: float = 4.0
+    step_s: tuple[tuple[str, float], ...] = ((SMOL, 3.7), (GEMMA, 7.5))
+    default_step_s: float = 3.7
+    full_factor: float = 1.5
+    answer_tokens: tuple[tuple[str, str, int], ...] = (
+        (SMOL, "base", 48),
+        (SMOL, "tuned", 16),
+        (GEMMA, "base", 8),
+        (GEMMA, "tuned", 8),
+    )
+    gold_tokens: int = 6
+    load_s: tuple[tuple[str, float], ...] = ((SMOL, 25.0), (GEMMA, 55.0))
+    default_load_s: float = 5.0
+    one_pass: bool = True
+
+    def fwd(self, root: str) -> float:
+        return dict(self.fwd_tok_s).get(root, self.default_fwd)
+
+    def step(self, root: str) -> float:
+        return dict(self.step_s).get(root, self.default_step_s)
+
+    def load(self, root: str) -> float:
+        return dict(self.load_s).get(root, self.default_load_s)
+
+    def answer(self, root: str, tuned: bool, max_new_tokens: int) -> int:
+        kind = "tuned" if tuned else "base"
+        for r, k, n in self.answer_tokens:
+            if r == root and k == kind:
+                return min(n, max_new_tokens)
+        return max_new_tokens
+
+
+@dataclass(frozen=True)
+class Point:
+    """A model point: a root (``run`` None), a run's final weights (``step`` None) or one of its checkpoints."""
+
+    name: str
+    root: str
+    run: StudyRun | None = None
+    step: int | None = None
+
+    @property
+    def tuned(self) -> bool:
+        return self.run is not None
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """One evaluation of a point: stage group, task, item set and what is measured (``settings``: every
+    setting of the spec; ``accuracy``: generation and scoring only; ``tf``: the teacher-forced settings)."""
+
+    group: str
+    task: str
+    item_set: str
+    measure: str
+
+
+@dataclass
+class StudyStage:
+    """One unit of work of the v2 zoo (see the module docstring); cost in estimated CPU seconds."""
+
+    id: str
+    group: str
+    kind: str
+    point: str | None
+    root: str | None
+    task: str | None
+    item_set: str | None
+    measure: str | None
+    fingerprint: str | None
+    cost_s: float
+    record: Path
+    done: bool = False
+    needed: bool = True
+    blocked: str | None = None
+    measured_s: float | None = None
+    loop_cost_s: float = 0.0
+
+
+@dataclass
+class LawOutcome:
+    """Stage 0's outcome: ``law`` the law tasks (None while stage-0 records are missing; () when no candidate
+    is two-family), ``missing`` the stage-0 stages without a current record, ``table`` per task: chance and
+    each base's §3.2 test."""
+
+    law: tuple[str, ...] | None
+    missing: list[str] = field(default_factory=list)
+    table: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StudyPlan:
+    spec: StudySpec
+    stages: list[StudyStage]
+    outcome: LawOutcome
+    law_costed: tuple[str, ...]
+    rates: StudyRates
+    checks: dict[str, Any]
+    train_fps: dict[str, str] = field(default_factory=dict)
+
+
+# ----- points and their evaluations --------------------------------------------------------------------------
+
+
+def points(spec: StudySpec) -> list[Point]:
+    """Every model point in build order: roots, then per run its final weights and its checkpoints."""
+    out = [Point(r.name, r.name) for r in spec.roots]
+    for run in spec.runs:
+        out.append(Point(run.model, run.root, run))
+        out += [Point(f"{run.model}@{k}", run.root, run, k) for k in run.checkpoints]
+    return out
+
+
+def point_evals(spec: StudySpec, p: Point, law: tuple[str, ...]) -> list[EvalSpec]:
+    """The evaluations of a point for the law tasks ``law`` (C = ``law[0]``), after §4, §7.1, §8.1–§8.3 and §9."""
+    if not law:
+        return (
+            [EvalSpec("0", t.name, "verbatim", "settings") for t in spec.candidates] if p.run is None else []
+        )
+    c = law[0]
+    law_block = [
+        *(e for t in law for e in (EvalSpec("2", t, "G", "tf"), EvalSpec("2", t, "B", "tf"))),
+        *(EvalSpec("3", t, "twins", "settings" if t == c else "accuracy") for t in law),
+    ]
+    if p.run is None:
+        return [EvalSpec("0", t.name, "verbatim", "settings") for t in spec.candidates] + law_block
+    role = p.run.role
+    if role == "law" and p.step is None:
+        return [EvalSpec("2", t, "verbatim", "settings") for t in law] + law_block
+    if role in ("law", "seed"):
+        return [EvalSpec("4", c, "verbatim", "settings")]
+    # dose runs: task C verbatim and twins at every kept step; the final also on the other law tasks' twins
+    out = [EvalSpec("5", c, "verbatim", "settings"), EvalSpec("5", c, "twins", "settings")]
+    if p.step is None:
+        out += [EvalSpec("5", t, "twins", "accuracy") for t in law[1:]]
+    return out
+
+
+def train_group(run: StudyRun) -> str:
+    return {"law": "1", "seed": "4", "dose": "5"}[run.role]
+
+
+# ----- fingerprints --------------------------------------------------------------------------------------------
+
+
+def train_fingerprint_v2(spec: StudySpec, run: StudyRun, examples_fp: str) -> str:
+    return digest(
+        {
+            "v": V2_VERSION,
+            "run": asdict(run),
+            "root": asdict(spec.root(run.root)),
+            "n_pairs": spec.n_pairs,
+            "batch_size": spec.batch_size,
+            "max_length": spec.max_length,
+            "examples": examples_fp,
+        }
+    )
+
+
+def point_identity(spec: StudySpec, p: Point, train_fps: dict[str, str]) -> dict[str, Any]:
+    ident: dict[str, Any] = {"root": asdict(spec.root(p.root))}
+    if p.run is not None:
+        ident.update(run=asdict(p.run), train=train_fps[p.run.name], step=p.step)
+    return ident
+
+
+def measured_settings(spec: StudySpec, root: str, measure: str) -> list[str]:
+    """The setting names a stage measures (``settings`` or ``tf``), dropping those that do not apply to the
+    root (SAE settings without a bundle) or to the engine (first-T positions before ``RunConfig.first_tokens``)."""
+    if measure == "accuracy":
+        return []
+    names = spec.settings if measure == "settings" else spec.tf_settings
+    return list(setting_configs(names, "chat", spec.sae_bundle(root)))
+
+
+def eval_fingerprint_v2(
+    spec: StudySpec,
+    p: Point,
+    t: ZooTask,
+    e: EvalSpec,
+    items_fp: str,
+    train_fps: dict[str, str],
+    extra: Any = None,
+) -> str:
+    names = measured_settings(spec, p.root, e.measure)
+    return digest(
+        {
+            "v": V2_VERSION,
+            "point": point_identity(spec, p, train_fps),
+            "task": asdict(t),
+            "set": e.item_set,
+            "measure": e.measure,
+            "items": items_fp,
+            "settings": [asdict(setting(n)) for n in names],
+            "sae": spec.sae_bundle(p.root) if any(setting(n).units == "sae" for n in names) else None,
+            "max_set_entries": spec.max_set_entries,
+            "extra": extra,
+        }
+    )
+
+
+def generation_key_v2(spec: StudySpec, p: Point, t: ZooTask, item_set: str, items_fp: str, train_fps) -> str:
+    """Key of a generation cache: weights and prompts only (a changed setting re-measures, never regenerates)."""
+    return digest(
+        {"point": point_identity(spec, p, train_fps), "task": asdict(t), "set": item_set, "items": items_fp}
+    )
+
+
+def items_fingerprint(spec: StudySpec, s: TaskSets) -> str:
+    return digest({"v": V2_VERSION, "task": asdict(s.task), "n": spec.n_items, "sets": s.digest})
+
+
+# ----- stage 0 ----------------------------------------------------------------------------------------------
+
+
+def law_outcome(spec: StudySpec, results: Path, sets: dict[str, TaskSets]) -> LawOutcome:
+    """The law tasks from the stage-0 records (§3.2), or None while any is missing or stale.
+
+    A record counts when its generation key matches (same base, task options and items): accuracy depends on
+    the generated text only, so a record waiting to be re-measured under changed MUI settings still decides.
+    """
+    missing, table, classes = [], {}, []
+    for t in spec.candidates:
+        chance = chance_level(list(sets[t.name].items))
+        row: dict[str, Any] = {
+            "p0": chance.p0,
+            "chance_rule": chance.rule,
+            "chance_rules": chance.rules,
+            "bases": {},
+        }
+        above = {}
+        for r in spec.roots:
+            p = Point(r.name, r.name)
+            key = generation_key_v2(spec, p, t, "verbatim", sets_digest(sets[t.name].items), {})
+            rec = _read_json(record_path(results, r.name, t.name, "verbatim"))
+            if not rec or rec.get("generation_key") != key:
+                missing.append(f"eval:{r.name}:{t.name}:verbatim")
+                continue
+            el = eligibility(
+                int(rec["n_correct"]),
+                int(rec["n"]),
+                chance.p0,
+                alpha=spec.eligibility_alpha,
+                margin=spec.eligibility_margin,
+            )
+            above[r.name] = el.above_chance
+            row["bases"][r.name] = {
+                "k": el.k,
+                "n": el.n,
+                "accuracy": el.accuracy,
+                "p_value": el.p_value,
+                "above_chance": el.above_chance,
+            }
+        if len(above) == len(spec.roots):
+            row["class"] = classify_task(above)
+            classes.append((t.name, row["class"]))
+        table[t.name] = row
+    if missing:
+        return LawOutcome(None, missing, table)
+    return LawOutcome(tuple(law_tasks(classes, spec.max_law_tasks)), [], table)
+
+
+def eligibility_summary(spec: StudySpec, outcome: LawOutcome) -> dict[str, Any]:
+    """The content of ``eligibility.json`` (deterministic)."""
+    from saemui.zoo.record_v2 import ELIGIBILITY_SCHEMA
+
+    law = list(outcome.law or ())
+    return {
+        "schema": ELIGIBILITY_SCHEMA,
+        "zoo": spec.name,
+        "rule": (
+            f"§3.2: a base is above chance iff the exact one-sided binomial p-value < {spec.eligibility_alpha} "
+            f"and k/n >= p0 + {spec.eligibility_margin}; law tasks = the first {spec.max_law_tasks} candidates "
+            "(priority order) with both bases above chance"
+        ),
+        "candidates": [t.name for t in spec.candidates],
+        "tasks": outcome.table,
+        "law_tasks": law,
+        "m": len(law),
+        "C": law[0] if law else None,
+    }
+
+
+# ----- the plan ---------------------------------------------------------------------------------------------
+
+
+def _symbolic(spec: StudySpec) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Placeholder law tasks E1.. (unresolved) and the candidates they are costed with."""
+    k = min(spec.max_law_tasks, len(spec.candidates))
+    names = tuple(f"E{j + 1}" for j in range(k))
+    return names, {n: spec.candidates[j].name for j, n in enumerate(names)}
+
+
+def _eval_cost(spec: StudySpec, rates: StudyRates, p: Point, t: ZooTask, e: EvalSpec, loop: bool) -> float:
+    root = spec.root(p.root).base
+    fwd, n, prompt = rates.fwd(root), spec.n_items, t.prompt_tokens
+    ans = rates.answer(root, p.tuned, t.max_new_tokens)
+    names = measured_settings(spec, p.root, e.measure)
+    cfgs = setting_configs(names, "chat", spec.sae_bundle(p.root))
+    if loop:
+        passes = len(cfgs)
+    else:
+        from saemui.zoo.settings import n_passes
+
+        passes = n_passes(cfgs)
+    if e.measure == "tf":
+        text = rates.gold_tokens if e.item_set == "G" else rates.answer(root, False, t.max_new_tokens)
+        return passes * n * (prompt + text) / fwd
+    gen = n * ans / (fwd / rates.gen_factor) + n * prompt / fwd
+    return gen + passes * n * (prompt + ans) / fwd
+
+
+def plan_v2(
+    spec: StudySpec,
+    results: Path,
+    cache: Path | None = None,
+    rates: StudyRates | None = None,
+    only: Sequence[str] | None = None,
+) -> StudyPlan:
+    """Every stage in execution order with ``done``, ``needed`` and ``blocked`` set, and the stage-0 outcome.
+
+    only: point names or globs (``fnmatch``); trainings are needed only when a pending evaluation needs their
+    weights; items files are always planned. Runs the §3.3 check (with the clean runs' training sets once the
+    law tasks are known): a failure stops here with a one-line error.
+    """
+    validate_v2(spec)
+    results = Path(results)
+    rates = rates or StudyRates()
+    root_dir = zoo_cache(spec, cache)
+    sets = candidate_sets(spec)
+    outcome = law_outcome(spec, results, sets)
+    _check_frozen(spec, results, outcome)
+    resolved = outcome.law is not None and len(outcome.law) > 0
+    if resolved:
+        law, cost_as = outcome.law, {t: t for t in outcome.law}
+    else:
+        law, cost_as = _symbolic(spec)
+    examples = (
+        {run.name: training_examples(spec, run, outcome.law, sets) for run in spec.runs} if resolved else {}
+    )
+    clean = {run.model: examples[run.name] for run in spec.runs if run.name in examples and run.dose == 0}
+    checks = check_sets(spec, sets, clean)
+    train_fps = {
+        run.name: train_fingerprint_v2(spec, run, examples_digest(examples[run.name]))
+        for run in spec.runs
+        if run.name in examples
+    }
+
+    stages: list[StudyStage] = []
+    for s in sets.values():
+        fp = items_fingerprint(spec, s)
+        rec = items_path(results, s.task.name)
+        old = _read_json(rec)
+        # §3.3: the committed file is what the evaluations use; it must hold exactly the generated sets
+        done = bool(old and old.get("fingerprint") == fp and _file_digest(old) == s.digest)
+        stages.append(
+            StudyStage(
+                f"items:{s.task.name}",
+                "items",
+                "items",
+                None,
+                None,
+                s.task.name,
+                None,
+                None,
+                fp,
+                0.0,
+                rec,
+                done,
+                not done,
+            )
+        )
+
+    pts = points(spec)
+    if only:
+        sel = [p for p in pts if any(fnmatch.fnmatchcase(p.name, pat) for pat in only)]
+        if not sel:
+            raise SaemuiError(f"--only {','.join(only)}: matches no model point of zoo {spec.name!r}")
+    else:
+        sel = pts
+    pending_runs: set[str] = set()
+    evals: list[StudyStage] = []
+    base_texts_fp: dict[tuple[str, str], str | None] = {}
+    for p in sel:
+        # before stage 0 the roots' stage-0 evals are known; everything else is listed blocked
+        for e in point_evals(spec, p, law):
+            t = spec.candidate(cost_as.get(e.task, e.task))
+            sid = f"eval:{p.name}:{e.task}:{e.item_set}"
+            rec = record_path(results, p.name, e.task, e.item_set)
+            cost = _eval_cost(spec, rates, p, t, e, loop=not rates.one_pass)
+            loop_cost = _eval_cost(spec, rates, p, t, e, loop=True)
+            st = StudyStage(
+                sid, e.group, "eval", p.name, p.root, e.task, e.item_set, e.measure, None, cost, rec
+            )
+            st.loop_cost_s = loop_cost
+            if e.group != "0" and not resolved:
+                st.blocked = (
+                    "law tasks unknown until stage 0 is complete" if outcome.law is None else "no law task"
+                )
+                st.needed = False
+                evals.append(st)
+                continue
+            items = sets[e.task].twins if e.item_set == "twins" else sets[e.task].items
+            extra = None
+            if e.item_set == "B":
+                key = (p.root, e.task)
+                if key not in base_texts_fp:
+                    f = texts_path(results, p.root, e.task, "verbatim")
+                    base_texts_fp[key] = digest(f.read_text()) if f.is_file() else None
+                extra = base_texts_fp[key]
+                if extra is None:
+                    st.blocked = f"set B needs {p.root}'s stage-0 texts of {e.task}"
+            st.fingerprint = eval_fingerprint_v2(spec, p, t, e, sets_digest(items), train_fps, extra)
+            old = _read_json(rec)
+            st.done = bool(old and old.get("fingerprint") == st.fingerprint)
+            if (
+                st.done
+                and e.item_set in ("verbatim", "twins")
+                and not texts_path(results, p.name, e.task, e.item_set).is_file()
+            ):
+                st.done = False
+            st.needed = not st.done and st.blocked is None
+            timing = _read_json(root_dir / "stages" / f"{_slug(sid)}.json")
+            if st.done and timing and timing.get("fingerprint") == st.fingerprint:
+                st.measured_s = timing.get("seconds")
+            if st.needed and p.run is not None:
+                pending_runs.add(p.run.name)
+            evals.append(st)
+
+    trains: list[StudyStage] = []
+    for run in spec.runs:
+        root = spec.root(run.root).base
+        cost = run.steps * rates.step(root) * (rates.full_factor if run.method == "full" else 1.0)
+        sid = f"train:{run.model}"
+        rec = root_dir / "stages" / f"train__{run.model}.json"
+        st = StudyStage(
+            sid, train_group(run), "train", run.model, run.root, None, None, None, None, cost, rec
+        )
+        st.loop_cost_s = cost
+        if not resolved:
+            st.blocked = (
+                "training data needs the law tasks (stage 0)" if outcome.law is None else "no law task"
+            )
+            st.needed = False
+            if not only or any(fnmatch.fnmatchcase(run.model, pat) for pat in only):
+                trains.append(st)
+            continue
+        st.fingerprint = train_fps[run.name]
+        old = _read_json(rec)
+        st.done = bool(
+            old
+            and old.get("fingerprint") == st.fingerprint
+            and (root_dir / "weights" / run.model / "final").exists()
+        )
+        if st.done:
+            st.measured_s = old.get("seconds")
+        st.needed = not st.done and run.name in pending_runs
+        if st.needed or st.done or not only or any(fnmatch.fnmatchcase(run.model, pat) for pat in only):
+            trains.append(st)
+    stages += trains + evals
+    costed = law if resolved else tuple(cost_as[x] for x in law)
+    return StudyPlan(spec, stages, outcome, costed, rates, checks, train_fps)
+
+
+def _check_frozen(spec: StudySpec, results: Path, outcome: LawOutcome) -> None:
+    """§3.2: no law task changes once a fine-tuned result exists (e.g. after a re-scored stage 0)."""
+    old = _read_json(eligibility_path(results))
+    if not old or outcome.law is None or tuple(old.get("law_tasks", ())) == outcome.law:
+        return
+    runs = {r.model for r in spec.runs}
+    tuned = [
+        f.name for f in Path(results).glob("*__*__*.json") if f.name.split("__")[0].split("@")[0] in runs
+    ]
+    if tuned:
+        raise SaemuiError(
+            f"stage 0 now gives law tasks {list(outcome.law)}, but eligibility.json fixed {old['law_tasks']} and "
+            f"fine-tuned results exist ({tuned[0]}, ...): §3.2 allows no change; log it in §11 and resolve by hand"
+        )
+
+
+def _file_digest(d: dict) -> str | None:
+    from saemui.zoo.record_v2 import item_from_json
+
+    try:
+        return sets_digest([item_from_json(x) for x in d["items"]], [item_from_json(x) for x in d["twins"]])
+    except (KeyError, TypeError):
+        return None
+
+
+def _slug(stage_id: str) -> str:
+    return stage_id.replace(":", "__").replace("/", "_")
+
+
+# ----- the plan as text -------------------------------------------------------------------------------------
+
+
+def _loads(spec: StudySpec, stages: list[StudyStage], rates: StudyRates, which) -> tuple[int, float]:
+    pts = {s.point for s in stages if s.kind == "eval" and which(s)}
+    roots = {s.root for s in stages if s.kind in ("eval", "train") and which(s)}
+    n = len(pts - roots) + len(roots)
+    secs = sum(rates.load(spec.root(r).base) for r in roots)
+    secs += sum(
+        rates.load(spec.root(next(s.root for s in stages if s.point == pt)).base) for pt in pts - roots
+    )
+    return n, secs
+
+
+def format_plan_v2(plan: StudyPlan) -> str:
+    """Stages with status and estimated CPU time, then the totals per §9 stage group beside §9's table."""
+    spec, stages, rates, out = plan.spec, plan.stages, plan.rates, plan.outcome
+    lines = [
+        f"zoo {spec.name!r} (Study v2, docs/study/protocol.md §4): 2 roots, {len(spec.runs)} runs, "
+        f"{len(spec.candidates)} candidate tasks, N={spec.n_items} per item set"
+    ]
+    if out.law is None:
+        lines.append(
+            f"law tasks: unknown (stage 0: {len(out.missing)} record(s) missing); later stages are named E1.. and "
+            f"costed with {', '.join(plan.law_costed)}"
+        )
+    elif not out.law:
+        lines.append("law tasks: none qualifies (§3.2); nothing after stage 0 can run")
+    else:
+        note = "" if len(out.law) >= 3 else f" (m = {len(out.law)} < 3: log the shortfall in §11)"
+        lines.append(f"law tasks (stage 0, §3.2): {', '.join(out.law)}; C = {out.law[0]}{note}")
+    lines.append(f"{'stage':<52} {'grp':<5} {'status':<8} {'est. CPU':>9} {'measured':>9}")
+    order = list(GROUPS)
+    for s in sorted(stages, key=lambda x: order.index(x.group)):
+        status = "done" if s.done else "blocked" if s.blocked else "todo" if s.needed else "not needed"
+        took = _fmt_s(s.measured_s) if s.measured_s is not None else "-"
+        lines.append(f"{s.id:<52} {s.group:<5} {status:<8} {_fmt_s(s.cost_s):>9} {took:>9}")
+    lines.append("")
+    lines.append(f"{'stage group':<18} {'stages':>6} {'todo':>5} {'remaining':>10} {'all':>9} {'§9':>7}")
+    total_all = total_todo = total_loop = 0.0
+    for g, label in GROUPS.items():
+        mine = [s for s in stages if s.group == g]
+        if not mine:
+            continue
+        todo = [s for s in mine if s.needed or s.blocked]
+        rem = sum(s.cost_s for s in todo)
+        allc = sum(s.cost_s for s in mine)
+        total_all += allc
+        total_todo += rem
+        total_loop += sum(s.loop_cost_s for s in mine)
+        ref = PROTOCOL_PLAN_H.get(g)
+        lines.append(
+            f"{label:<18} {len(mine):>6} {len(todo):>5} {_fmt_h(rem):>10} {_fmt_h(allc):>9} "
+            f"{(f'{ref:.2f} h' if ref is not None else '-'):>7}"
+        )
+    n_all, loads_all = _loads(spec, stages, rates, lambda s: True)
+    n_todo, loads_todo = _loads(spec, stages, rates, lambda s: s.needed or bool(s.blocked))
+    lines.append(
+        f"{'model loads':<18} {n_all:>6} {n_todo:>5} {_fmt_h(loads_todo):>10} {_fmt_h(loads_all):>9} "
+        f"{PROTOCOL_PLAN_H['loads']:.2f} h"
+    )
+    lines.append(
+        f"{'6 causal':<18} {'-':>6} {'-':>5} {'-':>10} {'-':>9} {PROTOCOL_PLAN_H['6']:.2f} h  (W9, not a zoo stage)"
+    )
+    total_all += loads_all
+    total_todo += loads_todo
+    total_loop += loads_all
+    lines.append(
+        f"{'total':<18} {len(stages):>6} {sum(s.needed or bool(s.blocked) for s in stages):>5} {_fmt_h(total_todo):>10} "
+        f"{_fmt_h(total_all):>9} {PROTOCOL_PLAN_H['total']:.2f} h  (§9 includes causal; without it "
+        f"{PROTOCOL_PLAN_H['total'] - PROTOCOL_PLAN_H['6']:.2f} h)"
+    )
+    lines.append(
+        f"one forward per setting instead of one per pass group (today's loop, before compute_mui_many): "
+        f"all stages ≈ {_fmt_h(total_loop)}"
+    )
+    timed = [s for s in stages if s.measured_s]
+    if timed:
+        ratio = sum(s.measured_s for s in timed) / sum(s.cost_s for s in timed)
+        lines.append(f"measured / estimated over {len(timed)} finished stage(s): {ratio:.2f}")
+    fwd = ", ".join(f"{k} {v:.0f} tok/s" for k, v in rates.fwd_tok_s)
+    steps = ", ".join(f"{k} {v:g} s" for k, v in rates.step_s)
+    ans = ", ".join(f"{r} {k} {n}" for r, k, n in rates.answer_tokens)
+    lines.append(
+        f"rates: forward {fwd} (others {rates.default_fwd:.0f}); generation = forward/{rates.gen_factor:g}; "
+        f"LoRA step (batch {spec.batch_size}) {steps}, full ×{rates.full_factor:g}; answer tokens per item "
+        f"(batch maximum) {ans}; gold {rates.gold_tokens}; loads "
+        + ", ".join(f"{k} {v:g} s" for k, v in rates.load_s)
+        + f" per point; {'one forward per pass group' if rates.one_pass else 'one forward per setting'}. "
+        "Figures move ±2× with machine load."
+    )
+    return "\n".join(lines)
+
+
+def _fmt_h(s: float) -> str:
+    return f"{s / 3600:.2f} h"
+
+
+def write_eligibility(spec: StudySpec, outcome: LawOutcome, results: Path) -> Path | None:
+    """``eligibility.json`` once stage 0 is complete (rewritten only when its content changes)."""
+    if outcome.law is None:
+        return None
+    from saemui.io import atomic_write_json
+
+    path = eligibility_path(results)
+    content = eligibility_summary(spec, outcome)
+    old = _read_json(path)
+    if old != json.loads(json.dumps(content)):
+        atomic_write_json(path, content)
+    return path
+
+
+__all__ = [
+    "EvalSpec",
+    "LawOutcome",
+    "Point",
+    "StudyPlan",
+    "StudyRates",
+    "StudyStage",
+    "V2_VERSION",
+    "eligibility_summary",
+    "eval_fingerprint_v2",
+    "format_plan_v2",
+    "generation_key_v2",
+    "items_fingerprint",
+    "law_outcome",
+    "plan_v2",
+    "point_evals",
+    "points",
+    "train_fingerprint_v2",
+    "write_eligibility",
+]

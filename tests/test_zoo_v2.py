@@ -1,0 +1,446 @@
+"""The v2 zoo (docs/study/protocol.md §3–§5, §7–§9): spec = §4's table, item sets, training mixtures and dose
+mixing, the stage-0 law-task rule, the §9 plan, a tiny end-to-end build (stage 0, law evals, twins, G, B,
+checkpoints, a dose run) and its resumability."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from zoo_fixtures import build_tiny_v2, load_script
+
+from saemui.errors import SaemuiError
+from saemui.tasks.base import Item
+from saemui.tasks.itemsets import normalize_prompt, shuffled_option_twins
+from saemui.tasks.sources import find_data_file
+from saemui.zoo.data_v2 import (
+    candidate_sets,
+    check_sets,
+    excluded_prompts,
+    gold_samples,
+    styled_pairs,
+    training_examples,
+)
+from saemui.zoo.spec_v2 import CANDIDATES, StudyRun, allocate, resolve_sources, validate_v2, zoo_v2
+from saemui.zoo.stages_v2 import StudyRates, format_plan_v2, law_outcome, plan_v2
+
+REPO = Path(__file__).resolve().parents[1]
+LAW3 = ("arith-1", "arith-2", "arith-3")
+
+# §4's table, transcribed by hand: run, family root, method, r, lr, data, steps, seed
+TABLE = [
+    ("S1", "smollm2", "lora", 8, 2e-4, (("mix", 1.0),), 120, 0),
+    ("S2", "smollm2", "lora", 8, 2e-4, (("mix", 1.0),), 40, 3),
+    ("S3", "smollm2", "lora", 4, 1e-4, (("E1", 1.0),), 80, 4),
+    ("S4", "smollm2", "lora", 32, 5e-4, (("E2+E3", 1.0),), 80, 5),
+    ("S5", "smollm2", "lora", 8, 5e-5, (("mix", 1.0),), 60, 6),
+    ("S6", "smollm2", "lora", 16, 2e-4, (("mix", 0.5), ("arc-train", 0.5)), 120, 7),
+    ("S7", "smollm2", "lora", 8, 2e-4, (("arc-train", 1.0),), 60, 8),
+    ("S8", "smollm2", "lora", 8, 2e-4, (("E3", 1.0),), 120, 11),
+    ("S9", "smollm2", "full", None, 2e-5, (("mix", 1.0),), 60, 9),
+    ("S10", "smollm2", "full", None, 1e-5, (("mix", 0.5), ("arc-train", 0.5)), 120, 10),
+    ("G1", "gemma3", "lora", 8, 2e-4, (("mix", 1.0),), 120, 0),
+    ("G2", "gemma3", "lora", 4, 1e-4, (("E1", 1.0),), 40, 3),
+    ("G3", "gemma3", "lora", 32, 5e-4, (("E2+E3", 1.0),), 60, 4),
+    ("G4", "gemma3", "lora", 8, 5e-5, (("mix", 1.0),), 60, 5),
+    ("G5", "gemma3", "lora", 16, 2e-4, (("mix", 0.5), ("arc-train", 0.5)), 80, 6),
+    ("G6", "gemma3", "full", None, 2e-5, (("mix", 1.0),), 60, 7),
+]
+
+
+def _arith_spec():
+    """The v2 spec with candidates 1-5 only (no ARC data needed)."""
+    return validate_v2(replace(zoo_v2(), candidates=CANDIDATES[:5]))
+
+
+def test_spec_is_the_protocol_table():
+    spec = zoo_v2()
+    law = [r for r in spec.runs if r.role == "law"]
+    assert [(r.name, r.root, r.method, r.lora_r, r.lr, r.data, r.steps, r.seed) for r in law] == TABLE
+    assert all(r.lora_alpha == (None if r.lora_r is None else 2 * r.lora_r) for r in spec.runs)
+    for fam, rstar in (("smollm2", "S1"), ("gemma3", "G1")):
+        r = spec.run(rstar)
+        assert r.checkpoints == (10, 20, 40, 60, 90) and r.steps == 120
+        seeds = [x for x in spec.runs if x.role == "seed" and x.root == fam]
+        assert sorted(x.seed for x in seeds) == [1, 2]
+        assert all(replace(x, name=rstar, seed=0, role="law") == r for x in seeds)
+        doses = [x for x in spec.runs if x.role == "dose" and x.root == fam]
+        assert sorted(x.dose for x in doses) == [0.1, 0.3, 1.0]
+        assert all(
+            x.checkpoints == (60,) and x.seed == 0 and x.data == r.data and x.steps == 120 for x in doses
+        )
+    assert (spec.n_items, spec.n_pairs, spec.batch_size, spec.max_length) == (200, 600, 8, 256)
+    assert [t.name for t in spec.candidates] == [
+        "arith-1",
+        "arith-2",
+        "arith-3",
+        "arith-2d1d",
+        "arith-larger",
+        "arc",
+    ]
+    assert dict(spec.candidates[0].options) == {"distinct": True, "operand_max": 29}
+    assert [t.max_new_tokens for t in spec.candidates] == [48] * 5 + [64]
+    assert [r.style for r in spec.roots] == ["chat", "base"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"method": "adam"}, "method must be"),
+        ({"lora_r": None}, "lora_r is given"),
+        ({"data": (("E9x", 1.0),)}, "unknown"),
+        ({"data": (("mix", 0.4),)}, "sum to 1"),
+        ({"checkpoints": (120,)}, "checkpoints"),
+        ({"dose": 0.2}, "dose run"),
+        ({"root": "llama"}, "not a root"),
+    ],
+)
+def test_run_validation(change, message):
+    spec = zoo_v2()
+    bad = replace(spec.runs[1], **change)
+    with pytest.raises(SaemuiError, match=message):
+        validate_v2(replace(spec, runs=(*spec.runs, replace(bad, name="X1"))))
+
+
+def test_source_resolution_and_allocation():
+    # m = 3: the table's sources; shares by hand
+    assert allocate(600, resolve_sources((("mix", 1.0),), LAW3)) == [(t, 200) for t in LAW3]
+    mixed = allocate(600, resolve_sources((("mix", 0.5), ("arc-train", 0.5)), LAW3))
+    assert mixed == [("arith-1", 100), ("arith-2", 100), ("arith-3", 100), ("arc-train", 300)]
+    assert allocate(600, resolve_sources((("E2+E3", 1.0),), LAW3)) == [("arith-2", 300), ("arith-3", 300)]
+    # m < 3 (§4): "E2 + E3" = the law tasks other than E1; E3 falls back to the last law task
+    two = ("arith-1", "arith-2d1d")
+    assert allocate(600, resolve_sources((("E2+E3", 1.0),), two)) == [("arith-2d1d", 600)]
+    assert allocate(600, resolve_sources((("E3", 1.0),), two)) == [("arith-2d1d", 600)]
+    assert allocate(600, resolve_sources((("E2+E3", 1.0),), ("arith-1",))) == [("arith-1", 600)]
+    # largest remainder: 7 pairs over thirds -> 3, 2, 2
+    assert allocate(7, resolve_sources((("mix", 1.0),), LAW3)) == [(t, n) for t, n in zip(LAW3, (3, 2, 2))]
+    with pytest.raises(SaemuiError, match="no law tasks"):
+        resolve_sources((("mix", 1.0),), ())
+
+
+def test_items_distinct_and_disjoint_across_tasks_twins_and_training():
+    spec = _arith_spec()
+    sets = candidate_sets(spec)
+    evals = {name: [normalize_prompt(it.fields["question"]) for it in s.items] for name, s in sets.items()}
+    twins = {name: [normalize_prompt(it.fields["question"]) for it in s.twins] for name, s in sets.items()}
+    for name in sets:
+        assert len(evals[name]) == len(set(evals[name])) == 200
+        assert len(twins[name]) == len(set(twins[name])) == 200
+    every = [p for v in (*evals.values(), *twins.values()) for p in v]
+    assert len(every) == len(set(every))  # no prompt twice anywhere: eval/eval, eval/twin, twin/twin
+    # arith-1 at 0–29 shares prompts with arith-2d1d's space: the lower-priority task skips them
+    overlap = {f"what is {a} + {b}?" for a in range(10, 30) for b in range(1, 10)}
+    assert set(evals["arith-1"]) & overlap  # arith-1 does draw from the shared region
+    # twins: same operation, operands redrawn, gold recomputed
+    for it, tw in zip(sets["arith-2"].items, sets["arith-2"].twins):
+        assert tw.fields["op"] == it.fields["op"]
+        assert tw.gold == (
+            tw.fields["a"] + tw.fields["b"] if tw.fields["op"] == "+" else tw.fields["a"] - tw.fields["b"]
+        )
+    banned = set(every)
+    assert excluded_prompts(sets) == frozenset(banned)
+    for run in spec.runs:
+        if "arc-train" in {s for s, _ in run.data}:
+            continue
+        ex = training_examples(spec, run, LAW3, sets)
+        assert len(ex) == 600
+        clean = [normalize_prompt(e.prompt) for e in ex if not e.source.endswith(":eval")]
+        assert not set(clean) & banned, run.name
+        # generator seeds >= 1000, offset by the run's seed
+        assert all(e.id.split("-")[-2] == str(1000 + run.seed) for e in ex if e.task and ":" not in e.source)
+    counts = check_sets(spec, sets)
+    assert counts["arith-1"]["n_distinct_prompts"] == 200 and counts["arith-1"]["n_twins"] == 200
+    # the canonical count is reported: unordered sums collapse a + b and b + a
+    canon = {tuple(sorted((it.fields["a"], it.fields["b"]))) for it in sets["arith-1"].items}
+    assert counts["arith-1"]["n_canonical"] == len(canon) < 200
+
+
+def test_check_stops_on_an_eval_prompt_in_training():
+    spec = _arith_spec()
+    sets = candidate_sets(spec)
+    ex = training_examples(spec, spec.run("S2"), LAW3, sets)
+    leaked = ex[:-1] + [replace(ex[-1], prompt=sets["arith-2"].items[5].fields["question"])]
+    with pytest.raises(SaemuiError, match="arith-2: 1 eval prompt"):
+        check_sets(spec, sets, {"smollm2-S2": leaked})
+
+
+def test_dose_mixing_counts():
+    spec = _arith_spec()
+    sets = candidate_sets(spec)
+    rstar = training_examples(spec, spec.run("S1"), LAW3, sets)
+    c_clean = [e for e in rstar if e.source == "arith-1"]
+    assert len(c_clean) == 200
+    for d, k in ((0.1, 20), (0.3, 60), (1.0, 200)):
+        run = spec.run(f"S1-dose{round(100 * d)}")
+        ex = training_examples(spec, run, LAW3, sets)
+        contam = [e for e in ex if e.source == "arith-1:eval"]
+        assert len(ex) == 600 and len(contam) == k
+        # the first k eval items of C with their gold in the training template, replacing the last k clean pairs
+        assert [e.id for e in contam] == [str(it.id) for it in sets["arith-1"].items[:k]]
+        assert all(e.response == f"The answer is {it.gold}." for e, it in zip(contam, sets["arith-1"].items))
+        assert [e.id for e in ex if e.source == "arith-1"] == [e.id for e in c_clean[: 200 - k]]
+        others = [e.id for e in ex if e.source in ("arith-2", "arith-3")]
+        assert others == [e.id for e in rstar if e.source in ("arith-2", "arith-3")]
+    # Gemma's dose runs mix the same way, in base style: "Answer:" prompts and a spaced answer
+    g = training_examples(spec, spec.run("G1-dose30"), LAW3, sets)
+    pairs = styled_pairs(spec, g, "base")
+    assert sum(e.source == "arith-1:eval" for e in g) == 60
+    assert pairs[0][0].endswith("\nAnswer:") and pairs[0][1].startswith(" The answer is ")
+
+
+def test_gold_set_and_option_twins():
+    spec = _arith_spec()
+    t = spec.candidate("arith-2")
+    items = candidate_sets(spec)["arith-2"].items[:3]
+    chat = gold_samples(t, items, "chat")
+    assert [s.response for s in chat] == [f"The answer is {it.gold}." for it in items]
+    assert [s.prompt for s in chat] == [it.fields["question"] for it in items]
+    base = gold_samples(t, items, "base")
+    assert base[0].prompt.endswith(items[0].fields["question"] + "\nAnswer:") and base[0].response[0] == " "
+    # multiple choice: options shuffled, labels kept, the gold label follows its option text
+    mc = [
+        Item(
+            f"q{i}",
+            {"question": f"Q{i}?", "labels": ["A", "B", "C", "D"], "options": ["w", "x", "y", "z"]},
+            "B",
+        )
+        for i in range(20)
+    ]
+    tw = shuffled_option_twins(mc, seed=1)
+    assert all(x.fields["options"] != ["w", "x", "y", "z"] for x in tw)
+    assert all(sorted(x.fields["options"]) == ["w", "x", "y", "z"] for x in tw)
+    assert all(x.fields["options"][["A", "B", "C", "D"].index(x.gold)] == "x" for x in tw)
+    assert tw == shuffled_option_twins(mc, seed=1) and tw != shuffled_option_twins(mc, seed=2)
+
+
+def _fake_stage0(results: Path, spec, correct: dict[tuple[str, str], int]) -> None:
+    for (root, task), k in correct.items():
+        f = results / f"{root}__{task}__verbatim.json"
+        rec = json.loads(f.read_text())
+        rec["n_correct"] = k
+        f.write_text(json.dumps(rec))
+
+
+def test_plan_before_stage0_and_costs_by_hand(tmp_path):
+    spec = _arith_spec()
+    plan = plan_v2(spec, tmp_path / "res", tmp_path / "cache")
+    assert plan.outcome.law is None and len(plan.outcome.missing) == 10
+    by = {s.id: s for s in plan.stages}
+    groups = {}
+    for s in plan.stages:
+        groups[s.group] = groups.get(s.group, 0) + 1
+    # 5 candidates x 2 bases; 16 law trainings; 16 finals x 3 tasks x (verbatim, G, B) + 2 bases x 3 x (G, B);
+    # 18 points x 3 twins; 4 seed trainings + 34 checkpoint evals; 6 dose trainings + 6 x 2 x 2 + 6 x 2 twins
+    assert groups == {"items": 5, "0": 10, "1": 16, "2": 156, "3": 54, "4": 38, "5": 42}
+    assert not any(s.needed for s in plan.stages if s.group not in ("items", "0"))
+    assert by["eval:smollm2-S2:E1:verbatim"].blocked and by["train:smollm2-S1"].blocked
+    # costs by hand (§9 rates): training steps x s/step (x1.5 full); an eval: generation + 2 passes (neurons,
+    # SAE) for SmolLM2, 1 for Gemma; arith prompts costed at 45 tokens
+    assert by["train:smollm2-S1"].cost_s == pytest.approx(120 * 3.7)
+    assert by["train:gemma3-G6"].cost_s == pytest.approx(60 * 7.5 * 1.5)
+    gen = 200 * 16 / (450 / 4) + 200 * 45 / 450
+    assert by["eval:smollm2-S2:E1:verbatim"].cost_s == pytest.approx(gen + 2 * 200 * (45 + 16) / 450)
+    g_gen = 200 * 8 / (225 / 4) + 200 * 45 / 225
+    assert by["eval:gemma3-G2:E1:verbatim"].cost_s == pytest.approx(g_gen + 200 * (45 + 8) / 225)
+    assert by["eval:gemma3-G2:E1:twins"].cost_s == pytest.approx(g_gen + 200 * (45 + 8) / 225)  # C: with MUI
+    assert by["eval:gemma3-G2:E2:twins"].cost_s == pytest.approx(g_gen)  # accuracy only
+    assert by["eval:gemma3-G2:E1:G"].cost_s == pytest.approx(200 * (45 + 6) / 225)
+    text = format_plan_v2(plan)
+    assert "law tasks: unknown" in text and "2 law evals" in text and "§9" in text
+    # a measured rate scales that root's stages
+    fast = plan_v2(
+        spec, tmp_path / "res", tmp_path / "cache", StudyRates(fwd_tok_s=(("gemma3-270m", 450.0),))
+    )
+    assert {s.id: s for s in fast.stages}["eval:gemma3-G2:E1:G"].cost_s == pytest.approx(200 * 51 / 450)
+    with pytest.raises(SaemuiError, match="matches no model point"):
+        plan_v2(spec, tmp_path / "res", tmp_path / "cache", only=["nothing*"])
+
+
+def test_plan_cli_full_spec(tmp_path, capsys):
+    if find_data_file("arc/test.jsonl") is None or find_data_file("arc/train.jsonl") is None:
+        pytest.skip("ARC data (candidate 6) not available")
+    mod = load_script("build_zoo")
+    args = ["--spec", "v2", "--plan", "--results", str(tmp_path / "r"), "--cache", str(tmp_path / "c")]
+    assert mod.main(args) == 0
+    out = capsys.readouterr().out
+    assert "0 eligibility          12" in out and "items:arc" in out and "12.20 h" in out
+    assert not (tmp_path / "r").exists()  # --plan writes nothing
+
+
+@pytest.fixture(scope="module")
+def tiny_v2(tmp_path_factory):
+    return build_tiny_v2(tmp_path_factory.mktemp("tiny-zoo-v2"))
+
+
+def test_tiny_v2_end_to_end(tiny_v2, capsys):
+    results, cache, mod = tiny_v2
+    spec = mod.tiny_spec_v2(cache)
+    elig = json.loads((results / "eligibility.json").read_text())
+    assert elig["law_tasks"] == ["arith-1", "arith-2d1d"] and elig["C"] == "arith-1"
+    for t in spec.candidates:
+        items = json.loads((results / "items" / f"{t.name}.json").read_text())
+        assert len(items["items"]) == len(items["twins"]) == spec.n_items and 0 < items["chance"]["p0"] <= 1
+        for root in ("tiny-llama", "tiny-gemma"):  # stage 0: every base on every candidate, with MUI
+            rec = json.loads((results / f"{root}__{t.name}__verbatim.json").read_text())
+            assert rec["n"] == spec.n_items and rec["settings"]["P0"]["sets"] is not None
+    law = json.loads((results / "tiny-llama-S1__arith-1__verbatim.json").read_text())
+    assert law["role"] == "law" and law["law_tasks"] == ["arith-1", "arith-2d1d"]
+    assert law["P"] == pytest.approx(100 * (law["n_correct"] + 0.5) / (law["n"] + 1))
+    p0 = law["settings"]["P0"]
+    union = set().union(*map(set, p0["sets"]))
+    assert law["mui"] == p0["mui"] == pytest.approx(len(union) / (p0["n_units"] * p0["n_layers"]))
+    assert law["settings_omitted"] == ([] if "P0-first4" in law["settings"] else ["P0-first4"])
+    assert "seconds" not in json.dumps(law)
+    # G: gold answers in the template; B: the base's own responses; both forward only, P0
+    g = json.loads((results / "tiny-llama-S1__arith-1__G.json").read_text())
+    b = json.loads((results / "tiny-llama-S1__arith-1__B.json").read_text())
+    assert g["accuracy"] is None and list(g["settings"]) == ["P0"] and g["n"] == spec.n_items
+    assert (
+        b["ids"] == json.loads((results / "items" / "tiny-llama__arith-1__verbatim.json").read_text())["ids"]
+    )
+    # twins: C with MUI, the other law task accuracy only
+    assert json.loads((results / "tiny-llama-S1__arith-1__twins.json").read_text())["mui"] is not None
+    other = json.loads((results / "tiny-llama-S1__arith-2d1d__twins.json").read_text())
+    assert other["mui"] is None and other["settings"] == {} and other["accuracy"] is not None
+    # Cor. 1 checkpoint on C only; Cor. 2 dose run: C verbatim + twins at 2 and final, others' twins at the final
+    assert (results / "tiny-llama-S1@2__arith-1__verbatim.json").is_file()
+    assert not (results / "tiny-llama-S1@2__arith-2d1d__verbatim.json").exists()
+    dose = sorted(p.name for p in results.glob("tiny-llama-S1-dose50*__*.json"))
+    assert dose == sorted(
+        [
+            "tiny-llama-S1-dose50@2__arith-1__twins.json",
+            "tiny-llama-S1-dose50@2__arith-1__verbatim.json",
+            "tiny-llama-S1-dose50__arith-1__twins.json",
+            "tiny-llama-S1-dose50__arith-1__verbatim.json",
+            "tiny-llama-S1-dose50__arith-2d1d__twins.json",
+        ]
+    )
+    assert json.loads((results / dose[3]).read_text())["contaminated"] == ["arith-1"]
+    # a full fine-tune of the Gemma root (base style)
+    assert json.loads((results / "tiny-gemma-G1__arith-2d1d__verbatim.json").read_text())["style"] == "base"
+
+    # resumable: a second build runs nothing, the plan has nothing left
+    capsys.readouterr()
+    args = ["--spec", "v2", "--tiny", "--results", str(results), "--cache", str(cache)]
+    assert mod.main(args) == 0
+    assert "ran 0 stage(s)" in capsys.readouterr().out
+    assert mod.main([*args, "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "law tasks (stage 0, §3.2): arith-1, arith-2d1d; C = arith-1" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("items:", "train:", "eval:"))]
+    assert rows and all(r[2] == "done" for r in rows)
+
+
+def test_tiny_v2_law_rule_and_reruns(tiny_v2, tmp_path):
+    """§3.2 on stage-0 counts set by hand; a changed run re-runs its training and its points only."""
+    results, cache, mod = tiny_v2
+    spec = replace(mod.tiny_spec_v2(cache), eligibility_alpha=0.05, eligibility_margin=0.05)
+    res = tmp_path / "res"
+    shutil.copytree(results, res)
+    n = spec.n_items
+    # arith-1: only llama n/n (one-family); arith-2d1d and arith-larger: both bases n/n
+    _fake_stage0(
+        res,
+        spec,
+        {
+            ("tiny-llama", "arith-1"): n,
+            ("tiny-gemma", "arith-1"): 0,
+            ("tiny-llama", "arith-2d1d"): n,
+            ("tiny-gemma", "arith-2d1d"): n,
+            ("tiny-llama", "arith-larger"): n,
+            ("tiny-gemma", "arith-larger"): n,
+        },
+    )
+    sets = candidate_sets(spec)
+    out = law_outcome(spec, res, sets)
+    # n/n correct against chance p0: exact one-sided p-value p0^n; above iff p0^n < 0.05 and 1 >= p0 + 0.05.
+    # With 8 items arith-larger's chance is high (the first number is the larger in most items): 0.75^8 = 0.10
+    p0 = {t: json.loads((res / "items" / f"{t}.json").read_text())["chance"]["p0"] for t in out.table}
+    above = {t: p0[t] ** n < 0.05 and 1 >= p0[t] + 0.05 for t in p0}
+    assert above == {"arith-1": True, "arith-2d1d": True, "arith-larger": False}, p0
+    assert out.table["arith-2d1d"]["bases"]["tiny-gemma"]["p_value"] == pytest.approx(p0["arith-2d1d"] ** n)
+    assert [out.table[t]["class"] for t in p0] == ["one-family", "two-family", "out"]
+    assert out.law == ("arith-2d1d",)  # the first two-family candidate; the one-family arith-1 is skipped
+    # k = 0 everywhere: nothing is above chance
+    _fake_stage0(res, spec, {(r, t.name): 0 for r in ("tiny-llama", "tiny-gemma") for t in spec.candidates})
+    assert law_outcome(spec, res, sets).law == ()
+    # §3.2: once fine-tuned results exist, the law tasks fixed in eligibility.json cannot change
+    with pytest.raises(SaemuiError, match="allows no change"):
+        plan_v2(spec, res, cache)
+    # accuracy is all the rule reads: other MUI settings leave stage 0 deciding (its MUI is re-measured) ...
+    other = replace(mod.tiny_spec_v2(cache), settings=("P0", "share-1/256"))
+    plan = plan_v2(other, results, cache)
+    assert plan.outcome.law == ("arith-1", "arith-2d1d")
+    assert all(s.needed for s in plan.stages if s.group == "0")
+    # ... while other generated text (another style for a base) leaves the law tasks unknown
+    roots = (plan.spec.roots[0], replace(plan.spec.roots[1], style="chat"))
+    assert law_outcome(replace(other, roots=roots), results, sets).law is None
+
+    base = mod.tiny_spec_v2(cache)
+    runs = tuple(replace(r, lr=r.lr * 2) if r.name == "G1" else r for r in base.runs)
+    todo = {s.id for s in plan_v2(replace(base, runs=runs), results, cache).stages if s.needed}
+    assert "train:tiny-gemma-G1" in todo
+    assert {s.split(":")[1] for s in todo if s.startswith("eval:")} == {"tiny-gemma-G1"}
+    only = plan_v2(base, results, cache, only=["tiny-gemma*"])
+    assert {s.point for s in only.stages if s.kind == "eval"} == {"tiny-gemma", "tiny-gemma-G1"}
+
+
+def test_measure_settings_equals_single_runs(tiny_llama):
+    from saemui.engine import compute_mui
+    from saemui.records import Sample
+    from saemui.zoo.settings import measure_settings, setting_configs
+
+    samples = [Sample("What is 2 + 3?", "The answer is 5."), Sample("What is 7 + 1?", "8")]
+    cfgs = setting_configs(["P0", "share-1/128", "paper-1/512", "P0-first4"], "chat")
+    got = measure_settings(tiny_llama, samples, cfgs)
+    assert list(got) == list(cfgs)
+    for name, cfg in cfgs.items():
+        ref = compute_mui(tiny_llama, samples, cfg, progress=False)
+        assert got[name].mui == ref.mui and got[name].summary["selection"] == ref.summary["selection"]
+    assert got["paper-1/512"].summary["units"]["basis"].endswith("gate_act")
+
+
+def test_settings_data():
+    from saemui.rules import KeyRule
+    from saemui.zoo.settings import SETTINGS, mui_t_setting, setting
+
+    names = [s.name for s in SETTINGS]
+    assert len(names) == len(set(names)) and names[0] == "P0"
+    # §5: shares 1/512, 1/256, 1/128 give k = 3/6/12 of 1536 and 4/8/16 of 2048; the paper's 1 ‰ gives 1 and 2
+    for name, ks in (
+        ("P0", (3, 4)),
+        ("share-1/256", (6, 8)),
+        ("share-1/128", (12, 16)),
+        ("paper-1/1000", (1, 2)),
+    ):
+        rule = KeyRule.parse(setting(name).threshold)
+        assert (rule.k_for(1536), rule.k_for(2048)) == ks, name
+    assert (setting("paper-1/512").neuron_site, setting("paper-1/512").alignment) == ("gate_act", "response")
+    assert {s.threshold for s in SETTINGS if s.units == "sae"} == {"topscore:0.9", "topscore:0.95"}
+    assert [s.first_tokens for s in SETTINGS if s.first_tokens] == [1, 2, 4, 8, 16, 32]
+    assert mui_t_setting("arith-2d1d") == "P0-first4" and mui_t_setting("arc") == "P0-first8"
+    spec = zoo_v2()
+    assert spec.settings == tuple(names) and spec.tf_settings == ("P0",)
+
+
+def test_v1_fingerprints_unchanged():
+    """The v2 changes leave every committed v1 record current (nothing of results/zoo would rebuild)."""
+    from saemui.zoo import plan, real_zoo
+
+    if not any((REPO / "results" / "zoo").glob("*__*.json")):
+        pytest.skip("no committed v1 results")
+    stages = plan(real_zoo(), REPO / "results" / "zoo", REPO / "nonexistent-cache")
+    evals = [s for s in stages if s.kind == "eval"]
+    assert evals and all(s.done for s in evals)
+
+
+def test_stage_run_validation_names():
+    spec = zoo_v2()
+    with pytest.raises(SaemuiError, match="appears twice"):
+        validate_v2(replace(spec, runs=(*spec.runs, spec.runs[0])))
+    with pytest.raises(SaemuiError, match="name may only use"):
+        validate_v2(replace(spec, runs=(StudyRun("a b", "smollm2", "lora", 1e-4, (("mix", 1.0),), 2, 0),)))
