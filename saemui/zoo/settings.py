@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from saemui.engine import RunConfig, compute_mui
+from saemui.config import PER_SETTING_FIELDS
+from saemui.engine import RunConfig, compute_mui_many
 from saemui.errors import SaemuiError
 from saemui.models import LoadedModel
 from saemui.records import Sample
@@ -110,17 +111,10 @@ def mui_t_setting(task: str) -> str:
     return f"P0-first{MUI_T_TOKENS[kind]}"
 
 
-def first_tokens_supported() -> bool:
-    """Whether the engine's RunConfig has ``first_tokens`` (work item W5; added beside ``compute_mui_many``)."""
-    return "first_tokens" in {f.name for f in dataclasses.fields(RunConfig)}
-
-
 def setting_config(s: Setting, prompt_format: str, sae_bundle: str | None = None) -> RunConfig | None:
     """The engine config of setting ``s`` for samples in ``prompt_format``; None when it does not apply.
 
-    It does not apply when it is an SAE setting and the root has no bundle, or (today) a first-T setting: the
-    engine has no ``first_tokens`` yet. TODO(compute_mui_many): once ``RunConfig.first_tokens`` exists (it is
-    added with ``saemui.engine.compute_mui_many``), the ``first_tokens`` branch below builds those configs.
+    It does not apply when it is an SAE setting and the root has no bundle.
     """
     if s.units == "sae":
         if not sae_bundle:
@@ -135,8 +129,6 @@ def setting_config(s: Setting, prompt_format: str, sae_bundle: str | None = None
         )
     fields: dict[str, Any] = {}
     if s.first_tokens is not None:
-        if not first_tokens_supported():
-            return None
         fields["first_tokens"] = s.first_tokens
     return RunConfig(
         units="neurons",
@@ -163,10 +155,11 @@ def setting_configs(
 
 
 def _pass_key(cfg: RunConfig) -> tuple:
-    # settings that differ only in these fields can share one forward pass (compute_mui_many)
-    shared = {"threshold", "neuron_site", "alignment", "first_tokens", "health"}
+    # settings that differ only in the engine's per-setting fields share one forward pass (compute_mui_many)
     return tuple(
-        (f.name, repr(getattr(cfg, f.name))) for f in dataclasses.fields(cfg) if f.name not in shared
+        (f.name, repr(getattr(cfg, f.name)))
+        for f in dataclasses.fields(cfg)
+        if f.name not in PER_SETTING_FIELDS
     )
 
 
@@ -175,23 +168,23 @@ def measure_settings(
 ) -> dict[str, MUIResult]:
     """MUI of ``samples`` under every config: setting name → result (same order as ``configs``).
 
-    Configs are grouped by everything but the rule, site, alignment and first-T positions: one group is what
-    one forward pass can measure. TODO(compute_mui_many): replace the inner loop by one
-    ``saemui.engine.compute_mui_many(lm, samples, [configs[n] for n in group])`` call per group; today each
-    setting is its own ``compute_mui`` pass.
+    Configs are grouped by everything but the engine's per-setting fields (rule, site, alignment, first-T
+    positions): each group is one :func:`saemui.engine.compute_mui_many` pass.
     """
     groups: dict[tuple, list[str]] = {}
     for name, cfg in configs.items():
         groups.setdefault(_pass_key(cfg), []).append(name)
     out: dict[str, MUIResult] = {}
     for names in groups.values():
-        for name in names:
-            out[name] = compute_mui(lm, samples, configs[name], progress=progress)
+        for name, res in zip(
+            names, compute_mui_many(lm, samples, [configs[n] for n in names], progress=progress)
+        ):
+            out[name] = res
     return {name: out[name] for name in configs}
 
 
 def n_passes(configs: Mapping[str, RunConfig]) -> int:
-    """Forward passes :func:`measure_settings` needs once it calls ``compute_mui_many`` (one per group)."""
+    """Forward passes :func:`measure_settings` makes (one ``compute_mui_many`` call per group)."""
     return len({_pass_key(c) for c in configs.values()})
 
 
@@ -212,7 +205,6 @@ __all__ = [
     "TF_SETTINGS",
     "TOKEN_CURVE",
     "check_setting_names",
-    "first_tokens_supported",
     "measure_settings",
     "mui_t_setting",
     "n_passes",
