@@ -623,6 +623,7 @@ def plot_causal(
     if verdict is not None:
         caption += f"; verdict: {verdict.label} ({verdict.n_positive}/{verdict.n_points} points with lower bound > 0)"
     _titles(fig, title or "Causal check: key units vs random units of the same size", caption)
+    return fig
 
 
 # ----- Study v2 corollaries (docs/study/protocol.md §8.1-§8.4) ----------------------------------------------
