@@ -787,3 +787,206 @@ def plot_diversity_levels(
         caption or f"n = {len(levels)} datasets of equal size; τ-b: Kendall rank correlation with the level",
     )
     return fig
+
+
+# ----- Study v2, the law (docs/study/protocol.md §6-§7; scripts/reproduce_study_law.py) --------------------
+
+_VERDICT_COLORS = {"supported": "#1b9e77", "not supported": "#d95f02", "inconclusive": "#7570b3"}
+
+
+def _family_styles(families: Sequence[str]) -> dict[str, dict[str, str]]:
+    # families in sorted order take the first colours of a fixed qualitative palette: the same in every figure
+    palette = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+    return {f: {"color": palette[i % len(palette)]} for i, f in enumerate(sorted(set(map(str, families))))}
+
+
+def _plain_log_ticks(axis, values: ArrayLike) -> None:
+    """Plain numbers (1, 2, 5, not 10^0, 2x10^0) on a log axis; minor ticks labelled too when the data span less
+    than two decades, where a log axis would otherwise show one label or none."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    fmt = FuncFormatter(lambda x, _: f"{x:.3g}")
+    axis.set_major_formatter(fmt)
+    few = len(v) and v.max() / v.min() < 100
+    axis.set_minor_formatter(fmt if few else NullFormatter())
+
+
+def plot_study_law(
+    panels: Mapping[str, Mapping[str, Any]],
+    *,
+    title: str | None = None,
+    caption: str | None = None,
+    ncols: int | None = None,
+) -> Figure:
+    """One panel per law fit of H1's form (P = α_f + β·ln x): the points as (x on a log axis, P in %), one colour
+    per family (bases as stars), and the fitted lines α_f + β·ln x over each family's range.
+
+    Each panel (name → mapping): ``points`` (DataFrame with ``x``, ``P``, ``family`` and optionally ``is_base``),
+    ``slope`` (β, or None: no line), ``intercepts`` (family → α_f), ``x_label`` (default MUI (%)) and ``note``
+    (n, the test and its intervals, printed under the panel name).
+    """
+    from matplotlib.lines import Line2D
+
+    if not panels:
+        raise SaemuiError("plot_study_law: no panels given")
+    n = len(panels)
+    ncols = ncols or min(n, 3)
+    nrows = -(-n // ncols)
+    fig, axes = new_figure(4.3 * ncols + 1.8, 3.9 * nrows, ncols=ncols, nrows=nrows)
+    fams = sorted({str(f) for p in panels.values() for f in p["points"]["family"]})
+    styles = _family_styles(fams)
+    handles: dict[str, Any] = {}
+    for ax, (name, panel) in zip(axes, panels.items()):
+        pts = panel["points"]
+        _need(pts, ["x", "P", "family"], f"panel {name!r} points")
+        x, y = pts["x"].to_numpy(float), pts["P"].to_numpy(float)
+        if (x <= 0).any():
+            raise SaemuiError(f"panel {name!r}: x must be positive (log axis)")
+        base = pts["is_base"].to_numpy(bool) if "is_base" in pts else np.zeros(len(pts), bool)
+        for fam in fams:
+            sel = (pts["family"].astype(str) == fam).to_numpy()
+            if not sel.any():
+                continue
+            col = styles[fam]["color"]
+            h = ax.scatter(
+                x[sel & ~base], y[sel & ~base], s=30, color=col, edgecolors="black", linewidths=0.4
+            )
+            handles.setdefault(f"{fam} (fine-tuned runs)", h)
+            if (sel & base).any():
+                hb = ax.scatter(
+                    x[sel & base],
+                    y[sel & base],
+                    s=110,
+                    marker="*",
+                    color=col,
+                    edgecolors="black",
+                    linewidths=0.5,
+                )
+                handles.setdefault(f"{fam} (base)", hb)
+            slope, icpt = panel.get("slope"), (panel.get("intercepts") or {}).get(fam)
+            if slope is not None and icpt is not None and np.isfinite(slope):
+                grid = np.exp(np.linspace(np.log(x[sel].min()), np.log(x[sel].max()), 50))
+                ax.plot(grid, icpt + slope * np.log(grid), color=col, lw=1.2)
+                if "fit" not in handles:
+                    # a neutral legend entry: the lines take their family's colour
+                    handles["fit"] = Line2D([], [], color="#555555", lw=1.2)
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis, x)
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+        ax.set_xlabel(panel.get("x_label", MUI_LABEL))
+        ax.set_ylabel(PERF_LABEL)
+        lo, hi = float(y.min()), float(y.max())
+        pad = max(2.0, 0.08 * (hi - lo))
+        ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
+        note = panel.get("note")
+        # panel titles wrap to the width of one panel (4.3 in, about 0.62 em per character)
+        width = int(4.3 * 72 / (0.62 * 8.0))
+        text = f"{name}\n{note}" if note else name
+        ax.set_title("\n".join(textwrap.fill(line, width) for line in text.split("\n")), fontsize=8)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    labels = {"fit": "fit α_f + β·ln x (one β, family intercepts)"}
+    axes[ncols - 1].legend(
+        [handles[k] for k in handles],
+        [labels.get(k, k) for k in handles],
+        loc="upper left",
+        bbox_to_anchor=(1.04, 1.0),
+        borderaxespad=0.0,
+        fontsize=8,
+    )
+    _titles(fig, title or "Study v2: accuracy against MUI per law task", caption)
+    return fig
+
+
+def plot_study_slopes(
+    table: pd.DataFrame, *, title: str | None = None, caption: str | None = None, x_label: str | None = None
+) -> Figure:
+    """One panel per task, one row per setting: the slope estimate with its t-interval (thick, above) and its
+    run-bootstrap interval (thin, below), the marker coloured by the §6.4 verdict; solid line at 0, dashed at −δ.
+
+    ``table`` columns: task, setting, slope, t_lo, t_hi, b_lo, b_hi, delta, verdict, n (settings in row order).
+    """
+    _need(
+        table, ["task", "setting", "slope", "t_lo", "t_hi", "b_lo", "b_hi", "delta", "verdict", "n"], "table"
+    )
+    if table.empty:
+        raise SaemuiError("plot_study_slopes: no slopes given")
+    tasks = list(dict.fromkeys(table["task"]))
+    settings = list(dict.fromkeys(table["setting"]))
+    fig, axes = new_figure(3.6 * len(tasks) + 2.4, 0.42 * len(settings) + 1.9, ncols=len(tasks))
+    ypos = {s: len(settings) - 1 - i for i, s in enumerate(settings)}
+    handles: dict[str, Any] = {}
+    for ax, task in zip(axes, tasks):
+        g = table[table["task"] == task]
+        for _, r in g.iterrows():
+            y0 = ypos[r["setting"]]
+            (ht,) = ax.plot([r["t_lo"], r["t_hi"]], [y0 + 0.12] * 2, color="black", lw=2.4)
+            (hb,) = ax.plot([r["b_lo"], r["b_hi"]], [y0 - 0.12] * 2, color="#888888", lw=1.2)
+            col = _VERDICT_COLORS.get(str(r["verdict"]), "black")
+            hv = ax.scatter([r["slope"]], [y0], s=34, color=col, edgecolors="black", linewidths=0.4, zorder=3)
+            handles.setdefault("t-interval (1 − α′)", ht)
+            handles.setdefault("run-bootstrap interval (1 − α′)", hb)
+            handles.setdefault(f"verdict: {r['verdict']}", hv)
+        ax.axvline(0.0, color="black", lw=0.7)
+        deltas = sorted(set(np.round(g["delta"].astype(float), 9)))
+        for d in deltas:
+            hd = ax.axvline(-d, color="black", lw=0.7, ls="--")
+            handles.setdefault("−δ (§6.3)", hd)
+        ax.set_yticks(list(ypos.values()), list(ypos))
+        ax.set_ylim(-0.6, len(settings) - 0.4)
+        ax.set_xlabel(x_label or "slope")
+        ns = sorted(set(g["n"].astype(int)))
+        ax.set_title(f"{task} (n = {', '.join(map(str, ns))} runs)", fontsize=9)
+    _legend_beside(axes[-1], handles, list(handles), fontsize=8)
+    _titles(fig, title or "Study v2: slope estimates per task and setting", caption)
+    return fig
+
+
+def plot_mui_tokens(curves: pd.DataFrame, *, title: str | None = None, caption: str | None = None) -> Figure:
+    """§7.2: per point, MUI (%) over the first t scored positions against t (log axes), one panel per task, one
+    line per point coloured by family (bases thick); ``t`` = inf is drawn at the right end as "all".
+
+    ``curves`` columns: task, model, family, is_base, t, mui.
+    """
+    from matplotlib.ticker import NullLocator
+
+    _need(curves, ["task", "model", "family", "is_base", "t", "mui"], "curves")
+    if curves.empty:
+        raise SaemuiError("plot_mui_tokens: no curves given")
+    tasks = list(dict.fromkeys(curves["task"]))
+    fig, axes = new_figure(4.2 * len(tasks) + 2.2, 3.9, ncols=len(tasks))
+    ts = sorted({float(t) for t in curves["t"] if np.isfinite(t)})
+    t_all = 2 * max(ts) if ts else 1.0
+    styles = _family_styles(curves["family"])
+    handles: dict[str, Any] = {}
+    for ax, task in zip(axes, tasks):
+        g = curves[curves["task"] == task]
+        for _model, c in g.groupby("model", sort=True):
+            c = c.assign(tx=np.where(np.isfinite(c["t"].astype(float)), c["t"].astype(float), t_all))
+            c = c.sort_values("tx")
+            fam = str(c["family"].iloc[0])
+            base = bool(c["is_base"].iloc[0])
+            (h,) = ax.plot(
+                c["tx"],
+                c["mui"],
+                color=styles[fam]["color"],
+                lw=2.2 if base else 0.9,
+                alpha=1.0 if base else 0.6,
+                marker="*" if base else ".",
+                ms=8 if base else 4,
+            )
+            handles.setdefault(f"{fam} ({'base' if base else 'fine-tuned runs'})", h)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ticks = [*ts, t_all]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ts] + ["all"])
+        ax.xaxis.set_minor_locator(NullLocator())
+        _plain_log_ticks(ax.yaxis, g["mui"])
+        ax.set_xlabel("first t scored positions per sample")
+        ax.set_ylabel(MUI_LABEL)
+        ax.set_title(f"{task} (n = {g['model'].nunique()} points)", fontsize=9)
+    _legend_beside(axes[-1], handles, sorted(handles), fontsize=8)
+    _titles(fig, title or "Study v2: MUI against the positions counted (§7.2)", caption)
+    return fig

@@ -86,7 +86,7 @@ def read_texts(path: Path) -> dict[str, Any]:
 def setting_fields(res: MUIResult, max_set_entries: int) -> dict[str, Any]:
     """One setting's entry in a record: MUI, per-layer MUI, selection and config, per-sample key-set sizes and
     scored positions, and the key sets themselves (global ids ``row * n_units + unit``) when at most
-    ``max_set_entries`` in all."""
+    ``max_set_entries`` in all; a first-T setting also keeps the engine's ``short_samples`` count (§7.2)."""
     s = res.summary
     U, L = res.n_units, len(res.layers)
     n = len(res.samples)
@@ -125,6 +125,9 @@ def setting_fields(res: MUIResult, max_set_entries: int) -> dict[str, Any]:
     }
     if s.get("sae_health") is not None:
         out["sae_health"] = s["sae_health"]
+    if s.get("short_samples") is not None:
+        # §7.2's "short" flag needs per-sample position counts, which the record does not keep otherwise
+        out["short_samples"] = s["short_samples"]
     return out
 
 
