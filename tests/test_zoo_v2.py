@@ -473,10 +473,11 @@ def test_plan_causal_and_health_costs_by_hand(tmp_path):
     def gen(rate, tokens):  # one generation of N items: generated tokens at rate/4 + the prompts' forward
         return n * tokens / (rate / 4) + n * 45 / rate
 
-    # log-prob: the G pass + clean, key and 5 random conditions (SAE arm: + the active-feature pass)
+    # log-prob: the G pass + clean, key and 5 random conditions; the SAE arm adds the active-feature pass and its
+    # 6 ablated conditions cost 2 forwards each (encode and decode at every layer)
     assert by["causal:smollm2:E1:logprob"].cost_s == pytest.approx(8 * n * 51 / fwd)
     assert by["causal:gemma3-G1:E1:logprob"].cost_s == pytest.approx(8 * n * 51 / gfwd)
-    assert by["causal:smollm2:E1:sae-logprob"].cost_s == pytest.approx(9 * n * 51 / fwd)
+    assert by["causal:smollm2:E1:sae-logprob"].cost_s == pytest.approx((3 + 6 * 2) * n * 51 / fwd)
     # accuracy: the P0 pass over the own text, clean generation at the answer length, key + 2 random at 48 tokens
     assert by["causal:smollm2:E1:accuracy"].cost_s == pytest.approx(
         n * (45 + 48) / fwd + gen(fwd, 48) + 3 * gen(fwd, 48)

@@ -66,6 +66,9 @@ class StudyRates:
     load_s: seconds to load a root or a derived point (LoRA merge / full weights).
     one_pass: settings that differ only in rule, site, alignment and first-T positions share one forward
         (``compute_mui_many``, W4); False costs one forward per setting (today's loop).
+    sae_ablation_factor: a forward with SAE features ablated (encode and decode at every SAE layer) costs this
+        many forwards (measured 1.8 on SmolLM2 with the shipped bundle, task-C gold answers; a neuron-ablated
+        log-prob forward measured 0.7 and is costed as 1).
     """
 
     fwd_tok_s: tuple[tuple[str, float], ...] = ((SMOL, 450.0), (GEMMA, 225.0))
@@ -84,6 +87,7 @@ class StudyRates:
     load_s: tuple[tuple[str, float], ...] = ((SMOL, 25.0), (GEMMA, 55.0))
     default_load_s: float = 5.0
     one_pass: bool = True
+    sae_ablation_factor: float = 2.0
 
     def fwd(self, root: str) -> float:
         return dict(self.fwd_tok_s).get(root, self.default_fwd)
@@ -460,14 +464,17 @@ def _causal_cost(spec: StudySpec, rates: StudyRates, p: Point, t: ZooTask, arm: 
     """CPU seconds of one causal arm at §9's rates.
 
     Log-prob arms: one MUI pass over set G for the key sets, then one forward of every G sample (prompt + gold) per
-    condition (clean, key, each random draw); the SAE arm adds the pass that finds the active features. Accuracy
-    arm: one P0 pass over the point's own text, the clean generation at the point's answer length, and the key
-    and random generations at the full ``max_new_tokens`` (ablated answers ran to the budget when measured).
+    condition (clean, key, each random draw); the SAE arm adds the pass that finds the active features, and its
+    key and random conditions cost ``sae_ablation_factor`` forwards each. Accuracy arm: one P0 pass over the
+    point's own text, the clean generation at the point's answer length, and the key and random generations at
+    the full ``max_new_tokens`` (an upper bound: key-ablated answers ran to the budget when measured).
     """
     root = spec.root(p.root).base
     fwd, n, prompt = rates.fwd(root), spec.n_items, t.prompt_tokens
-    if arm != "accuracy":
-        passes = 1 + 2 + spec.causal_draws + (arm == "sae-logprob")
+    if arm == "logprob":
+        return (1 + 2 + spec.causal_draws) * n * (prompt + rates.gold_tokens) / fwd
+    if arm == "sae-logprob":
+        passes = 3 + (1 + spec.causal_draws) * rates.sae_ablation_factor
         return passes * n * (prompt + rates.gold_tokens) / fwd
     ans = rates.answer(root, p.tuned, t.max_new_tokens)
 
@@ -820,7 +827,7 @@ def format_plan_v2(plan: StudyPlan) -> str:
         f"rates: forward {fwd} (others {rates.default_fwd:.0f}); generation = forward/{rates.gen_factor:g}; "
         f"LoRA step (batch {spec.batch_size}) {steps}, full ×{rates.full_factor:g}; answer tokens per item "
         f"(batch maximum; ablated generations of the causal check at max_new_tokens) {ans}; gold "
-        f"{rates.gold_tokens}; loads "
+        f"{rates.gold_tokens}; SAE-ablated forward ×{rates.sae_ablation_factor:g}; loads "
         + ", ".join(f"{k} {v:g} s" for k, v in rates.load_s)
         + f" per point; {'one forward per pass group' if rates.one_pass else 'one forward per setting'}. "
         "Figures move ±2× with machine load."
