@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import sys
 from pathlib import Path
@@ -73,13 +74,21 @@ def tiny_spec(cache: Path):
 
 
 def tiny_spec_v2(cache: Path):
-    """The tiny v2 zoo on the same two tiny random roots."""
-    from saemui.testing import save_tiny_model
+    """The tiny v2 zoo on the same two tiny random roots, with a random SAE per layer of the llama root (the
+    causal check's SAE arm and SAE health need a suite)."""
+    from saemui.testing import save_synthetic_sae, save_tiny_model
     from saemui.zoo.spec_v2 import tiny_zoo_v2
 
     root = cache / "zoo" / "tiny" / "roots"
     root.mkdir(parents=True, exist_ok=True)
-    return tiny_zoo_v2(save_tiny_model(root, "llama"), save_tiny_model(root, "gemma"))
+    llama = save_tiny_model(root, "llama")
+    cfg = json.loads((llama / "config.json").read_text())
+    saes = cache / "zoo" / "tiny" / "saes-llama"
+    for layer in range(cfg["num_hidden_layers"]):
+        d = saes / f"layer_{layer}"
+        if not (d / "cfg.json").is_file():
+            save_synthetic_sae(d, cfg["hidden_size"], 48, f"blocks.{layer}.hook_resid_post", seed=layer)
+    return tiny_zoo_v2(llama, save_tiny_model(root, "gemma"), saes)
 
 
 def main_v2(args: argparse.Namespace, cache: Path, only: list[str] | None) -> int:

@@ -235,7 +235,8 @@ def test_plan_before_stage0_and_costs_by_hand(tmp_path):
         groups[s.group] = groups.get(s.group, 0) + 1
     # 5 candidates x 2 bases; 16 law trainings; 16 finals x 3 tasks x (verbatim, G, B) + 2 bases x 3 x (G, B);
     # 18 points x 3 twins; 4 seed trainings + 34 checkpoint evals; 6 dose trainings + 6 x 2 x 2 + 6 x 2 twins
-    assert groups == {"items": 5, "0": 10, "1": 16, "2": 156, "3": 54, "4": 38, "5": 42}
+    # 2h: SmolLM2 base + S1..S10 finals; 6: 4 points x (log-prob, accuracy) + the SAE arm at the SmolLM2 base
+    assert groups == {"items": 5, "0": 10, "1": 16, "2": 156, "2h": 11, "3": 54, "4": 38, "5": 42, "6": 9}
     assert not any(s.needed for s in plan.stages if s.group not in ("items", "0"))
     assert by["eval:smollm2-S2:E1:verbatim"].blocked and by["train:smollm2-S1"].blocked
     # costs by hand (§9 rates): training steps x s/step (x1.5 full); an eval: generation + 2 passes (neurons,
@@ -268,6 +269,8 @@ def test_plan_cli_full_spec(tmp_path, capsys):
     assert mod.main(args) == 0
     out = capsys.readouterr().out
     assert "0 eligibility          12" in out and "items:arc" in out and "12.20 h" in out
+    assert "6 causal                9" in out and "2h SAE health          11" in out
+    assert "not a zoo stage" not in out
     assert not (tmp_path / "r").exists()  # --plan writes nothing
 
 
@@ -331,8 +334,10 @@ def test_tiny_v2_end_to_end(tiny_v2, capsys):
     assert mod.main([*args, "--plan"]) == 0
     out = capsys.readouterr().out
     assert "law tasks (stage 0, §3.2): arith-1, arith-2d1d; C = arith-1" in out
-    rows = [line.split() for line in out.splitlines() if line.startswith(("items:", "train:", "eval:"))]
+    kinds = ("items:", "train:", "eval:", "health:", "causal:")
+    rows = [line.split() for line in out.splitlines() if line.startswith(kinds)]
     assert rows and all(r[2] == "done" for r in rows)
+    assert {r[0].split(":")[0] for r in rows} == {k[:-1] for k in kinds}
 
 
 def test_tiny_v2_law_rule_and_reruns(tiny_v2, tmp_path):
@@ -444,3 +449,167 @@ def test_stage_run_validation_names():
         validate_v2(replace(spec, runs=(*spec.runs, spec.runs[0])))
     with pytest.raises(SaemuiError, match="name may only use"):
         validate_v2(replace(spec, runs=(StudyRun("a b", "smollm2", "lora", 1e-4, (("mix", 1.0),), 2, 0),)))
+
+
+# ----- causal check (§8.5, W9) and SAE health (W10) as stages -------------------------------------------------
+
+
+def test_plan_causal_and_health_costs_by_hand(tmp_path):
+    spec = _arith_spec()
+    plan = plan_v2(spec, tmp_path / "res", tmp_path / "cache")
+    by = {s.id: s for s in plan.stages}
+    causal = {s.id for s in plan.stages if s.group == "6"}
+    assert causal == {
+        f"causal:{p}:E1:{arm}"
+        for p in ("smollm2", "gemma3", "smollm2-S1", "gemma3-G1")
+        for arm in ("logprob", "accuracy")
+    } | {"causal:smollm2:E1:sae-logprob"}
+    health = {s.point for s in plan.stages if s.group == "2h"}
+    assert health == {"smollm2"} | {f"smollm2-S{i}" for i in range(1, 11)}
+    assert all(by[x].blocked and not by[x].needed for x in causal)
+    # §9 rates; task C costed as arith-1 (45 prompt tokens), N = 200, gold 6 tokens
+    fwd, gfwd, n = 450, 225, 200
+
+    def gen(rate, tokens):  # one generation of N items: generated tokens at rate/4 + the prompts' forward
+        return n * tokens / (rate / 4) + n * 45 / rate
+
+    # log-prob: the G pass + clean, key and 5 random conditions; the SAE arm adds the active-feature pass and its
+    # 6 ablated conditions cost 2 forwards each (encode and decode at every layer)
+    assert by["causal:smollm2:E1:logprob"].cost_s == pytest.approx(8 * n * 51 / fwd)
+    assert by["causal:gemma3-G1:E1:logprob"].cost_s == pytest.approx(8 * n * 51 / gfwd)
+    assert by["causal:smollm2:E1:sae-logprob"].cost_s == pytest.approx((3 + 6 * 2) * n * 51 / fwd)
+    # accuracy: the P0 pass over the own text, clean generation at the answer length, key + 2 random at 48 tokens
+    assert by["causal:smollm2:E1:accuracy"].cost_s == pytest.approx(
+        n * (45 + 48) / fwd + gen(fwd, 48) + 3 * gen(fwd, 48)
+    )
+    assert by["causal:smollm2-S1:E1:accuracy"].cost_s == pytest.approx(
+        n * (45 + 16) / fwd + gen(fwd, 16) + 3 * gen(fwd, 48)
+    )
+    assert by["causal:gemma3-G1:E1:accuracy"].cost_s == pytest.approx(
+        n * (45 + 8) / gfwd + gen(gfwd, 8) + 3 * gen(gfwd, 48)
+    )
+    # health: one pass over the 200 responses + (capture, clean, 3 x (spliced, zero)) over the first 50
+    assert by["health:smollm2:E1"].cost_s == pytest.approx(n * 93 / fwd + 8 * 50 * 93 / fwd)
+    assert by["health:smollm2-S4:E1"].cost_s == pytest.approx(n * 61 / fwd + 8 * 50 * 61 / fwd)
+    text = format_plan_v2(plan)
+    row = next(line for line in text.splitlines() if line.startswith("6 causal"))
+    total = sum(by[x].cost_s for x in causal)
+    assert row.split()[2:6] == ["9", "9", f"{total / 3600:.2f}", "h"]
+    assert next(line for line in text.splitlines() if line.startswith("2h SAE health")).split()[3] == "11"
+
+
+def _strict(path: Path) -> dict:
+    def bad(x):
+        raise AssertionError(f"{path.name}: {x} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=bad)
+
+
+def test_tiny_v2_causal_records(tiny_v2):
+    """Every causal arm's record recomputes its stored effect with saemui.analysis.causal; the key sets are those
+    of the G record (log-prob) and of the verbatim record (accuracy); the clean arm reproduces the free
+    generation; clean log-probs equal a hand loop over single-sample forwards."""
+    import numpy as np
+    import torch
+
+    from saemui.ablation import load_logprob_arm
+    from saemui.analysis.causal import accuracy_effect, causal_effect
+    from saemui.inputs import encode_samples
+    from saemui.models import load_model
+    from saemui.zoo.record_v2 import read_causal
+
+    results, cache, mod = tiny_v2
+    spec = mod.tiny_spec_v2(cache)
+    files = sorted(p.name for p in (results / "causal").iterdir())
+    points = ("tiny-llama", "tiny-gemma", "tiny-llama-S1", "tiny-gemma-G1")
+    want = [f"{p}__arith-1__{arm}.json" for p in points for arm in ("logprob", "accuracy")]
+    assert files == sorted([*want, "tiny-llama__arith-1__sae-logprob.json"])
+    for p in points:
+        lp_path = results / "causal" / f"{p}__arith-1__logprob.json"
+        rec = read_causal(lp_path)
+        arm = load_logprob_arm(lp_path)  # also an ablation log-prob record
+        assert rec["n_draws"] == arm.random.shape[1] == spec.causal_draws and rec["n"] == spec.n_items
+        eff = causal_effect(arm.delta_key, arm.delta_random)
+        assert rec["effect"] == json.loads(json.dumps(eff.__dict__))
+        by_hand = np.mean((arm.clean - arm.key) - (arm.clean[:, None] - arm.random).mean(axis=1))
+        assert rec["effect"]["e"] == pytest.approx(by_hand, abs=1e-12)
+        g = _strict(results / f"{p}__arith-1__G.json")
+        assert rec["key_mui"] == g["mui"] and rec["n_key"] == g["settings"]["P0"]["set_sizes"]
+        assert rec["ids"] == g["ids"] and rec["basis"] == "neurons"
+
+        acc = read_causal(results / "causal" / f"{p}__arith-1__accuracy.json")
+        texts = _strict(results / "items" / f"{p}__arith-1__verbatim.json")
+        verb = _strict(results / f"{p}__arith-1__verbatim.json")
+        assert acc["responses"]["clean"] == texts["responses"] and acc["clean"] == texts["correct"]
+        assert acc["key_mui"] == verb["mui"] and acc["n_key"] == verb["settings"]["P0"]["set_sizes"]
+        rnd = np.array(acc["random"])
+        assert rnd.shape == (spec.n_items, spec.causal_acc_draws)
+        a = accuracy_effect(acc["clean"], acc["key"], rnd)
+        assert acc["effect"] == json.loads(json.dumps(a.__dict__))
+        assert acc["effect"]["d_acc"] == pytest.approx(np.mean(rnd.mean(axis=1) - np.array(acc["key"])))
+        assert set(acc["responses"]) == {"clean", "key", "random0", "random1"}
+
+    sae = read_causal(results / "causal" / "tiny-llama__arith-1__sae-logprob.json")
+    assert sae["basis"] == "sae" and sae["setting"] == "sae-0.9" and 0 < sae["key_mui"] <= 1
+    assert np.array(sae["shortfall"]).shape == (spec.n_items, spec.causal_draws)
+
+    # clean log p(gold | prompt) of the base by hand: one unbatched forward per G sample, predicting positions
+    from saemui.zoo.data_v2 import candidate_sets, gold_samples
+
+    lm = load_model(spec.root("tiny-llama").base, device="cpu")
+    t = spec.candidate("arith-1")
+    samples = gold_samples(t, candidate_sets(spec)["arith-1"].items, "chat")
+    rec = read_causal(results / "causal" / "tiny-llama__arith-1__logprob.json")
+    for e, clean in zip(encode_samples(lm.tokenizer, samples, "predicting", "chat"), rec["clean"]):
+        with torch.no_grad():
+            logits = lm.model(input_ids=torch.as_tensor(e.ids)[None].long()).logits[0].double()
+        lp = torch.log_softmax(logits, -1)[torch.as_tensor(e.score_pos), torch.as_tensor(e.target)].sum()
+        assert clean == pytest.approx(float(lp), abs=1e-4)
+
+
+def test_tiny_v2_sae_health_records(tiny_v2):
+    from saemui.inputs import encode_samples
+    from saemui.models import load_model
+    from saemui.zoo.data_v2 import base_samples, candidate_sets
+
+    results, cache, mod = tiny_v2
+    spec = mod.tiny_spec_v2(cache)
+    assert sorted(p.name for p in (results / "sae_health").iterdir()) == [
+        "tiny-llama-S1.json",
+        "tiny-llama.json",
+    ]
+    for p in ("tiny-llama", "tiny-llama-S1"):
+        f = results / "sae_health" / f"{p}.json"
+        rec = _strict(f)
+        assert rec["schema"] == "saemui-zoo-sae-health/2" and rec["task"] == "arith-1"
+        assert "provenance" not in f.read_text() and "suite_source" not in f.read_text()
+        allx, ce = rec["all_layers"], rec["ce"]
+        # FVE etc. at every layer on all responses, no CE there; CE/KL at the chosen layers on the first ones
+        assert sorted(allx["per_layer"]) == ["0", "1", "2"] and allx["n_samples"] == spec.n_items
+        assert allx["n_ce_samples"] == 0 and allx["medians"]["ce_loss_recovered"] is None
+        assert sorted(ce["per_layer"], key=int) == [str(x) for x in spec.health_layers]
+        assert ce["n_samples"] == ce["n_ce_samples"] == spec.health_ce_samples == rec["ce_samples"]
+        assert all(isinstance(r["ce_loss_recovered"], float) for r in ce["per_layer"].values())
+        # the point's own responses: evaluated + sink-dropped tokens = its response tokens (MUI's paper alignment)
+        texts = _strict(results / "items" / f"{p}__arith-1__verbatim.json")
+        lm = load_model(spec.root("tiny-llama").base, device="cpu")
+        own = base_samples(spec.candidate("arith-1"), candidate_sets(spec)["arith-1"].items, texts, "chat")
+        n_resp = sum(len(e.score_pos) for e in encode_samples(lm.tokenizer, own, "response", "chat"))
+        for row in allx["per_layer"].values():
+            assert row["n_tokens"] + sum(row["sinks"]["dropped"].values()) == n_resp
+
+
+def test_tiny_v2_causal_and_health_fingerprints(tiny_v2):
+    """Changing the causal draws re-runs the log-prob arms only; the CE sample count, the health stages only."""
+    results, cache, mod = tiny_v2
+    spec = mod.tiny_spec_v2(cache)
+    todo = {s.id for s in plan_v2(replace(spec, causal_draws=3), results, cache).stages if s.needed}
+    assert todo == {
+        f"causal:{p}:arith-1:logprob" for p in ("tiny-llama", "tiny-gemma", "tiny-llama-S1", "tiny-gemma-G1")
+    } | {"causal:tiny-llama:arith-1:sae-logprob"}
+    todo = {s.id for s in plan_v2(replace(spec, health_ce_samples=2), results, cache).stages if s.needed}
+    assert todo == {"health:tiny-llama:arith-1", "health:tiny-llama-S1:arith-1"}
+    todo = {s.id for s in plan_v2(replace(spec, causal_acc_draws=1), results, cache).stages if s.needed}
+    assert {x.rsplit(":", 1)[1] for x in todo} == {"accuracy"} and len(todo) == 4
+    with pytest.raises(SaemuiError, match="not a clean law run"):
+        validate_v2(replace(spec, rstar=("S1-dose50",)))

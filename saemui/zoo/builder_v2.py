@@ -2,21 +2,25 @@
 
 A build (i) writes the items files, (ii) runs the bases' stage-0 evaluations, (iii) re-plans: once every
 stage-0 record exists the law tasks are known (§3.2) and ``eligibility.json`` is written, (iv) runs the rest root
-by root (one lock per root, as in v1): trainings first, then each model point's evaluations with the point's
-weights loaded once. Every stage writes its record atomically and is skipped next time while its fingerprint
-matches.
+by root (one lock per root, as in v1): trainings first, then per model point, with its weights loaded once, its
+evaluations, its SAE health (W10) and its causal arms (§8.5), the last two after the verbatim text of C they
+read. Every stage writes its record atomically and is skipped next time while its fingerprint matches.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from saemui.ablation import accuracy_arm, key_sets, logprob_arm
+from saemui.analysis.causal import accuracy_effect, causal_effect
 from saemui.analysis.eligibility import chance_level
+from saemui.engine import compute_mui
 from saemui.errors import SaemuiError
 from saemui.io import atomic_write_compact_json, atomic_write_json
 from saemui.models import LoadedModel, load_model
@@ -36,23 +40,27 @@ from saemui.zoo.data_v2 import (
 )
 from saemui.zoo.finetune import load_trained, train_on_pairs
 from saemui.zoo.record_v2 import (
+    CAUSAL_SCHEMA,
+    HEALTH_SCHEMA_V2,
     ITEMS_SCHEMA,
     RESULT_SCHEMA,
     TEXTS_SCHEMA,
     item_json,
     length_fields,
     read_texts,
+    record_path,
     setting_fields,
     texts_path,
 )
-from saemui.zoo.settings import measure_settings, mui_t_setting, setting_configs
+from saemui.zoo.settings import measure_settings, mui_t_setting, setting, setting_config, setting_configs
 from saemui.zoo.spec import ZooModel, ZooTask
 from saemui.zoo.spec_v2 import StudyRun, StudySpec
-from saemui.zoo.stages import zoo_cache
+from saemui.zoo.stages import _read_json, zoo_cache
 from saemui.zoo.stages_v2 import (
     Point,
     StudyPlan,
     StudyStage,
+    causal_setting,
     generation_key_v2,
     measured_settings,
     plan_v2,
@@ -244,13 +252,19 @@ def _run(ctx: _Ctx, stages: list[StudyStage]) -> None:
         root_lm = _root_lm(ctx, root)
         for s in [x for x in mine if x.kind == "train"]:
             _train(ctx, spec.run(s.point), root_lm, s, law)
-        evals = [x for x in mine if x.kind == "eval"]
-        for name in dict.fromkeys(x.point for x in evals):
+        # per point: evaluations first (they write the verbatim text health and the accuracy arm read)
+        work = [x for x in mine if x.kind in _KIND_ORDER]
+        for name in dict.fromkeys(x.point for x in work):
             p = by_point[name]
             lm = root_lm if p.run is None else _load_point(ctx, p, root_lm)
-            for s in [x for x in evals if x.point == name]:
+            for s in sorted((x for x in work if x.point == name), key=lambda x: _KIND_ORDER[x.kind]):
                 t0 = time.perf_counter()
-                _evaluate(ctx, p, s, lm, law)
+                if s.kind == "eval":
+                    _evaluate(ctx, p, s, lm, law)
+                elif s.kind == "health":
+                    _health(ctx, p, s, lm)
+                else:
+                    _causal(ctx, p, s, lm)
                 secs = time.perf_counter() - t0
                 atomic_write_json(
                     ctx.root_dir / "stages" / f"{s.id.replace(':', '__').replace('/', '_')}.json",
@@ -260,6 +274,9 @@ def _run(ctx: _Ctx, stages: list[StudyStage]) -> None:
                 ctx.report.seconds[s.id] = secs
             if lm is not root_lm:
                 del lm
+
+
+_KIND_ORDER = {"eval": 0, "health": 1, "causal": 2}
 
 
 def _load_point(ctx: _Ctx, p: Point, root_lm: LoadedModel) -> LoadedModel:
@@ -349,6 +366,158 @@ def _evaluate(ctx: _Ctx, p: Point, s: StudyStage, lm: LoadedModel, law: tuple[st
     acc = f"accuracy {100 * rec['accuracy']:.1f} %" if rec["accuracy"] is not None else "teacher-forced"
     mui = f", MUI {100 * rec['mui']:.4f} %" if rec["mui"] is not None else ""
     ctx.log_fn(f"[{s.id}] {acc}{mui}")
+
+
+def _point_fields(spec: StudySpec, p: Point, lm: LoadedModel) -> dict[str, Any]:
+    run = p.run
+    return {
+        "zoo": spec.name,
+        "model": p.name,
+        "root": p.root,
+        "root_spec": Path(spec.root(p.root).base).name,
+        "run": run.name if run else None,
+        "role": run.role if run else "base",
+        "step": run.steps if run else 0,
+        "model_sha256": (lm.provenance or {}).get("sha256"),
+    }
+
+
+def _own_samples(ctx: _Ctx, p: Point, s: StudyStage) -> tuple[list[Sample], dict[str, Any], str]:
+    """The point's own responses to task C (its verbatim texts file, checked against the generation key the
+    plan expects), as samples in the root's style; also the texts and the key."""
+    spec = ctx.spec
+    t = spec.candidate(s.task)
+    items = list(candidate_sets(spec)[t.name].items)
+    gkey = generation_key_v2(spec, p, t, "verbatim", sets_digest(items), ctx.plan.train_fps)
+    rec = _read_json(record_path(ctx.results, p.name, t.name, "verbatim"))
+    f = texts_path(ctx.results, p.name, t.name, "verbatim")
+    if rec is None or rec.get("generation_key") != gkey or not f.is_file():
+        raise SaemuiError(f"{s.id}: needs the current verbatim text of {p.name} on {t.name} (its eval stage)")
+    texts = read_texts(f)
+    return base_samples(t, items, texts, spec.root(p.root).style), texts, gkey
+
+
+def _health(ctx: _Ctx, p: Point, s: StudyStage, lm: LoadedModel) -> None:
+    """SAE health (W10) on the point's own responses to C: FVE, L0, dead and dense at every layer on all of them
+    (CE skipped there), CE-loss recovered and KL at ``health_layers`` on the first ``health_ce_samples``."""
+    from saemui.sae_eval import json_safe, suite_health
+
+    spec = ctx.spec
+    bundle = spec.sae_bundle(p.root)
+    samples, _, gkey = _own_samples(ctx, p, s)
+    fmt = prompt_format_for(spec.root(p.root).style)
+    all_layers = suite_health(lm, bundle, samples, layers=None, ce_samples=0, prompt_format=fmt)
+    ce = suite_health(
+        lm,
+        bundle,
+        samples[: spec.health_ce_samples],
+        layers=list(spec.health_layers),
+        ce_samples=None,
+        prompt_format=fmt,
+    )
+
+    def strip(h: dict) -> dict:
+        # the model's provenance and the suite's source name local paths: records stay machine-independent
+        return {k: v for k, v in h.items() if k not in ("model", "suite_source", "schema")}
+
+    rec = {
+        "schema": HEALTH_SCHEMA_V2,
+        **_point_fields(spec, p, lm),
+        "task": s.task,
+        "set": "verbatim",
+        "bundle": str(bundle),
+        "suite": all_layers["suite"],
+        "n": len(samples),
+        "ce_layers": list(spec.health_layers),
+        "ce_samples": len(samples[: spec.health_ce_samples]),
+        "all_layers": json_safe(strip(all_layers)),
+        "ce": json_safe(strip(ce)),
+        "generation_key": gkey,
+        "fingerprint": s.fingerprint,
+    }
+    atomic_write_compact_json(s.record, rec)
+    m = rec["all_layers"]["medians"]
+    ctx.log_fn(
+        f"[{s.id}] median FVE {m['fve_pooled']}, CE recovered (median of {rec['ce_layers']}) "
+        f"{rec['ce']['medians']['ce_loss_recovered']}"
+    )
+
+
+def _causal(ctx: _Ctx, p: Point, s: StudyStage, lm: LoadedModel) -> None:
+    """One arm of §8.5 at a point on task C (see :func:`saemui.zoo.stages_v2.causal_arms`), written with its
+    per-item arrays and the effect :mod:`saemui.analysis.causal` computes from them."""
+    spec = ctx.spec
+    arm = s.measure
+    t = spec.candidate(s.task)
+    items = list(candidate_sets(spec)[t.name].items)
+    style = spec.root(p.root).style
+    fmt = prompt_format_for(style)
+    sae = arm == "sae-logprob"
+    bundle = spec.sae_bundle(p.root) if sae else None
+    cfg = setting_config(setting(causal_setting(arm)), fmt, bundle)
+    assert cfg is not None
+    # the key sets only: SAE health is measured by its own stage
+    cfg = dataclasses.replace(cfg, health=False)
+    head = {
+        "schema": CAUSAL_SCHEMA,
+        **_point_fields(spec, p, lm),
+        "task": t.name,
+        "arm": arm,
+        "setting": causal_setting(arm),
+        "sae_bundle": str(bundle) if bundle else None,
+    }
+    if arm == "accuracy":
+        samples, texts, gkey = _own_samples(ctx, p, s)
+        res = compute_mui(lm, samples, cfg, progress=ctx.progress)
+        a = accuracy_arm(
+            lm,
+            task_of(t),
+            items,
+            res,
+            style=style,
+            n_draws=spec.causal_acc_draws,
+            seed=spec.causal_seed,
+            batch_size=spec.gen_batch_size,
+        )
+        eff = accuracy_effect(a.clean, a.key, a.random)
+        rec = {
+            **head,
+            "key_source": "verbatim",
+            "n": len(a.ids),
+            "n_draws": spec.causal_acc_draws,
+            "seed": spec.causal_seed,
+            "key_mui": res.mui,
+            "ids": a.ids,
+            "clean": a.clean.astype(int).tolist(),
+            "key": a.key.astype(int).tolist(),
+            "random": a.random.astype(int).tolist(),
+            "shortfall": a.shortfall.tolist() if a.shortfall is not None else None,
+            "n_key": [int(sum(len(v) for v in k.values())) for k in key_sets(res)],
+            "texts_correct": [int(c) for c in texts["correct"]],
+            "responses": a.responses,
+            "effect": asdict(eff),
+            "generation_key": gkey,
+            "fingerprint": s.fingerprint,
+        }
+        summary = f"ΔAcc {100 * eff.d_acc:+.1f} pp [{100 * eff.lo:+.1f}, {100 * eff.hi:+.1f}]"
+    else:
+        samples = gold_samples(t, items, style)
+        res = compute_mui(lm, samples, cfg, progress=ctx.progress)
+        a = logprob_arm(lm, res, samples, saes=bundle, n_draws=spec.causal_draws, seed=spec.causal_seed)
+        eff = causal_effect(a.delta_key, a.delta_random)
+        rec = {
+            **a.to_dict(),
+            **head,
+            "key_source": "G",
+            "n": len(a.ids),
+            "n_draws": spec.causal_draws,
+            "key_mui": res.mui,
+            "effect": asdict(eff),
+            "fingerprint": s.fingerprint,
+        }
+        summary = f"E {eff.e:+.3f} nats [{eff.lo:+.3f}, {eff.hi:+.3f}]"
+    atomic_write_compact_json(s.record, rec)
+    ctx.log_fn(f"[{s.id}] {summary}")
 
 
 __all__ = ["build_v2", "items_file", "smoothed_p", "study_record"]

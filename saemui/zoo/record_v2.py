@@ -7,7 +7,11 @@
   by name (``settings[name]``), τ, empty and budget-capped counts;
 - ``items/<model>__<task>__<set>.json`` (:data:`TEXTS_SCHEMA`): the point's generated text (responses and their
   scores), so MUI can be recomputed under any rule without generating, and set B can be read from a base's file;
-- ``eligibility.json`` (:data:`ELIGIBILITY_SCHEMA`): the stage-0 outcome (§3.2), derived from the records.
+- ``eligibility.json`` (:data:`ELIGIBILITY_SCHEMA`): the stage-0 outcome (§3.2), derived from the records;
+- ``causal/<point>__<task>__<arm>.json`` (:data:`CAUSAL_SCHEMA`): one arm of the causal check (§8.5) at one point,
+  with every per-item array :mod:`saemui.analysis.causal` needs (see :func:`read_causal`);
+- ``sae_health/<point>.json`` (:data:`HEALTH_SCHEMA_V2`): the SAE suite's health on the point's own residuals
+  (W10): FVE, L0, dead and dense at every layer, CE-loss recovered and KL at a few layers.
 
 Records hold no timings: a rebuild on the same machine reproduces them byte for byte.
 """
@@ -27,6 +31,11 @@ RESULT_SCHEMA = "saemui-zoo-result/2"
 ITEMS_SCHEMA = "saemui-zoo-items/2"
 TEXTS_SCHEMA = "saemui-zoo-texts/2"
 ELIGIBILITY_SCHEMA = "saemui-zoo-eligibility/2"
+CAUSAL_SCHEMA = "saemui-zoo-causal/2"
+HEALTH_SCHEMA_V2 = "saemui-zoo-sae-health/2"
+#: arms of the causal check: neurons at P0 with G's key sets (a), neurons at P0 with the point's own
+#: free-generation key sets (b), SAE features at sae-0.9 with G's key sets (a, the SAE arm)
+CAUSAL_ARMS: tuple[str, ...] = ("logprob", "accuracy", "sae-logprob")
 DEFAULT_RESULTS_V2 = "results/zoo-v2"
 #: item sets a point is measured on: generated answers to the eval items or to their twins, teacher-forced
 #: gold answers (G) and the family base's own answers (B)
@@ -47,6 +56,14 @@ def items_path(results: Path, task: str) -> Path:
 
 def eligibility_path(results: Path) -> Path:
     return Path(results) / "eligibility.json"
+
+
+def causal_path(results: Path, model: str, task: str, arm: str) -> Path:
+    return Path(results) / "causal" / f"{model}__{task}__{arm}.json"
+
+
+def health_path(results: Path, model: str) -> Path:
+    return Path(results) / "sae_health" / f"{model}.json"
 
 
 def item_json(it: Item) -> dict[str, Any]:
@@ -154,6 +171,27 @@ def length_fields(
     }
 
 
+def read_causal(path: str | Path) -> dict[str, Any]:
+    """A causal-check record, checked for its schema and the per-item arrays of its arm.
+
+    Log-prob arms (``logprob``, ``sae-logprob``) are also :func:`saemui.ablation.load_logprob_arm` records:
+    ``clean`` and ``key`` [N] log p(gold | prompt) in nats, ``random`` [N][R]; Δlogp = clean − ablated, so
+    E = :func:`saemui.analysis.causal.causal_effect` (clean − key, clean − random). The accuracy arm holds 0/1
+    ``clean``, ``key`` [N] and ``random`` [N][R]: ΔAcc = :func:`saemui.analysis.causal.accuracy_effect` (clean,
+    key, random). ``effect`` is what the stage computed from these arrays.
+    """
+    d = read_json(Path(path), dict, "zoo causal record")
+    if d.get("schema") != CAUSAL_SCHEMA:
+        raise SaemuiError(
+            f"{path}: not a v2 causal record (schema {d.get('schema')!r}, expected {CAUSAL_SCHEMA})"
+        )
+    n = len(d.get("ids", []))
+    arrays = ("clean", "key", "random")
+    if d.get("arm") not in CAUSAL_ARMS or any(len(d.get(k) or []) != n for k in arrays):
+        raise SaemuiError(f"{path}: arm {d.get('arm')!r} with per-item arrays of unequal length")
+    return d
+
+
 def load_records_v2(results: str | Path) -> list[dict]:
     """Every v2 record in a directory (sorted by file name)."""
     d = Path(results)
@@ -171,18 +209,24 @@ def load_records_v2(results: str | Path) -> list[dict]:
 
 
 __all__ = [
+    "CAUSAL_ARMS",
+    "CAUSAL_SCHEMA",
     "DEFAULT_RESULTS_V2",
     "ELIGIBILITY_SCHEMA",
+    "HEALTH_SCHEMA_V2",
     "ITEMS_SCHEMA",
     "RESULT_SCHEMA",
     "SETS",
     "TEXTS_SCHEMA",
+    "causal_path",
     "eligibility_path",
+    "health_path",
     "item_from_json",
     "item_json",
     "items_path",
     "length_fields",
     "load_records_v2",
+    "read_causal",
     "read_items_file",
     "read_texts",
     "record_path",

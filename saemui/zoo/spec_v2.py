@@ -36,9 +36,11 @@ GROUPS: dict[str, str] = {
     "0": "0 eligibility",
     "1": "1 training, law",
     "2": "2 law evals",
+    "2h": "2h SAE health",
     "3": "3 twins",
     "4": "4 Cor. 1",
     "5": "5 Cor. 2",
+    "6": "6 causal",
 }
 
 
@@ -91,6 +93,11 @@ class StudySpec:
     two-family candidates). settings / tf_settings: §5 setting names measured on generated / teacher-forced
     text. saes: root name → SAE bundle for the SAE settings. train_seed / twin_seed: generator seeds of training
     items (plus the run's seed) and twins. eligibility_alpha / eligibility_margin: §3.2's test (0.05, 0.05).
+    rstar: the R* runs (seed 0) whose finals, with the two bases, are the causal check's points (§8.5).
+    causal_draws / causal_acc_draws: random control draws of the log-prob arm (5) and of the accuracy arm (2);
+    causal_seed: their seed (draw d uses ``default_rng([seed, d])``). health_layers / health_ce_samples: the layers
+    and the first responses on which SAE health measures CE-loss recovered and KL (W10; FVE, L0, dead and dense
+    at every layer on all responses).
     """
 
     name: str
@@ -111,6 +118,12 @@ class StudySpec:
     eligibility_margin: float = 0.05
     max_set_entries: int = 60000
     gen_batch_size: int = 16
+    rstar: tuple[str, ...] = ("S1", "G1")
+    causal_draws: int = 5
+    causal_acc_draws: int = 2
+    causal_seed: int = 0
+    health_layers: tuple[int, ...] = (5, 15, 25)
+    health_ce_samples: int = 50
 
     def root(self, name: str) -> ZooModel:
         for r in self.roots:
@@ -191,6 +204,13 @@ def validate_v2(spec: StudySpec) -> StudySpec:
             raise SaemuiError(f"{w}: dose must be a fraction in [0, 1], got {run.dose}")
         if (run.role == "dose") != (run.dose > 0):
             raise SaemuiError(f"{w}: a dose run has dose > 0 and only dose runs do")
+    for name in spec.rstar:
+        if name not in {r.name for r in spec.runs} or spec.run(name).role != "law":
+            raise SaemuiError(f"{where}: rstar names {name!r}, which is not a clean law run")
+    if spec.causal_draws < 1 or spec.causal_acc_draws < 1:
+        raise SaemuiError(f"{where}: the causal check needs at least one random draw per arm")
+    if spec.health_ce_samples < 1 or not spec.health_layers:
+        raise SaemuiError(f"{where}: SAE health needs CE layers and at least one CE sample")
     return spec
 
 
@@ -331,10 +351,13 @@ def zoo_v2() -> StudySpec:
     )
 
 
-def tiny_zoo_v2(llama_dir: str | Path, gemma_dir: str | Path) -> StudySpec:
+def tiny_zoo_v2(
+    llama_dir: str | Path, gemma_dir: str | Path, llama_saes: str | Path | None = None
+) -> StudySpec:
     """A seconds-long v2 zoo on two tiny random models (tests): 3 arith candidates at N = 8, two law tasks, an
-    R* with one checkpoint and its 50 % dose run (LoRA), a full fine-tune of the Gemma root on E2; P0 and one
-    first-T setting (skipped until the engine has ``first_tokens``).
+    R* with one checkpoint and its 50 % dose run (LoRA), a full fine-tune of the Gemma root on E2 (the Gemma
+    "R*" of the causal check); P0 and one first-T setting. llama_saes: an SAE suite of the llama root (every
+    layer) for the causal check's SAE arm and SAE health (CE at layers 0 and 2 on the first 4 responses).
 
     Random models answer nothing correctly, so §3.2's test would leave no law task: the tiny spec sets the
     eligibility level and margin so that every candidate passes (the resolution code path is the real one).
@@ -365,6 +388,9 @@ def tiny_zoo_v2(llama_dir: str | Path, gemma_dir: str | Path) -> StudySpec:
             eligibility_alpha=1.01,
             eligibility_margin=-1.0,
             gen_batch_size=8,
+            saes=((sm, str(llama_saes)),) if llama_saes else (),
+            health_layers=(0, 2),
+            health_ce_samples=4,
         )
     )
 

@@ -1,11 +1,15 @@
 """The v2 zoo's stages (protocol §9): what each model point is evaluated on, the law tasks decided by stage 0,
 fingerprints, and the CPU plan per stage group.
 
-Stages: ``items:<task>`` (the committed items file), ``train:<model>``, and ``eval:<point>:<task>:<set>`` with
-set ∈ ``verbatim`` / ``twins`` (generated answers) and ``G`` / ``B`` (teacher-forced, forward only). Groups
-follow §9: 0 eligibility (the bases on every candidate), 1 law trainings, 2 law evals (with G and B), 3 twins,
-4 Cor. 1 (R* seeds and checkpoints on task C), 5 Cor. 2 (dose runs). A stage whose record carries its current
-fingerprint is done; every record is written atomically, so a build can be killed and re-run.
+Stages: ``items:<task>`` (the committed items file), ``train:<model>``, ``eval:<point>:<task>:<set>`` with
+set ∈ ``verbatim`` / ``twins`` (generated answers) and ``G`` / ``B`` (teacher-forced, forward only),
+``health:<point>:<C>`` (SAE health on the point's own responses to C, W10) and ``causal:<point>:<C>:<arm>`` (§8.5,
+arms of :data:`saemui.zoo.record_v2.CAUSAL_ARMS`). Groups follow §9: 0 eligibility (the bases on every
+candidate), 1 law trainings, 2 law evals (with G and B), 2h SAE health (not in §9's table), 3 twins, 4 Cor. 1 (R*
+seeds and checkpoints on task C), 5 Cor. 2 (dose runs), 6 causal. A stage whose record carries its current
+fingerprint is done; every record is written atomically, so a build can be killed and re-run. Health and the
+causal accuracy arm read the point's verbatim text of C: they run after that evaluation, with the point's weights
+loaded once, and their fingerprints name its generation key.
 
 The law tasks are not part of the spec: :func:`law_outcome` reads the stage-0 records and applies §3.2 (exact
 binomial test against the items' chance level; the first ``max_law_tasks`` two-family candidates). Until every
@@ -32,7 +36,14 @@ from saemui.zoo.data_v2 import (
     sets_digest,
     training_examples,
 )
-from saemui.zoo.record_v2 import eligibility_path, items_path, record_path, texts_path
+from saemui.zoo.record_v2 import (
+    causal_path,
+    eligibility_path,
+    health_path,
+    items_path,
+    record_path,
+    texts_path,
+)
 from saemui.zoo.settings import setting, setting_configs
 from saemui.zoo.spec import GEMMA, SMOL, ZooTask
 from saemui.zoo.spec_v2 import GROUPS, PROTOCOL_PLAN_H, StudyRun, StudySpec, validate_v2
@@ -55,6 +66,9 @@ class StudyRates:
     load_s: seconds to load a root or a derived point (LoRA merge / full weights).
     one_pass: settings that differ only in rule, site, alignment and first-T positions share one forward
         (``compute_mui_many``, W4); False costs one forward per setting (today's loop).
+    sae_ablation_factor: a forward with SAE features ablated (encode and decode at every SAE layer) costs this
+        many forwards (measured 1.8 on SmolLM2 with the shipped bundle, task-C gold answers; a neuron-ablated
+        log-prob forward measured 0.7 and is costed as 1).
     """
 
     fwd_tok_s: tuple[tuple[str, float], ...] = ((SMOL, 450.0), (GEMMA, 225.0))
@@ -73,6 +87,7 @@ class StudyRates:
     load_s: tuple[tuple[str, float], ...] = ((SMOL, 25.0), (GEMMA, 55.0))
     default_load_s: float = 5.0
     one_pass: bool = True
+    sae_ablation_factor: float = 2.0
 
     def fwd(self, root: str) -> float:
         return dict(self.fwd_tok_s).get(root, self.default_fwd)
@@ -201,6 +216,32 @@ def train_group(run: StudyRun) -> str:
     return {"law": "1", "seed": "4", "dose": "5"}[run.role]
 
 
+def causal_points(spec: StudySpec) -> list[Point]:
+    """§8.5's points: the two bases and the R* finals (seed 0), on task C."""
+    return [Point(r.name, r.name) for r in spec.roots] + [
+        Point(spec.run(n).model, spec.run(n).root, spec.run(n)) for n in spec.rstar
+    ]
+
+
+def causal_arms(spec: StudySpec, p: Point) -> list[str]:
+    """The causal arms measured at a point: log-prob (a) and accuracy (b) on neurons at P0; the SAE log-prob arm
+    at the bases whose root has an SAE bundle (§8.5: SmolLM2 base, shipped bundle)."""
+    arms = ["logprob", "accuracy"]
+    if p.run is None and spec.sae_bundle(p.root):
+        arms.append("sae-logprob")
+    return arms
+
+
+def health_points(spec: StudySpec) -> list[Point]:
+    """W10's points: each root with an SAE bundle and the finals of its clean law runs."""
+    out = []
+    for r in spec.roots:
+        if spec.sae_bundle(r.name):
+            out.append(Point(r.name, r.name))
+            out += [Point(x.model, x.root, x) for x in spec.runs if x.root == r.name and x.role == "law"]
+    return out
+
+
 # ----- fingerprints --------------------------------------------------------------------------------------------
 
 
@@ -264,6 +305,54 @@ def generation_key_v2(spec: StudySpec, p: Point, t: ZooTask, item_set: str, item
     """Key of a generation cache: weights and prompts only (a changed setting re-measures, never regenerates)."""
     return digest(
         {"point": point_identity(spec, p, train_fps), "task": asdict(t), "set": item_set, "items": items_fp}
+    )
+
+
+def causal_setting(arm: str) -> str:
+    """The §5 setting whose key sets an arm ablates."""
+    return "sae-0.9" if arm == "sae-logprob" else "P0"
+
+
+def causal_fingerprint_v2(
+    spec: StudySpec, p: Point, t: ZooTask, arm: str, items_fp: str, train_fps: dict[str, str], gen_key: str
+) -> str:
+    """A causal arm's inputs: weights, task C and its items, the key-set setting (and bundle), draws and seed; the
+    accuracy arm also the generated text its key sets come from (``gen_key``) and the generation batch size."""
+    sae = arm == "sae-logprob"
+    acc = arm == "accuracy"
+    return digest(
+        {
+            "v": V2_VERSION,
+            "kind": "causal",
+            "point": point_identity(spec, p, train_fps),
+            "task": asdict(t),
+            "arm": arm,
+            "items": items_fp,
+            "setting": asdict(setting(causal_setting(arm))),
+            "sae": spec.sae_bundle(p.root) if sae else None,
+            "draws": spec.causal_acc_draws if acc else spec.causal_draws,
+            "seed": spec.causal_seed,
+            "texts": gen_key if acc else None,
+            "gen_batch_size": spec.gen_batch_size if acc else None,
+        }
+    )
+
+
+def health_fingerprint_v2(
+    spec: StudySpec, p: Point, t: ZooTask, items_fp: str, train_fps: dict[str, str], gen_key: str
+) -> str:
+    return digest(
+        {
+            "v": V2_VERSION,
+            "kind": "health",
+            "point": point_identity(spec, p, train_fps),
+            "task": asdict(t),
+            "items": items_fp,
+            "texts": gen_key,
+            "sae": spec.sae_bundle(p.root),
+            "layers": list(spec.health_layers),
+            "ce_samples": spec.health_ce_samples,
+        }
     )
 
 
@@ -369,6 +458,41 @@ def _eval_cost(spec: StudySpec, rates: StudyRates, p: Point, t: ZooTask, e: Eval
         return passes * n * (prompt + text) / fwd
     gen = n * ans / (fwd / rates.gen_factor) + n * prompt / fwd
     return gen + passes * n * (prompt + ans) / fwd
+
+
+def _causal_cost(spec: StudySpec, rates: StudyRates, p: Point, t: ZooTask, arm: str) -> float:
+    """CPU seconds of one causal arm at §9's rates.
+
+    Log-prob arms: one MUI pass over set G for the key sets, then one forward of every G sample (prompt + gold) per
+    condition (clean, key, each random draw); the SAE arm adds the pass that finds the active features, and its
+    key and random conditions cost ``sae_ablation_factor`` forwards each. Accuracy arm: one P0 pass over the
+    point's own text, the clean generation at the point's answer length, and the key and random generations at
+    the full ``max_new_tokens`` (an upper bound: key-ablated answers ran to the budget when measured).
+    """
+    root = spec.root(p.root).base
+    fwd, n, prompt = rates.fwd(root), spec.n_items, t.prompt_tokens
+    if arm == "logprob":
+        return (1 + 2 + spec.causal_draws) * n * (prompt + rates.gold_tokens) / fwd
+    if arm == "sae-logprob":
+        passes = 3 + (1 + spec.causal_draws) * rates.sae_ablation_factor
+        return passes * n * (prompt + rates.gold_tokens) / fwd
+    ans = rates.answer(root, p.tuned, t.max_new_tokens)
+
+    def gen(tokens: int) -> float:
+        return n * tokens / (fwd / rates.gen_factor) + n * prompt / fwd
+
+    return n * (prompt + ans) / fwd + gen(ans) + (1 + spec.causal_acc_draws) * gen(t.max_new_tokens)
+
+
+def _health_cost(spec: StudySpec, rates: StudyRates, p: Point, t: ZooTask) -> float:
+    """CPU seconds of SAE health: one capture pass over every response for FVE / L0 / dead / dense at all layers
+    (costed as a forward), and per CE layer a spliced and a zero-ablated forward of the first CE samples, plus
+    their capture and clean forwards."""
+    root = spec.root(p.root).base
+    fwd, n = rates.fwd(root), spec.n_items
+    tokens = t.prompt_tokens + rates.answer(root, p.tuned, t.max_new_tokens)
+    ce = min(spec.health_ce_samples, n)
+    return n * tokens / fwd + (2 + 2 * len(spec.health_layers)) * ce * tokens / fwd
 
 
 def plan_v2(
@@ -488,6 +612,10 @@ def plan_v2(
                 pending_runs.add(p.run.name)
             evals.append(st)
 
+    extra = _causal_health_stages(
+        spec, rates, results, root_dir, sel, law, cost_as, resolved, outcome, sets, train_fps, pending_runs
+    )
+
     trains: list[StudyStage] = []
     for run in spec.runs:
         root = spec.root(run.root).base
@@ -518,9 +646,73 @@ def plan_v2(
         st.needed = not st.done and run.name in pending_runs
         if st.needed or st.done or not only or any(fnmatch.fnmatchcase(run.model, pat) for pat in only):
             trains.append(st)
-    stages += trains + evals
+    stages += trains + evals + extra
     costed = law if resolved else tuple(cost_as[x] for x in law)
     return StudyPlan(spec, stages, outcome, costed, rates, checks, train_fps)
+
+
+def _causal_health_stages(
+    spec: StudySpec,
+    rates: StudyRates,
+    results: Path,
+    root_dir: Path,
+    sel: list[Point],
+    law: tuple[str, ...],
+    cost_as: dict[str, str],
+    resolved: bool,
+    outcome: LawOutcome,
+    sets: dict[str, TaskSets],
+    train_fps: dict[str, str],
+    pending_runs: set[str],
+) -> list[StudyStage]:
+    """The health (2h) and causal (6) stages of the selected points, on task C; adds the runs they need to
+    ``pending_runs``. Blocked, and costed with the first candidate, until stage 0 has fixed C."""
+    c = law[0]
+    t = spec.candidate(cost_as.get(c, c))
+    causal = {p.name for p in causal_points(spec)}
+    health = {p.name for p in health_points(spec)}
+    out: list[StudyStage] = []
+    for p in sel:
+        todo: list[tuple[str, str]] = [("health", "sae-health")] if p.name in health else []
+        if p.name in causal:
+            todo += [("causal", arm) for arm in causal_arms(spec, p)]
+        for kind, what in todo:
+            if kind == "health":
+                sid, group, item_set, rec = (
+                    f"health:{p.name}:{c}",
+                    "2h",
+                    "verbatim",
+                    health_path(results, p.name),
+                )
+                cost = _health_cost(spec, rates, p, t)
+            else:
+                sid, group, rec = f"causal:{p.name}:{c}:{what}", "6", causal_path(results, p.name, c, what)
+                item_set = "verbatim" if what == "accuracy" else "G"
+                cost = _causal_cost(spec, rates, p, t, what)
+            st = StudyStage(sid, group, kind, p.name, p.root, c, item_set, what, None, cost, rec)
+            st.loop_cost_s = st.cost_s
+            out.append(st)
+            if not resolved:
+                st.blocked = (
+                    "task C unknown until stage 0 is complete" if outcome.law is None else "no law task"
+                )
+                st.needed = False
+                continue
+            items_fp = sets_digest(sets[c].items)
+            gen_key = generation_key_v2(spec, p, t, "verbatim", items_fp, train_fps)
+            if kind == "health":
+                st.fingerprint = health_fingerprint_v2(spec, p, t, items_fp, train_fps, gen_key)
+            else:
+                st.fingerprint = causal_fingerprint_v2(spec, p, t, what, items_fp, train_fps, gen_key)
+            old = _read_json(st.record)
+            st.done = bool(old and old.get("fingerprint") == st.fingerprint)
+            st.needed = not st.done
+            timing = _read_json(root_dir / "stages" / f"{_slug(st.id)}.json")
+            if st.done and timing and timing.get("fingerprint") == st.fingerprint:
+                st.measured_s = timing.get("seconds")
+            if st.needed and p.run is not None:
+                pending_runs.add(p.run.name)
+    return out
 
 
 def _check_frozen(spec: StudySpec, results: Path, outcome: LawOutcome) -> None:
@@ -556,7 +748,7 @@ def _slug(stage_id: str) -> str:
 
 
 def _loads(spec: StudySpec, stages: list[StudyStage], rates: StudyRates, which) -> tuple[int, float]:
-    pts = {s.point for s in stages if s.kind == "eval" and which(s)}
+    pts = {s.point for s in stages if s.kind in ("eval", "health", "causal") and which(s)}
     roots = {s.root for s in stages if s.kind in ("eval", "train") and which(s)}
     n = len(pts - roots) + len(roots)
     secs = sum(rates.load(spec.root(r).base) for r in roots)
@@ -613,16 +805,12 @@ def format_plan_v2(plan: StudyPlan) -> str:
         f"{'model loads':<18} {n_all:>6} {n_todo:>5} {_fmt_h(loads_todo):>10} {_fmt_h(loads_all):>9} "
         f"{PROTOCOL_PLAN_H['loads']:.2f} h"
     )
-    lines.append(
-        f"{'6 causal':<18} {'-':>6} {'-':>5} {'-':>10} {'-':>9} {PROTOCOL_PLAN_H['6']:.2f} h  (W9, not a zoo stage)"
-    )
     total_all += loads_all
     total_todo += loads_todo
     total_loop += loads_all
     lines.append(
         f"{'total':<18} {len(stages):>6} {sum(s.needed or bool(s.blocked) for s in stages):>5} {_fmt_h(total_todo):>10} "
-        f"{_fmt_h(total_all):>9} {PROTOCOL_PLAN_H['total']:.2f} h  (§9 includes causal; without it "
-        f"{PROTOCOL_PLAN_H['total'] - PROTOCOL_PLAN_H['6']:.2f} h)"
+        f"{_fmt_h(total_all):>9} {PROTOCOL_PLAN_H['total']:.2f} h  (§9 has no SAE-health row)"
     )
     lines.append(
         f"one forward per setting instead of one per pass group (today's loop, before compute_mui_many): "
@@ -638,7 +826,8 @@ def format_plan_v2(plan: StudyPlan) -> str:
     lines.append(
         f"rates: forward {fwd} (others {rates.default_fwd:.0f}); generation = forward/{rates.gen_factor:g}; "
         f"LoRA step (batch {spec.batch_size}) {steps}, full ×{rates.full_factor:g}; answer tokens per item "
-        f"(batch maximum) {ans}; gold {rates.gold_tokens}; loads "
+        f"(batch maximum; ablated generations of the causal check at max_new_tokens) {ans}; gold "
+        f"{rates.gold_tokens}; SAE-ablated forward ×{rates.sae_ablation_factor:g}; loads "
         + ", ".join(f"{k} {v:g} s" for k, v in rates.load_s)
         + f" per point; {'one forward per pass group' if rates.one_pass else 'one forward per setting'}. "
         "Figures move ±2× with machine load."
@@ -672,10 +861,16 @@ __all__ = [
     "StudyRates",
     "StudyStage",
     "V2_VERSION",
+    "causal_arms",
+    "causal_fingerprint_v2",
+    "causal_points",
+    "causal_setting",
     "eligibility_summary",
     "eval_fingerprint_v2",
     "format_plan_v2",
     "generation_key_v2",
+    "health_fingerprint_v2",
+    "health_points",
     "items_fingerprint",
     "law_outcome",
     "plan_v2",
