@@ -292,6 +292,33 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, bool]:
     return cfg, a.plan
 
 
+#: the choice rule, fixed before the comparison's results were read: the highest mean (over the compared layers) of
+#: pooled FVE on held-out task response tokens, among recipes with ≤ 5 % dead features at every layer; recipes
+#: within 0.005 of the best count as tied and the one with fewer training seconds wins (cheaper full run).
+CHOICE_TIE = 0.005
+CHOICE_MAX_DEAD = 0.05
+
+
+def choose_recipe(rows: list[dict]) -> str:
+    """The recipe of the full bundle run from the comparison's rows (see CHOICE_TIE / CHOICE_MAX_DEAD)."""
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["recipe"], []).append(r)
+    cand = {
+        name: (
+            sum(float(r["fve_pooled"]) for r in rs) / len(rs),
+            sum(float(r["train_seconds"]) for r in rs),
+        )
+        for name, rs in by.items()
+        if all((r.get("dead_frac") or 0.0) <= CHOICE_MAX_DEAD for r in rs)
+    }
+    if not cand:
+        raise SaemuiError(f"no recipe has <= {CHOICE_MAX_DEAD:.0%} dead features at every compared layer")
+    best = max(f for f, _ in cand.values())
+    tied = [n for n, (f, _) in cand.items() if f >= best - CHOICE_TIE]
+    return min(tied, key=lambda n: (cand[n][1], n))
+
+
 def report(res: dict) -> None:
     from saemui.analysis.sensitivity import sensitivity_table
 
@@ -301,6 +328,7 @@ def report(res: dict) -> None:
             f"ce_rec {row.get('ce_loss_recovered') or float('nan'):.3f} kl {row.get('kl_spliced') or float('nan'):.3f} "
             f"dead {row['dead_frac']:.3f} dense {row['dense_frac']:.3f} {row['train_seconds']:.0f}s"
         )
+    print(f"chosen recipe (rule fixed before the results): {choose_recipe(res['rows'])}")
     mui = res.get("default_run_mui") or []
     if mui:
         print(f"default-run MUI (%) at layers {res['layers']}:")

@@ -128,3 +128,21 @@ def test_sensitivity_grid_is_one_factor_at_a_time():
     cfg, _ = mod.parse_args(["--sensitivity", "topk-k32-b256-e2"])
     assert [r.name for r in cfg.recipes] == [r.name for r in grid]
     assert mod.main(["--sensitivity", "topk-k32-b256-e2", "--recipes", "topk-k32-b128-e2", "--plan"]) == 2
+
+
+def test_choose_recipe_rule():
+    mod = load_script()
+
+    def row(name, layer, fve, secs, dead=0.0):
+        return {"recipe": name, "layer": layer, "fve_pooled": fve, "train_seconds": secs, "dead_frac": dead}
+
+    rows = [
+        row("a", 5, 0.70, 100), row("a", 15, 0.60, 100),  # mean 0.650
+        row("b", 5, 0.71, 300), row("b", 15, 0.62, 300),  # mean 0.665: best
+        row("c", 5, 0.70, 50), row("c", 15, 0.625, 50),  # mean 0.6625: within 0.005 of b, cheaper
+        row("d", 5, 0.90, 10), row("d", 15, 0.90, 10, dead=0.2),  # too many dead features
+    ]  # fmt: skip
+    assert mod.choose_recipe(rows) == "c"
+    assert mod.choose_recipe([r for r in rows if r["recipe"] != "c"]) == "b"
+    with pytest.raises(mod.SaemuiError, match="dead"):
+        mod.choose_recipe([r for r in rows if r["recipe"] == "d"])
