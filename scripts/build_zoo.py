@@ -113,7 +113,10 @@ def main_v2(args: argparse.Namespace, cache: Path, only: list[str] | None) -> in
     # machine and one call per setting. Freezing what exists now limits the scans to the build's own objects.
     gc.freeze()
     try:
-        rep = build_v2(spec, results, cache, only=only, device=args.device, progress=args.progress)
+        groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
+        rep = build_v2(
+            spec, results, cache, only=only, device=args.device, progress=args.progress, groups=groups
+        )
     finally:
         gc.unfreeze()
     print(f"ran {len(rep.ran)} stage(s), skipped {len(rep.skipped)} already done; results in {results}")
@@ -135,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         help="v2 --plan: cost one forward per setting (before compute_mui_many) instead of one per pass group",
     )
     ap.add_argument("--only", help="comma-separated model names or globs (default: all)")
+    ap.add_argument(
+        "--groups",
+        help="v2: run only these stage groups, comma-separated (e.g. 0 = stage 0 alone; see --plan)",
+    )
     ap.add_argument("--tiny", action="store_true", help="the tiny random-model zoo (seconds; for CI)")
     ap.add_argument(
         "--results", help="result directory (default results/zoo; --tiny: <cache>/zoo/tiny/results)"

@@ -613,3 +613,19 @@ def test_tiny_v2_causal_and_health_fingerprints(tiny_v2):
     assert {x.rsplit(":", 1)[1] for x in todo} == {"accuracy"} and len(todo) == 4
     with pytest.raises(SaemuiError, match="not a clean law run"):
         validate_v2(replace(spec, rstar=("S1-dose50",)))
+
+
+def test_tiny_v2_groups_stage0_alone(tmp_path, capsys):
+    """--groups 0 runs stage 0 and stops: the law tasks are written, nothing is trained or evaluated after it."""
+    mod = load_script("build_zoo")
+    base = ["--spec", "v2", "--tiny", "--results", str(tmp_path / "r"), "--cache", str(tmp_path / "c")]
+    assert mod.main([*base, "--groups", "0"]) == 0
+    recs = sorted(p.name for p in (tmp_path / "r").glob("*__*__*.json"))
+    assert recs and all(
+        n.split("__")[0] in ("tiny-llama", "tiny-gemma") and n.endswith("__verbatim.json") for n in recs
+    )
+    assert (tmp_path / "r" / "eligibility.json").is_file()
+    assert not list((tmp_path / "c").rglob("weights/*"))  # no training ran
+    capsys.readouterr()
+    assert mod.main([*base, "--groups", "0,9"]) == 2
+    assert "stage group(s) 9 unknown" in capsys.readouterr().err

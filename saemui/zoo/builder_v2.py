@@ -54,7 +54,7 @@ from saemui.zoo.record_v2 import (
 )
 from saemui.zoo.settings import measure_settings, mui_t_setting, setting, setting_config, setting_configs
 from saemui.zoo.spec import ZooModel, ZooTask
-from saemui.zoo.spec_v2 import StudyRun, StudySpec
+from saemui.zoo.spec_v2 import GROUPS, StudyRun, StudySpec
 from saemui.zoo.stages import _read_json, zoo_cache
 from saemui.zoo.stages_v2 import (
     Point,
@@ -200,8 +200,22 @@ def build_v2(
     device: str | None = None,
     progress: bool = False,
     log_fn: Callable[[str], None] = print,
+    groups: Sequence[str] | None = None,
 ) -> BuildReport:
-    """Run every pending v2 stage (see the module docstring); returns what ran and what was skipped."""
+    """Run every pending v2 stage (see the module docstring); returns what ran and what was skipped.
+
+    groups: run only the stages of these stage groups (e.g. ``["0"]``: stage 0 alone, so that the plan can be
+    recomputed with measured rates and §9's cuts decided before anything else runs); None = all."""
+    if groups is not None:
+        unknown = sorted(set(groups) - set(GROUPS))
+        if unknown:
+            raise SaemuiError(
+                f"stage group(s) {', '.join(unknown)} unknown (expected some of {', '.join(GROUPS)})"
+            )
+
+    def wanted(s) -> bool:
+        return groups is None or s.group in groups
+
     results = Path(results)
     root_dir = zoo_cache(spec, cache)
     root_dir.mkdir(parents=True, exist_ok=True)
@@ -216,7 +230,7 @@ def build_v2(
             if s.kind == "items" and s.needed:
                 atomic_write_json(s.record, items_file(spec, plan, s.task))
                 report.ran.append(s.id)
-        _run(ctx, [s for s in plan.stages if s.group == "0"])
+        _run(ctx, [s for s in plan.stages if s.group == "0" and wanted(s)])
         plan = plan_v2(spec, results, cache, only=only)
         ctx.plan = plan
         law = plan.outcome.law
@@ -228,7 +242,7 @@ def build_v2(
         else:
             write_eligibility(spec, plan.outcome, results)
             log_fn(f"law tasks: {', '.join(law)} (C = {law[0]})")
-            _run(ctx, [s for s in plan.stages if s.group != "0" and s.kind != "items"])
+            _run(ctx, [s for s in plan.stages if s.group != "0" and s.kind != "items" and wanted(s)])
         for s in plan.stages:
             if not s.needed and s.id not in report.ran:
                 report.skipped.append(s.id)
