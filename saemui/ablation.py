@@ -53,7 +53,7 @@ import torch
 
 from saemui.capture import block_output, get_backend, parse_site, site_name
 from saemui.errors import SaemuiError
-from saemui.inputs import collate, encode_samples, plan_batches, prompt_ids
+from saemui.inputs import collate, encode_samples, plan_batches
 from saemui.io import atomic_write_json
 from saemui.models import LoadedModel
 from saemui.readers import read_json
@@ -385,39 +385,31 @@ def generate_ablated(
     prompt_format: str = "auto",
     batch_size: int = 16,
 ) -> list[list[str]]:
-    """Greedy responses to ``prompts`` under each condition ([len(ablations)][N]); the loop of
-    :func:`saemui.tasks.generation.generate` (same order, left padding, stops), so the clean condition (None) gives
-    its responses. Ablation sets are indexed by prompt position."""
-    from saemui.tasks.base import truncate_at_stop
+    """Greedy responses to ``prompts`` under each condition ([len(ablations)][N]): :func:`saemui.tasks.generation.
+    generate` (same batches, left padding, stops) with each batch generated inside :func:`ablated`, so the clean
+    condition (None) gives its responses. Ablation sets are indexed by prompt position."""
+    from saemui.tasks.generation import generate
 
-    tok = lm.tokenizer
-    ids = [prompt_ids(tok, p, prompt_format) for p in prompts]
-    order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
-    out = [[""] * len(ids) for _ in ablations]
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        T = max(len(ids[i]) for i in idx)
-        inp = torch.full((len(idx), T), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), T), dtype=torch.long)
-        for b, i in enumerate(idx):
-            inp[b, T - len(ids[i]) :] = torch.tensor(ids[i])
-            mask[b, T - len(ids[i]) :] = 1
-        for c, a in enumerate(ablations):
+    def around(a: Ablation | None):
+        def enter(idx: list[int]):
             neurons, features = a.rows(idx) if a is not None else (None, None)
-            with ablated(lm, neurons, features, saes):
-                gen = lm.model.generate(
-                    input_ids=inp.to(lm.device),
-                    attention_mask=mask.to(lm.device),
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    eos_token_id=tok.eos_token_id,
-                    pad_token_id=tok.pad_token_id,
-                    stop_strings=list(stop) or None,
-                    tokenizer=tok if stop else None,
-                )
-            for b, i in enumerate(idx):
-                out[c][i] = truncate_at_stop(tok.decode(gen[b, T:], skip_special_tokens=True), stop).strip()
-    return out
+            return ablated(lm, neurons, features, saes)
+
+        return enter
+
+    return [
+        generate(
+            lm,
+            prompts,
+            max_new_tokens,
+            stop,
+            prompt_format,
+            batch_size,
+            progress=False,
+            around_batch=around(a),
+        )
+        for a in ablations
+    ]
 
 
 # ----- the two arms of §8.5 -----------------------------------------------------------------------------------

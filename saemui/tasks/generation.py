@@ -21,12 +21,14 @@ scorer fix never needs regeneration.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,8 +60,12 @@ def generate(
     prompt_format: str = "auto",
     batch_size: int = 16,
     progress: bool = True,
+    around_batch: Callable[[list[int]], AbstractContextManager] | None = None,
 ) -> list[str]:
-    """Greedy responses for ``prompts``; left padding (generation appends on the right)."""
+    """Greedy responses for ``prompts``; left padding (generation appends on the right).
+
+    around_batch: called with a batch's prompt indices, returns a context manager the batch is generated in
+    (e.g. :func:`saemui.ablation.ablated` with that batch's per-row unit sets)."""
     tok = lm.tokenizer
     ids = [prompt_ids(tok, p, prompt_format) for p in prompts]
     order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
@@ -73,16 +79,17 @@ def generate(
         for b, i in enumerate(idx):
             inp[b, T - len(ids[i]) :] = torch.tensor(ids[i])
             mask[b, T - len(ids[i]) :] = 1
-        gen = lm.model.generate(
-            input_ids=inp.to(lm.device),
-            attention_mask=mask.to(lm.device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=eos,
-            pad_token_id=tok.pad_token_id,
-            stop_strings=list(stop) or None,
-            tokenizer=tok if stop else None,
-        )
+        with around_batch(idx) if around_batch is not None else contextlib.nullcontext():
+            gen = lm.model.generate(
+                input_ids=inp.to(lm.device),
+                attention_mask=mask.to(lm.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=eos,
+                pad_token_id=tok.pad_token_id,
+                stop_strings=list(stop) or None,
+                tokenizer=tok if stop else None,
+            )
         for b, i in enumerate(idx):
             text = tok.decode(gen[b, T:], skip_special_tokens=True)
             out[i] = truncate_at_stop(text, stop).strip()
