@@ -236,10 +236,6 @@ def _close(got, want) -> None:
     np.testing.assert_allclose(g[ok], w[ok], rtol=1e-12, atol=1e-12)
 
 
-def _family_of(model: str) -> str:
-    return "tiny-llama" if model.startswith("tiny-llama") else "tiny-gemma"
-
-
 # ----- the adapter, column by column ------------------------------------------------------------------------
 
 
