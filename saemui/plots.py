@@ -611,7 +611,8 @@ def plot_causal(
         ax2.axhline(0, color="black", lw=0.6)
         ax2.set_xticks(x, names, rotation=20, ha="right")
         ax2.set_xlim(-0.5, len(names) - 0.5)
-        ax2.set_ylabel("ΔAcc = Acc(random ablated) − Acc(key ablated) (pp)")
+        # two lines: on one the label is longer than the panel is tall and is clipped at the top
+        ax2.set_ylabel("ΔAcc (pp)\n= Acc(random ablated) − Acc(key ablated)")
         ax2.set_title("greedy accuracy", fontsize=10)
         legend_outside(ax2, fontsize=7.5)
     first = effects[names[0]]
