@@ -191,6 +191,12 @@ def case_setup(case: str, t: Path, model: str) -> tuple[list[str], str]:
         return s(GOOD) + ["--saes", "gpt2-small-res-jb:blocks.99.x"], "not in release"
     if case == "release-offline":
         return s(GOOD) + ["--saes", "gpt2-small-res-jb:blocks.0.hook_resid_pre"], "could not download SAE"
+    if case == "first-tokens":
+        return s(GOOD) + neu + ["--first-tokens", "0"], "--first-tokens 0: expected a positive number"
+    if case == "also-field":
+        return s(GOOD) + neu + ["--also", "b=colour=red"], "--also 'b=colour=red': unknown field 'colour'"
+    if case == "also-explore":
+        return s(GOOD) + neu + ["--also", "b=threshold=topk:3", "--explore"], "--also and --explore exclude"
     if case == "out-not-writable":
         return s(GOOD) + neu + ["--out", str(_write(t / "f", "x") / "o")], "not writable"
     if case == "checkpoint-mismatch":
@@ -230,6 +236,9 @@ CASES = [
     "task-flags-without-task",
     "limit",
     "max-length",
+    "first-tokens",
+    "also-field",
+    "also-explore",
     "prompt-too-long",
     "checkpoint-every",
     "model-gguf-missing",
