@@ -31,8 +31,6 @@ when the directory holds no v2 record at all.
 from __future__ import annotations
 
 import argparse
-import math
-import platform
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -51,6 +49,7 @@ from saemui.analysis import training as tr
 from saemui.analysis import zoo_v2_corollaries as zc
 from saemui.analysis.corollary import BOOT_SEED, LEVEL, N_BOOT, CorollaryVerdict
 from saemui.analysis.embed import KMEANS_K, KMEANS_RESTARTS, SVD_DIMS, embed
+from saemui.analysis.study_report import analysis_versions, fmt, json_num
 from saemui.errors import SaemuiError
 from saemui.io import atomic_write_compact_json, atomic_write_text
 from saemui.readers import read_json
@@ -173,46 +172,18 @@ def _not_run(part: str, why: str, missing: Sequence[str] | None) -> dict[str, An
 # ----- JSON helpers ----------------------------------------------------------------------------------------
 
 
-def _num(x: Any) -> Any:
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(float(x)) else None
-    if x is None or x is pd.NA:
-        return None
-    if isinstance(x, np.ndarray):
-        return [_num(v) for v in x.tolist()]
-    if isinstance(x, (list, tuple)):
-        return [_num(v) for v in x]
-    if isinstance(x, dict):
-        return {str(k): _num(v) for k, v in x.items()}
-    return x
-
-
 def table(df: pd.DataFrame) -> dict[str, Any]:
     """A DataFrame as {"columns", "rows"} (NaN as null)."""
     return {
         "columns": [str(c) for c in df.columns],
-        "rows": [[_num(v) for v in r] for r in df.itertuples(index=False)],
+        "rows": [[json_num(v) for v in r] for r in df.itertuples(index=False)],
     }
 
 
 def verdict_json(v: CorollaryVerdict) -> dict[str, Any]:
-    out = _num(v.as_row())
+    out = json_num(v.as_row())
     if hasattr(v, "signature"):
         out["signature"] = v.signature
-    return out
-
-
-def versions() -> dict[str, Any]:
-    out: dict[str, Any] = {"python": platform.python_version()}
-    for name in ("saemui", "numpy", "pandas", "scipy", "matplotlib"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
     return out
 
 
@@ -323,7 +294,7 @@ def run_cor2(cx: Context) -> dict[str, Any]:
         out["matches"] = table(matches)
         try:
             dm = ct.matched_dmui(matches, n_boot=cx.args.n_boot, seed=BOOT_SEED, level=LEVEL)
-            out["dmui_match"] = _num(
+            out["dmui_match"] = json_num(
                 {
                     "estimate": dm.estimate,
                     "lo": dm.lo,
@@ -437,9 +408,9 @@ def run_cor4(cx: Context) -> dict[str, Any]:
             "kmeans_restarts": KMEANS_RESTARTS,
             "datasets": table(datasets),
             "measures": table(per_ds),
-            "baseline_tau": _num(taus.baseline_tau),
+            "baseline_tau": json_num(taus.baseline_tau),
             "per_point": table(taus.per_point),
-            "delta": _num(
+            "delta": json_num(
                 {
                     "estimate": d.estimate,
                     "lo": d.lo,
@@ -475,7 +446,7 @@ def run_cor4(cx: Context) -> dict[str, Any]:
             "n_random": a.n_random,
             "cells": table(cells.cells),
             "c": dv.binomial_min_count(len(cells.cells)),
-            "advantage": _num(
+            "advantage": json_num(
                 {
                     "estimate": adv.estimate,
                     "lo": adv.lo,
@@ -497,7 +468,7 @@ def run_cor4(cx: Context) -> dict[str, Any]:
 
 
 def _effect_json(e: ca.CausalEffect) -> dict[str, Any]:
-    return _num(
+    return json_num(
         {
             "E": e.e,
             "lo": e.lo,
@@ -514,7 +485,7 @@ def _effect_json(e: ca.CausalEffect) -> dict[str, Any]:
 
 
 def _acc_json(a: ca.AccuracyEffect) -> dict[str, Any]:
-    return _num(
+    return json_num(
         {
             "dAcc": a.d_acc,
             "lo": a.lo,
@@ -551,7 +522,7 @@ def run_causal(cx: Context, n_points: int) -> dict[str, Any]:
         "logprob": {p: _effect_json(e) for p, e in effects.items()},
         "accuracy": {p: _acc_json(e) for p, e in acc.items()},
         "sae_logprob": {p: _effect_json(e) for p, e in sae.items()},
-        "meta": _num(arr.meta),
+        "meta": json_num(arr.meta),
         "table": table(ca.causal_table(effects, acc)) if effects else None,
         "verdict": {
             "label": v.label,
@@ -574,13 +545,7 @@ def run_health(cx: Context) -> dict[str, Any]:
 
 
 def _f(x: Any, nd: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, float):
-        return f"{x:.{nd}g}" if abs(x) < 1e4 else f"{x:.3e}"
-    return str(x)
+    return ("yes" if x else "no") if isinstance(x, bool) else fmt(x, nd)
 
 
 def _ci_s(lo: Any, hi: Any) -> str:
@@ -1022,7 +987,7 @@ def report(args: argparse.Namespace, results: Path) -> tuple[dict[str, Any], Con
         "command": COMMAND + ("" if str(results) == DEFAULT_RESULTS_V2 else f" --results {results}"),
         "results": str(results),
         "zoo": elig.get("zoo"),
-        "versions": versions(),
+        "versions": analysis_versions(),
         "protocol": {
             "level": LEVEL,
             "n_boot": a.n_boot,
@@ -1100,7 +1065,7 @@ def main(argv: list[str] | None = None) -> int:
         results = Path(args.results)
         rep, cx = report(args, results)
         out_json = Path(args.json) if args.json else results / "study_corollaries.json"
-        atomic_write_compact_json(out_json, _num(rep))
+        atomic_write_compact_json(out_json, json_num(rep))
         atomic_write_text(Path(args.md), markdown(rep))
         written = [] if args.no_figures else figures(rep, cx, Path(args.figures))
     except SaemuiError as e:

@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import sys
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +42,7 @@ from saemui.analysis import study
 from saemui.analysis import zoo_v2 as zv
 from saemui.analysis.eligibility import MIN_SD_POINTS, training_moves
 from saemui.analysis.random_units import N_DRAWS
+from saemui.analysis.study_report import analysis_versions, fmt, json_num
 from saemui.errors import SaemuiError
 from saemui.io import atomic_write_compact_json, atomic_write_text
 from saemui.readers import read_json
@@ -124,20 +123,8 @@ def missing_records(records: Sequence[Mapping[str, Any]], law: Sequence[str]) ->
 # ----- JSON helpers ----------------------------------------------------------------------------------------
 
 
-def _num(x: Any) -> Any:
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(float(x)) else None
-    if x is pd.NA or x is None:
-        return None
-    return x
-
-
 def _ci(ci: Sequence[float]) -> list[Any]:
-    return [_num(ci[0]), _num(ci[1])]
+    return [json_num(ci[0]), json_num(ci[1])]
 
 
 def _verdict(v: study.Verdict) -> dict[str, Any]:
@@ -148,16 +135,6 @@ def _verdict(v: study.Verdict) -> dict[str, Any]:
         "absent": v.absent,
         "downgraded": list(v.downgraded),
     }
-
-
-def versions() -> dict[str, Any]:
-    out: dict[str, Any] = {"python": platform.python_version()}
-    for name in ("saemui", "numpy", "pandas", "scipy", "matplotlib"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 # ----- one test --------------------------------------------------------------------------------------------
@@ -224,7 +201,7 @@ def law_json(lt: study.LawTest, name: str, col: str, role: str, pts: pd.DataFram
 
 
 def study_r2(lt: study.LawTest, pts: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
-    return {k: _num(v) for k, v in zv.r_squared(lt.fit, y, pts["family"].to_numpy()).items()}
+    return {k: json_num(v) for k, v in zv.r_squared(lt.fit, y, pts["family"].to_numpy()).items()}
 
 
 class Runner:
@@ -463,16 +440,8 @@ def analyse(
 # ----- markdown --------------------------------------------------------------------------------------------
 
 
-def _f(x: Any, nd: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.{nd}g}" if abs(x) < 1e4 else f"{x:.3e}"
-    return str(x)
-
-
 def _ci_s(ci: Sequence[Any] | None) -> str:
-    return "–" if not ci else f"[{_f(ci[0])}, {_f(ci[1])}]"
+    return "–" if not ci else f"[{fmt(ci[0])}, {fmt(ci[1])}]"
 
 
 def _verdict_s(t: Mapping[str, Any]) -> str:
@@ -509,7 +478,7 @@ def _test_rows(tests: Sequence[Mapping[str, Any]], with_setting: bool) -> list[s
             sens = " / ".join(
                 "not run"
                 if t["sensitivity"].get(k) is None
-                else f"U = {_f(t['sensitivity'][k]['t_ci'][1])}, {_f(t['sensitivity'][k]['boot_ci'][1])}"
+                else f"U = {fmt(t['sensitivity'][k]['t_ci'][1])}, {fmt(t['sensitivity'][k]['boot_ci'][1])}"
                 for k in ("A", "B")
             )
         cells = [t["task"], *([t["setting"]] if with_setting else []), t["hypothesis"], _n_s(t)]
@@ -517,10 +486,10 @@ def _test_rows(tests: Sequence[Mapping[str, Any]], with_setting: bool) -> list[s
             cells += ["–", "–", "–", "–", _verdict_s(t), sens]
         else:
             cells += [
-                _f(t["slope"]),
+                fmt(t["slope"]),
                 _ci_s(t["t_ci"]),
                 _ci_s(t["boot_ci"]),
-                _f(t["delta"]),
+                fmt(t["delta"]),
                 _verdict_s(t),
                 sens,
             ]
@@ -541,9 +510,9 @@ def markdown(rep: Mapping[str, Any]) -> str:
         f"- eligible law tasks (stage 0): {', '.join(rep['eligible_law_tasks']) or 'none'}; after the §3.2 "
         f"training-moves rule (SD of P ≥ {p['min_sd']} points): law tasks {', '.join(rep['law_tasks']) or 'none'}"
         f" (m = {rep['m']}), one-family {', '.join(rep['one_family_tasks']) or 'none'}",
-        f"- α′ = 0.05/m = {_f(rep['alpha_prime'], 4)}; intervals at 1 − α′; run bootstrap B = {p['n_boot']}, seed "
+        f"- α′ = 0.05/m = {fmt(rep['alpha_prime'], 4)}; intervals at 1 − α′; run bootstrap B = {p['n_boot']}, seed "
         f"{p['boot_seed']} (downgrade check seeds {', '.join(map(str, p['robustness_seeds']))}); δ(H1) = "
-        f"{_f(p['delta_h1'], 4)}",
+        f"{fmt(p['delta_h1'], 4)}",
         f"- random units: {p['random_draws']} draws, seed {p['random_seed']}; sensitivity B: {p['nstar_subsets']} "
         f"subsets of n* samples, seed {p['nstar_seed']} (run only when n* ≥ {p['min_nstar']})",
         "",
@@ -554,7 +523,9 @@ def markdown(rep: Mapping[str, Any]) -> str:
     ]
     for task, v in rep["training_moves"].items():
         for fam, f in v["families"].items():
-            lines.append(f"| {task} | {fam} | {f['n']} | {_f(f['sd_P'])} | {'yes' if f['moves'] else 'no'} |")
+            lines.append(
+                f"| {task} | {fam} | {f['n']} | {fmt(f['sd_P'])} | {'yes' if f['moves'] else 'no'} |"
+            )
     lines += ["", "## Primary tests at P0", ""]
     prim = [t for t in rep["tests"] if t["role"] == "primary"]
     lines += _test_rows(prim, False) if prim else ["No law task is left: no primary test."]
@@ -587,10 +558,10 @@ def markdown(rep: Mapping[str, Any]) -> str:
         if "error" in f:
             return ["–", "–", "–", f"no fit ({f['error']})"]
         return [
-            _f(f["slope"]),
+            fmt(f["slope"]),
             _ci_s(f["t_ci"]),
             _ci_s(f["boot_ci"]),
-            f"{_f(f['r2'])} ({_f(f['r2_within'])})",
+            f"{fmt(f['r2'])} ({fmt(f['r2_within'])})",
         ]
 
     for b in rep["baselines"]:
@@ -598,9 +569,9 @@ def markdown(rep: Mapping[str, Any]) -> str:
         rnd = (
             f"no fit ({r['error']})"
             if "error" in r
-            else f"{_f(r['slope'])}, t {_ci_s(r['t_ci'])}, boot {_ci_s(r['boot_ci'])}: {_verdict_s(r)}"
+            else f"{fmt(r['slope'])}, t {_ci_s(r['t_ci'])}, boot {_ci_s(r['boot_ci'])}: {_verdict_s(r)}"
         )
-        cells = [b["task"], b["setting"], f"{_f(b['H1_r2'])} ({_f(b['H1_r2_within'])})"]
+        cells = [b["task"], b["setting"], f"{fmt(b['H1_r2'])} ({fmt(b['H1_r2_within'])})"]
         cells += fit_cells(b["length"]) + fit_cells(b["lexical"]) + [rnd]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## §7.2 H1 on MUI_T (secondary)", ""]
@@ -619,7 +590,7 @@ def markdown(rep: Mapping[str, Any]) -> str:
             continue
         for what, f in s["fits"].items():
             lines.append(
-                f"| {s['task']} | {s['hypothesis']} | {what} | {f['n']} | {_f(f['slope'])} | {_ci_s(f['t_ci'])} | "
+                f"| {s['task']} | {s['hypothesis']} | {what} | {f['n']} | {fmt(f['slope'])} | {_ci_s(f['t_ci'])} | "
                 f"{_ci_s(f['boot_ci'])} | {f['verdict']} |"
             )
     lines += ["", "Pooled fit over the law tasks (CR1 t-interval, cluster bootstrap over runs):", ""]
@@ -633,14 +604,14 @@ def markdown(rep: Mapping[str, Any]) -> str:
                 lines.append(f"| {f['hypothesis']} | – | – | – | – | no fit ({f['error']}) |")
             else:
                 lines.append(
-                    f"| {f['hypothesis']} | {f['n']} | {_f(f['slope'])} | {_ci_s(f['t_ci'])} | "
+                    f"| {f['hypothesis']} | {f['n']} | {fmt(f['slope'])} | {_ci_s(f['t_ci'])} | "
                     f"{_ci_s(f['boot_ci'])} | {f['verdict']} |"
                 )
     else:
         lines.append("not run (fewer than 2 law tasks)")
     lines += ["", "Robust across shares (§6.6; – = a share has no fit):", ""]
     for name, v in rep["robust_across_shares"].items():
-        lines.append(f"- {name}: " + (", ".join(f"{t}: {_f(x)}" for t, x in v.items()) or "–"))
+        lines.append(f"- {name}: " + (", ".join(f"{t}: {fmt(x)}" for t, x in v.items()) or "–"))
     lines += ["", "## Every setting (secondary except P0)", ""]
     lines += _test_rows([t for t in rep["tests"] if t["role"] != "primary"], True)
     if rep["missing_records"]:
@@ -764,7 +735,7 @@ def report(results: Path, n_boot: int, min_sd: float) -> tuple[dict[str, Any], R
         "command": COMMAND + ("" if str(results) == DEFAULT_RESULTS_V2 else f" --results {results}"),
         "results": str(results),
         "zoo": elig.get("zoo"),
-        "versions": versions(),
+        "versions": analysis_versions(),
         "protocol": {
             "family_alpha": study.FAMILY_ALPHA,
             "n_boot": n_boot,
@@ -787,7 +758,9 @@ def report(results: Path, n_boot: int, min_sd: float) -> tuple[dict[str, Any], R
         "missing_records": missing_records(records, eligible),
         "points": {
             "columns": list(JSON_POINT_COLUMNS),
-            "rows": [[_num(v) for v in r] for r in law_pts[list(JSON_POINT_COLUMNS)].itertuples(index=False)],
+            "rows": [
+                [json_num(v) for v in r] for r in law_pts[list(JSON_POINT_COLUMNS)].itertuples(index=False)
+            ],
         },
     }
     return rep, runner, points
