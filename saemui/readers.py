@@ -75,11 +75,20 @@ def loads(text: str, where: str, one_line: bool = False) -> Any:
         raise SaemuiError(f"{where}: malformed JSON ({what})") from None
 
 
-def read_json(path: str | os.PathLike, expected: type | None = dict, what: str = "JSON file") -> Any:
-    """Decode a JSON file (BOM allowed); with ``expected`` the top level must be of that type."""
+def read_json(
+    path: str | os.PathLike,
+    expected: type | None = dict,
+    what: str = "JSON file",
+    schema: str | None = None,
+    kind: str | None = None,
+) -> Any:
+    """Decode a JSON file (BOM allowed); with ``expected`` the top level must be of that type; with ``schema`` the
+    object's ``"schema"`` field must equal it (else "<path>: not a <kind or what> (schema …, expected …)")."""
     obj = loads(read_text(path, what), str(path))
     if expected is not None and not isinstance(obj, expected):
         raise SaemuiError(f"{path}: expected {_NAMES.get(expected, expected.__name__)}, got {type_name(obj)}")
+    if schema is not None and obj.get("schema") != schema:
+        raise SaemuiError(f"{path}: not a {kind or what} (schema {obj.get('schema')!r}, expected {schema})")
     return obj
 
 

@@ -125,3 +125,16 @@ def test_manifest_file_names_stay_inside_the_sae(tmp_path):
     (d.parent / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(SaemuiError, match="points outside its SAE directory"):
         open_suite(d.parent)
+
+
+def test_read_json_schema_check(tmp_path):
+    from saemui.readers import read_json
+
+    p = tmp_path / "r.json"
+    p.write_text('{"schema": "other/1", "x": 1}')
+    assert read_json(p, dict, "zoo record", schema="other/1") == {"schema": "other/1", "x": 1}
+    with pytest.raises(SaemuiError) as e:
+        read_json(p, dict, "zoo record", schema="mine/2", kind="v2 zoo record")
+    assert str(e.value) == f"{p}: not a v2 zoo record (schema 'other/1', expected mine/2)"
+    with pytest.raises(SaemuiError, match=r"not a zoo record \(schema 'other/1'"):
+        read_json(p, dict, "zoo record", schema="mine/2")

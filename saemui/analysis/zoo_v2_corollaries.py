@@ -566,12 +566,9 @@ def load_sae_health(results: str | Path) -> list[dict[str, Any]]:
     d = Path(results) / "sae_health"
     out = []
     for p in sorted(d.glob("*.json")) if d.is_dir() else []:
-        rec = read_json(p, dict, "zoo SAE-health record")
-        if rec.get("schema") != HEALTH_SCHEMA_V2:
-            raise SaemuiError(
-                f"{p}: not a v2 SAE-health record (schema {rec.get('schema')!r}, expected {HEALTH_SCHEMA_V2})"
-            )
-        out.append(rec)
+        out.append(
+            read_json(p, dict, "zoo SAE-health record", schema=HEALTH_SCHEMA_V2, kind="v2 SAE-health record")
+        )
     return out
 
 

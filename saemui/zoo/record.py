@@ -178,11 +178,7 @@ def load_records(results: str | os.PathLike | None = None) -> list[dict]:
         raise SaemuiError(f"{d}: no zoo results directory (build it with scripts/build_zoo.py)")
     out = []
     for f in sorted(d.glob("*__*.json")):
-        rec = read_json(f, dict, "zoo result")
-        if rec.get("schema") != RESULT_SCHEMA:
-            raise SaemuiError(
-                f"{f}: not a zoo result (schema {rec.get('schema')!r}, expected {RESULT_SCHEMA})"
-            )
+        rec = read_json(f, dict, "zoo result", schema=RESULT_SCHEMA, kind="zoo result")
         check_zoo_record(rec, str(f))
         out.append(rec)
     if not out:

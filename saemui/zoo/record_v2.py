@@ -76,11 +76,7 @@ def item_from_json(d: dict[str, Any]) -> Item:
 
 def read_items_file(path: Path) -> dict[str, Any]:
     """An items file, checked for its schema; ``items`` and ``twins`` as :class:`Item` lists."""
-    d = read_json(path, dict, "zoo items file")
-    if d.get("schema") != ITEMS_SCHEMA:
-        raise SaemuiError(
-            f"{path}: not a v2 items file (schema {d.get('schema')!r}, expected {ITEMS_SCHEMA})"
-        )
+    d = read_json(path, dict, "zoo items file", schema=ITEMS_SCHEMA, kind="v2 items file")
     return {
         **d,
         "items": [item_from_json(x) for x in d["items"]],
@@ -90,11 +86,7 @@ def read_items_file(path: Path) -> dict[str, Any]:
 
 def read_texts(path: Path) -> dict[str, Any]:
     """A point's generated-text file (``ids``, ``responses``, ``correct``)."""
-    d = read_json(path, dict, "zoo texts file")
-    if d.get("schema") != TEXTS_SCHEMA:
-        raise SaemuiError(
-            f"{path}: not a v2 texts file (schema {d.get('schema')!r}, expected {TEXTS_SCHEMA})"
-        )
+    d = read_json(path, dict, "zoo texts file", schema=TEXTS_SCHEMA, kind="v2 texts file")
     if len(d.get("ids", [])) != len(d.get("responses", [])):
         raise SaemuiError(f"{path}: ids and responses differ in length")
     return d
@@ -180,11 +172,7 @@ def read_causal(path: str | Path) -> dict[str, Any]:
     ``clean``, ``key`` [N] and ``random`` [N][R]: ΔAcc = :func:`saemui.analysis.causal.accuracy_effect` (clean,
     key, random). ``effect`` is what the stage computed from these arrays.
     """
-    d = read_json(Path(path), dict, "zoo causal record")
-    if d.get("schema") != CAUSAL_SCHEMA:
-        raise SaemuiError(
-            f"{path}: not a v2 causal record (schema {d.get('schema')!r}, expected {CAUSAL_SCHEMA})"
-        )
+    d = read_json(Path(path), dict, "zoo causal record", schema=CAUSAL_SCHEMA, kind="v2 causal record")
     n = len(d.get("ids", []))
     arrays = ("clean", "key", "random")
     if d.get("arm") not in CAUSAL_ARMS or any(len(d.get(k) or []) != n for k in arrays):
@@ -199,11 +187,7 @@ def load_records_v2(results: str | Path) -> list[dict]:
         raise SaemuiError(f"{d}: no zoo-v2 results directory (build it with scripts/build_zoo.py --spec v2)")
     out = []
     for f in sorted(d.glob("*__*__*.json")):
-        rec = read_json(f, dict, "zoo-v2 record")
-        if rec.get("schema") != RESULT_SCHEMA:
-            raise SaemuiError(
-                f"{f}: not a v2 zoo record (schema {rec.get('schema')!r}, expected {RESULT_SCHEMA})"
-            )
+        rec = read_json(f, dict, "zoo-v2 record", schema=RESULT_SCHEMA, kind="v2 zoo record")
         out.append(rec)
     return out
 
