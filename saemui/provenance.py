@@ -31,9 +31,27 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def cpu_model() -> str:
+    """The CPU's model name as the OS reports it (``/proc/cpuinfo`` on Linux), for result files and cards."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_summary() -> str:
+    """One line such as ``2-core AMD EPYC, no GPU``: read off the machine, never hard-coded."""
+    gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()}-core {cpu_model()}, {gpu}"
+
+
 def machine_info() -> dict:
     return {
         "platform": platform.platform(),
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

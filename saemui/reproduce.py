@@ -174,6 +174,10 @@ def reproduce_training(results: Path | None, out: Path, n_boot: int = 2000) -> l
     return written
 
 
+def _auc_s(auc: float | None) -> str:
+    return "AUROC not defined" if auc is None or auc != auc else f"AUROC {auc:.3f}"
+
+
 def reproduce_contamination(results: Path | None, out: Path, n_boot: int = 2000) -> list[Path]:
     """Contamination scores, AUROC, and ΔP/ΔMUI shift plots of each fine-tune against its root."""
     df = az.load_zoo(results)
@@ -182,20 +186,20 @@ def reproduce_contamination(results: Path | None, out: Path, n_boot: int = 2000)
     if not res["shifts"].empty:
         written.append(_csv(res["shifts"], out / "contamination_shifts.csv"))
         sc = res["scores"]
-        auc = res["auroc"]
-        auc_txt = "AUROC not defined" if auc is None or auc != auc else f"AUROC {auc:.2f}"
+        auc_txt = f"law-residual score {_auc_s(res['auroc'])}; accuracy alone (P z-score) {_auc_s(res['auroc_accuracy_only'])}"
         for model, g in res["shifts"].groupby("model", sort=False):
             tag = "contaminated" if g["contaminated_model"].iloc[0] else "clean fine-tune"
             fig = plot_contamination(
                 g,
                 title=f"{model} vs its base ({tag})",
-                caption=f"n = {len(g)} tasks × N = {_n_items(df)} items; descriptive. Test over all "
-                f"{len(sc)} (model, task) points: law-residual score, {auc_txt}",
+                caption=f"n = {len(g)} tasks × N = {_n_items(df)} items; descriptive. Over all "
+                f"{len(sc)} (model, task) points: {auc_txt}",
             )
             written += save_figure(fig, out / f"contamination_{model}")
     n_pos = int(res["scores"]["contaminated"].sum()) if not res["scores"].empty else 0
     summary = {
         "auroc": res["auroc"],
+        "auroc_accuracy_only": res["auroc_accuracy_only"],
         "n_contaminated_points": n_pos,
         "n_points": len(res["scores"]),
         "skipped_tasks": res["skipped"],
@@ -364,13 +368,15 @@ def reproduce_summary(results: Path | None, out: Path, n_boot: int = 2000) -> li
             )
         info["contamination"] = {
             "auroc": res["auroc"],
+            "auroc_accuracy_only": res["auroc_accuracy_only"],
             "positives": pos.to_dict(orient="records"),
             "skipped": res["skipped"],
         }
         lines = [
             "## Contamination",
             "",
-            f"AUROC (contaminated points vs all others): {res['auroc']:.3f} over {len(sc)} points",
+            f"AUROC (contaminated points vs all others) over {len(sc)} points: law-residual score "
+            f"{res['auroc']:.3f}; accuracy alone (P z-score, same reference) {res['auroc_accuracy_only']:.3f}",
             "",
         ]
         lines += [f"- {r.model} on {r.task}: score {r.score:+.2f}" for r in pos.itertuples()]

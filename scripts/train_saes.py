@@ -49,13 +49,13 @@ import torch  # noqa: E402
 from saemui import sae_data, sae_eval, sae_train  # noqa: E402
 from saemui.errors import SaemuiError  # noqa: E402
 from saemui.io import atomic_write_json, atomic_write_text  # noqa: E402
+from saemui.provenance import machine_summary  # noqa: E402
 from saemui.sae_train import Recipe  # noqa: E402
 from saemui.saes import bundle_entry, write_bundle_manifest  # noqa: E402
 
 log = logging.getLogger("train_saes")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HOOK_TEMPLATE = "blocks.{layer}.hook_resid_post"
-MACHINE = "2-core AMD EPYC CPU, no GPU"
 # Issue 17's bundle limits (MB, whole bundle directory).
 SIZE_LIMITS_MB = {"smollm2-135m-instruct": 80.0, "gemma3-270m": 60.0}
 TARGETS = {
@@ -435,7 +435,7 @@ def write_bundle(
             "capture": info["capture"],
             "weights_dtype": "float16 (cfg dtype float32: upcast on load)",
             "wall_seconds": info["wall_seconds"],
-            "machine": MACHINE,
+            "machine": machine_summary(),
             "versions": {
                 "sae_lens": sae_lens.__version__,
                 "torch": torch.__version__,

@@ -176,6 +176,27 @@ def test_contamination_matches_leave_one_out_scores(df):
     assert row.domain == "in" and row.p_up_mui_up  # P and MUI both up: the signature
 
 
+def test_contamination_accuracy_only_baseline_by_hand(df):
+    """The sceptic's baseline: P's z-score against the same leave-one-out clean reference, MUI ignored."""
+    res = az.contamination_analysis(df)
+    s = res["scores"]
+    for r in s.itertuples():
+        g = df[(df.task == r.task) & ~df.contaminated_model & (df.model != r.model) & (df.mui > 0)]
+        p = [float(v) for v in g["perf"]]
+        mean = sum(p) / len(p)
+        sd = (sum((v - mean) ** 2 for v in p) / (len(p) - 1)) ** 0.5
+        exp = (r.perf - mean) / sd if sd > 1e-12 else r.perf - mean
+        assert r.accuracy_only_score == pytest.approx(exp)
+    y = s["contaminated"].tolist()
+    pairs = [
+        (a > b) + 0.5 * (a == b)
+        for a, ya in zip(s["accuracy_only_score"], y)
+        for b, yb in zip(s["accuracy_only_score"], y)
+        if ya and not yb
+    ]
+    assert res["auroc_accuracy_only"] == pytest.approx(sum(pairs) / len(pairs))
+
+
 def test_comparison(df):
     res = az.comparison_analysis(df, alpha=0.5, n_boot=100)
     pts = az.model_points(df)

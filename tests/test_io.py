@@ -133,3 +133,20 @@ def test_compact_json_roundtrips_and_keeps_scalar_lists_on_one_line():
     assert json.loads(text) == obj
     assert '"a": [1, 2, 3]' in text and "[4, 5]" in text and '"flags": [true, false]' in text
     assert text.count("\n") < json.dumps(obj, indent=2).count("\n")
+
+
+def test_machine_summary_is_read_off_the_machine(monkeypatch):
+    """Cards and result files name the machine they ran on: core count and CPU from the OS, GPU or not."""
+    import os
+
+    import torch
+
+    from saemui import provenance
+
+    monkeypatch.setattr(provenance, "cpu_model", lambda: "Test CPU 9000")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert provenance.machine_summary() == f"{os.cpu_count()}-core Test CPU 9000, no GPU"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "Fake GPU")
+    assert provenance.machine_summary().endswith(", GPU Fake GPU")
+    assert provenance.machine_info()["cpu"] == "Test CPU 9000"

@@ -380,7 +380,9 @@ def contamination_analysis(df: pd.DataFrame) -> dict[str, Any]:
 
     Reference points are scored leave-one-out (a point inside its own fit pulls the line toward itself).
     Scores are standardised by the fit's residual SD, or raw (% points) when that SD is 0 (a perfectly flat
-    reference, as in tiny zoos). AUROC: contaminated (model, task) points vs all others. Shift tables: each
+    reference, as in tiny zoos). AUROC: contaminated (model, task) points vs all others, for this score and for
+    the accuracy-only baseline (``accuracy_only_score``: P's z-score against the same leave-one-out reference,
+    MUI ignored; raw % points when that reference's SD is 0). Shift tables: each
     fine-tune against its root, with its training tasks as in-domain.
     """
     rows, skipped = [], {}
@@ -395,6 +397,10 @@ def contamination_analysis(df: pd.DataFrame) -> dict[str, Any]:
                 break
             std = fit.residual_sd > 1e-12
             score = float(contamination_scores(fit, [r.perf], [r.mui], standardize=std)[0])
+            # the sceptic's first baseline, same leave-one-out reference with MUI ignored: P's z-score
+            p_ref = fit_pts["perf"].to_numpy(float)
+            sd_ref = float(np.std(p_ref, ddof=1)) if len(p_ref) > 1 else 0.0
+            acc_z = (r.perf - p_ref.mean()) / sd_ref if sd_ref > 1e-12 else r.perf - p_ref.mean()
             rows.append(
                 {
                     "model": r.model,
@@ -402,16 +408,29 @@ def contamination_analysis(df: pd.DataFrame) -> dict[str, Any]:
                     "perf": r.perf,
                     "mui": r.mui,
                     "score": score,
+                    "accuracy_only_score": float(acc_z),
                     "standardized": std,
                     "contaminated": bool(r.contaminated),
                 }
             )
     scores = pd.DataFrame(
-        rows, columns=["model", "task", "perf", "mui", "score", "standardized", "contaminated"]
+        rows,
+        columns=[
+            "model",
+            "task",
+            "perf",
+            "mui",
+            "score",
+            "accuracy_only_score",
+            "standardized",
+            "contaminated",
+        ],
     )
     scores = scores[~scores["task"].isin(list(skipped))].reset_index(drop=True)
     y = scores["contaminated"].to_numpy(bool)
-    auc = auroc(scores["score"], y) if y.any() and (~y).any() else float("nan")
+    both = y.any() and (~y).any()
+    auc = auroc(scores["score"], y) if both else float("nan")
+    auc_acc = auroc(scores["accuracy_only_score"], y) if both else float("nan")
     shifts = []
     for m, g in df[df["derivation"] != "checkpoint-of"].groupby("model", sort=False):
         if g["derivation"].iloc[0] == "none":
@@ -423,7 +442,13 @@ def contamination_analysis(df: pd.DataFrame) -> dict[str, Any]:
         st.insert(1, "contaminated_model", bool(g["contaminated_model"].iloc[0]))
         shifts.append(st)
     shift = pd.concat(shifts, ignore_index=True) if shifts else pd.DataFrame()
-    return {"scores": scores, "auroc": auc, "skipped": skipped, "shifts": shift}
+    return {
+        "scores": scores,
+        "auroc": auc,
+        "auroc_accuracy_only": auc_acc,
+        "skipped": skipped,
+        "shifts": shift,
+    }
 
 
 # ----- Corollary 3: fair comparison ------------------------------------------------------------------------
