@@ -85,6 +85,7 @@ def run_row(result: MUIResult, path: PathLike | None = None) -> dict[str, Any]:
         "layer_selection": _layer_selection(result),
         "alignment": cfg.get("alignment"),
         "neuron_site": cfg.get("neuron_site") if units.get("kind") == "neurons" else None,
+        "first_tokens": cfg.get("first_tokens"),
         "prompt_format": cfg.get("prompt_format"),
         "n_tokens": s.get("n_tokens"),
         "tokens_per_item": s["n_tokens"] / n if n and isinstance(s.get("n_tokens"), int) else None,
@@ -162,7 +163,7 @@ def load_runs(paths: PathLike | Iterable[PathLike]) -> pd.DataFrame:
 
     Columns: model (a model directory is shown by its name), task (None for ``--samples`` runs), n (samples),
     n_labelled, n_correct, accuracy with acc_lo/acc_hi (95 % Wilson), perf, mui, mui_correct, units (sae or
-    neurons), basis, selection, threshold, layers, alignment, neuron_site, prompt_format, n_tokens,
+    neurons), basis, selection, threshold, layers, alignment, neuron_site, first_tokens, prompt_format, n_tokens,
     tokens_per_item, provenance (model_id, model_sha256, sae_ids, saemui_version), the zoo's lineage columns,
     source ("run" or "zoo") and path. Anything else is refused with a one-line error naming the path.
     """

@@ -25,6 +25,7 @@ def make_result(
     tokens_per_sample: int = 5,
     keep_sets: bool = True,
     layer_selection: list[int] | None = None,
+    first_tokens: int | None = None,
 ) -> MUIResult:
     """A result whose sample s has key units ``sets[s][r]`` at layer row r (union, keyfreq and MUI by hand)."""
     N, L = len(sets), len(sets[0])
@@ -73,6 +74,7 @@ def make_result(
             "neuron_site": "down_input",
             "prompt_format": "chat",
             "layers": layer_selection,
+            "first_tokens": first_tokens,
         },
         "versions": {"saemui": "0.0-test"},
     }

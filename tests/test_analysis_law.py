@@ -109,7 +109,13 @@ def test_bootstrap_defaults_reproducible_and_cover_estimate():
 
 
 def _rec(
-    model, n=500, basis="gemma-scope-9b-pt-res", sel="topscore:0.9", align="predicting", layers=(0, 1, 2)
+    model,
+    n=500,
+    basis="gemma-scope-9b-pt-res",
+    sel="topscore:0.9",
+    align="predicting",
+    layers=(0, 1, 2),
+    first_tokens=None,
 ):
     return {
         "model": model,
@@ -118,6 +124,7 @@ def _rec(
         "selection": sel,
         "alignment": align,
         "layers": layers,
+        "first_tokens": first_tokens,
     }
 
 
@@ -129,6 +136,7 @@ def test_check_comparable_accepts_equal_settings():
         "selection": "topscore:0.9",
         "alignment": "predicting",
         "layers": (0, 1, 2),
+        "first_tokens": None,
     }
 
 
@@ -140,6 +148,7 @@ def test_check_comparable_accepts_equal_settings():
         (_rec("qwen", sel="topk:0.001"), "selection"),
         (_rec("qwen", align="current"), "alignment"),
         (_rec("qwen", layers=(0, 1)), "layers"),
+        (_rec("qwen", first_tokens=16), "first_tokens"),
     ],
 )
 def test_check_comparable_names_offending_model(bad, key):

@@ -66,7 +66,7 @@ def test_load_runs_row_by_hand(run_dirs):
     assert b.layers == (0, 1) and b.alignment == "predicting" and b.units == "neurons"
     assert b.tokens_per_item == 5 and b.model_id == "/models/b" and b.model_sha256 == "sha-/models/b"
     assert b.source == "run" and b.path == str(run_dirs[1]) and b.derivation == "none"
-    assert b.saemui_version == "0.0-test"
+    assert b.saemui_version == "0.0-test" and b.first_tokens is None
 
 
 def test_load_runs_refuses_non_runs(tmp_path, run_dirs):
@@ -144,6 +144,7 @@ def test_fit_law_runs_refusals(tmp_path, run_dirs):
         "alignment": {"alignment": "current"},
         "layers": {"layers": [0, 2], "layer_selection": [0, 2]},
         "basis": {"basis": "bundle"},
+        "first_tokens": {"first_tokens": 8},
     }
     for key, kw in odd.items():
         path = save_run(tmp_path / f"odd-{key}", make_result(sets, U, corr, model="/models/d", **kw))

@@ -276,7 +276,14 @@ def slope_test(fit: LawFit, level: float = 0.95) -> SlopeTest:
     )
 
 
-COMPARABILITY_KEYS: tuple[str, ...] = ("n_samples", "basis", "selection", "alignment", "layers")
+COMPARABILITY_KEYS: tuple[str, ...] = (
+    "n_samples",
+    "basis",
+    "selection",
+    "alignment",
+    "layers",
+    "first_tokens",
+)
 
 
 def _name(rec: Mapping, i: int) -> str:
@@ -295,7 +302,8 @@ def check_comparable(
     depends on the unit basis (an SAE bundle id or ``"neurons"``) and the key-unit selection rule (e.g.
     ``"topscore:0.9"``, ``"topk:0.001"``). The token alignment (which position's activations score which token)
     changes which units are key, and the layer selection (all layers of each model, or a chosen subset) is the
-    denominator's other factor. Values differing in any of ``keys`` are not on one scale.
+    denominator's other factor. ``first_tokens`` (MUI over the first T scored positions of each sample, ``None``
+    = all) changes how many positions enter the union. Values differing in any of ``keys`` are not on one scale.
 
     records: one mapping per model with at least ``keys`` (and ideally ``model`` for error messages).
     Raises SaemuiError naming the first model whose setting differs from the first record's, or that lacks a key.

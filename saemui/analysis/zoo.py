@@ -82,6 +82,7 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "layer_selection",
     "alignment",
     "neuron_site",
+    "first_tokens",
     "prompt_format",
     "n_tokens",
     "tokens_per_item",
@@ -131,6 +132,7 @@ def zoo_row(r: dict, path: str | os.PathLike | None = None) -> dict[str, Any]:
         "layer_selection": "all" if cfg.get("layers") is None else layers_text(cfg["layers"]),
         "alignment": cfg.get("alignment"),
         "neuron_site": cfg.get("neuron_site"),
+        "first_tokens": cfg.get("first_tokens"),
         "prompt_format": cfg.get("prompt_format"),
         "n_tokens": n_tokens,
         "tokens_per_item": n_tokens / n if isinstance(n_tokens, int) and n else None,
@@ -181,6 +183,11 @@ def layers_text(layers: Any) -> str:
     return ",".join(map(str, xs))
 
 
+def _int_or_none(v: Any) -> int | None:
+    # a pandas column holding None and ints turns None into NaN
+    return None if v is None or v != v else int(v)
+
+
 def comparability_records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """The settings :func:`~saemui.analysis.law.check_comparable` compares, one dict per row.
 
@@ -188,7 +195,7 @@ def comparability_records(df: pd.DataFrame) -> list[dict[str, Any]]:
     basis: the neuron basis with its site (``neurons:down_input``) or ``sae``: each model has its own SAEs, so
     SAE bundles are compared within a model (:func:`check_points`), not across models. layers: the layer
     selection (``all`` layers of each model, or an explicit list), not the layer ids, which differ between
-    models of different depth.
+    models of different depth. first_tokens: the first-T cut (``None`` = every scored position).
     """
     n_col = "n_mui" if "n_mui" in df.columns else "n"
     out = []
@@ -203,6 +210,7 @@ def comparability_records(df: pd.DataFrame) -> list[dict[str, Any]]:
                 "selection": r.selection,
                 "alignment": getattr(r, "alignment", None),
                 "layers": getattr(r, "layer_selection", None),
+                "first_tokens": _int_or_none(getattr(r, "first_tokens", None)),
             }
         )
     return out
