@@ -91,6 +91,24 @@ def tiny_spec_v2(cache: Path):
     return tiny_zoo_v2(llama, save_tiny_model(root, "gemma"), saes)
 
 
+def cut_table(plan, results: Path, cache: Path, rates, only: list[str] | None) -> str:
+    """§9's re-plan: the remaining CPU time under each number of cuts, at the plan's rates and scaled by the
+    measured / estimated ratio of the finished stages (the figure §9 compares with 10.5 h)."""
+    from saemui.zoo.spec_v2 import CUTS, zoo_v2
+    from saemui.zoo.stages_v2 import measured_ratio, plan_v2, remaining_seconds
+
+    ratio, n = measured_ratio(plan)
+    head = f"§9 cuts (applied now: {len(plan.spec.cuts)}); remaining CPU at the plan's rates"
+    head += f", and × {ratio:.2f} (measured / estimated, {n} stages)" if ratio is not None else ""
+    lines = [head]
+    for k in range(len(CUTS) + 1):
+        rem = remaining_seconds(plan_v2(zoo_v2(k), results, cache, rates, only)) / 3600
+        scaled = f"  → {rem * ratio:5.2f} h" if ratio is not None else ""
+        what = "no cut" if k == 0 else f"+ cut {k}: {CUTS[k]}"
+        lines.append(f"  {rem:5.2f} h{scaled}  {what}")
+    return "\n".join(lines)
+
+
 def main_v2(args: argparse.Namespace, cache: Path, only: list[str] | None) -> int:
     from saemui.zoo.builder_v2 import build_v2
     from saemui.zoo.spec_v2 import zoo_v2
@@ -106,7 +124,10 @@ def main_v2(args: argparse.Namespace, cache: Path, only: list[str] | None) -> in
     else:
         results = REPO / "results" / "zoo-v2"
     if args.plan:
-        print(format_plan_v2(plan_v2(spec, results, cache, _rates_v2(args), only)))
+        plan = plan_v2(spec, results, cache, _rates_v2(args), only)
+        print(format_plan_v2(plan))
+        if not args.tiny:
+            print(cut_table(plan, results, cache, _rates_v2(args), only))
         return 0
     # The engine runs gc.collect() after every measurement (SAE groups hold reference cycles); with torch and
     # transformers imported that scans ~400k long-lived objects, about a second per call on a busy 2-core

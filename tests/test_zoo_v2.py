@@ -24,7 +24,15 @@ from saemui.zoo.data_v2 import (
     styled_pairs,
     training_examples,
 )
-from saemui.zoo.spec_v2 import CANDIDATES, StudyRun, allocate, resolve_sources, validate_v2, zoo_v2
+from saemui.zoo.spec_v2 import (
+    CANDIDATES,
+    StudyRun,
+    allocate,
+    apply_cuts,
+    resolve_sources,
+    validate_v2,
+    zoo_v2,
+)
 from saemui.zoo.stages_v2 import StudyRates, format_plan_v2, law_outcome, plan_v2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,11 +61,11 @@ TABLE = [
 
 def _arith_spec():
     """The v2 spec with candidates 1-5 only (no ARC data needed)."""
-    return validate_v2(replace(zoo_v2(), candidates=CANDIDATES[:5]))
+    return validate_v2(replace(zoo_v2(cuts=0), candidates=CANDIDATES[:5]))
 
 
 def test_spec_is_the_protocol_table():
-    spec = zoo_v2()
+    spec = zoo_v2(cuts=0)
     law = [r for r in spec.runs if r.role == "law"]
     assert [(r.name, r.root, r.method, r.lora_r, r.lr, r.data, r.steps, r.seed) for r in law] == TABLE
     assert all(r.lora_alpha == (None if r.lora_r is None else 2 * r.lora_r) for r in spec.runs)
@@ -261,6 +269,53 @@ def test_plan_before_stage0_and_costs_by_hand(tmp_path):
         plan_v2(spec, tmp_path / "res", tmp_path / "cache", only=["nothing*"])
 
 
+def test_section9_cuts_by_hand(tmp_path):
+    """§9's cuts in order: 1 one accuracy draw, 2 no Gemma 10 % dose, 3 twins on C only, 4 TF-B on C only."""
+    base = _arith_spec()
+
+    def plan(n):
+        spec = apply_cuts(base, n)
+        p = plan_v2(spec, tmp_path / "res", tmp_path / "cache")
+        groups = {}
+        for s in p.stages:
+            groups[s.group] = groups.get(s.group, 0) + 1
+        return spec, p, groups
+
+    s0, p0, g0 = plan(0)
+    assert s0.cuts == () and g0 == {
+        "items": 5,
+        "0": 10,
+        "1": 16,
+        "2": 156,
+        "2h": 11,
+        "3": 54,
+        "4": 38,
+        "5": 42,
+        "6": 9,
+    }
+    s1, p1, g1 = plan(1)
+    assert s1.cuts == (1,) and s1.causal_acc_draws == 1 and g1 == g0
+    acc0 = {s.id: s for s in p0.stages}["causal:gemma3:E1:accuracy"]
+    acc1 = {s.id: s for s in p1.stages}["causal:gemma3:E1:accuracy"]
+    # one ablated generation fewer: 200 prompts prefilled, then 48 tokens (the task budget) at generation speed
+    t = base.candidate("arith-1")
+    gen = 200 * t.prompt_tokens / 225 + 200 * t.max_new_tokens / (225 / 4)
+    assert acc0.cost_s - acc1.cost_s == pytest.approx(gen)
+    s2, _, g2 = plan(2)
+    assert [r.model for r in s1.runs if r not in s2.runs] == ["gemma3-G1-dose10"]
+    # its training, and its evals: final (C verbatim, C twins, E2/E3 twins) and @60 (C verbatim, C twins)
+    assert g2 == {**g1, "5": 42 - 7}
+    s3, _, g3 = plan(3)
+    # 18 points lose the E2/E3 twins; 5 dose finals lose the E2/E3 twins
+    assert s3.twins_on == "C" and g3 == {**g2, "3": 54 - 36, "5": 35 - 10}
+    s4, _, g4 = plan(4)
+    assert s4.tf_b_on == "C" and s4.cuts == (1, 2, 3, 4) and g4 == {**g3, "2": 156 - 36}
+    with pytest.raises(SaemuiError, match="cuts must be §9's first n cuts"):
+        validate_v2(replace(base, cuts=(2,)))
+    with pytest.raises(SaemuiError, match="§9 has cuts 1-4"):
+        apply_cuts(base, 5)
+
+
 def test_plan_cli_full_spec(tmp_path, capsys):
     if find_data_file("arc/test.jsonl") is None or find_data_file("arc/train.jsonl") is None:
         pytest.skip("ARC data (candidate 6) not available")
@@ -270,6 +325,7 @@ def test_plan_cli_full_spec(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "0 eligibility          12" in out and "items:arc" in out and "12.20 h" in out
     assert "6 causal                9" in out and "2h SAE health          11" in out
+    assert "§9 cuts (applied now: " in out and "+ cut 4: TF-B only on task C" in out
     assert "not a zoo stage" not in out
     assert not (tmp_path / "r").exists()  # --plan writes nothing
 

@@ -8,7 +8,7 @@ stage-0 records by :func:`saemui.zoo.stages_v2.law_outcome`, with the rule of §
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -97,7 +97,8 @@ class StudySpec:
     causal_draws / causal_acc_draws: random control draws of the log-prob arm (5) and of the accuracy arm (2);
     causal_seed: their seed (draw d uses ``default_rng([seed, d])``). health_layers / health_ce_samples: the layers
     and the first responses on which SAE health measures CE-loss recovered and KL (W10; FVE, L0, dead and dense
-    at every layer on all responses).
+    at every layer on all responses). twins_on / tf_b_on: ``"law"`` = every law task has twin (TF-B) evals,
+    ``"C"`` = task C only (§9 cuts 3 and 4). cuts: which of §9's cuts :func:`apply_cuts` applied (a record).
     """
 
     name: str
@@ -124,6 +125,9 @@ class StudySpec:
     causal_seed: int = 0
     health_layers: tuple[int, ...] = (5, 15, 25)
     health_ce_samples: int = 50
+    twins_on: str = "law"
+    tf_b_on: str = "law"
+    cuts: tuple[int, ...] = ()
 
     def root(self, name: str) -> ZooModel:
         for r in self.roots:
@@ -211,7 +215,42 @@ def validate_v2(spec: StudySpec) -> StudySpec:
         raise SaemuiError(f"{where}: the causal check needs at least one random draw per arm")
     if spec.health_ce_samples < 1 or not spec.health_layers:
         raise SaemuiError(f"{where}: SAE health needs CE layers and at least one CE sample")
+    if spec.twins_on not in ("law", "C") or spec.tf_b_on not in ("law", "C"):
+        raise SaemuiError(f"{where}: twins_on and tf_b_on must be 'law' or 'C'")
+    if spec.cuts != tuple(range(1, len(spec.cuts) + 1)) or len(spec.cuts) > len(CUTS):
+        raise SaemuiError(f"{where}: cuts must be §9's first n cuts in order (1, 2, …), got {spec.cuts}")
     return spec
+
+
+#: §9's cuts, in the order they apply when the re-planned build exceeds 10.5 h (docs/study/protocol.md §9)
+CUTS: dict[int, str] = {
+    1: "causal accuracy arm with 1 random draw",
+    2: "no Gemma 10 % dose run",
+    3: "twins of tasks other than C dropped (Cor. 3's reference becomes C's twins)",
+    4: "TF-B only on task C",
+}
+
+
+def apply_cuts(spec: StudySpec, n: int) -> StudySpec:
+    """``spec`` with §9's first ``n`` cuts applied (0 = none), the cuts recorded in ``spec.cuts``.
+
+    Cut 2 drops the dose-10 % run of the second root (Gemma in the real zoo), whatever its name."""
+    if not 0 <= n <= len(CUTS):
+        raise SaemuiError(f"§9 has cuts 1-{len(CUTS)}; got {n}")
+    out = replace(spec, cuts=tuple(range(1, n + 1)))
+    if n >= 1:
+        out = replace(out, causal_acc_draws=1)
+    if n >= 2:
+        second = spec.roots[1].name
+        out = replace(
+            out,
+            runs=tuple(r for r in out.runs if not (r.root == second and r.role == "dose" and r.dose == 0.1)),
+        )
+    if n >= 3:
+        out = replace(out, twins_on="C")
+    if n >= 4:
+        out = replace(out, tf_b_on="C")
+    return validate_v2(out)
 
 
 # ----- resolution of the symbolic data ----------------------------------------------------------------------
@@ -321,9 +360,15 @@ def _extras(rstar: StudyRun) -> list[StudyRun]:
     return out
 
 
-def zoo_v2() -> StudySpec:
-    """The Study v2 zoo exactly as §4's table: S1–S10 (SmolLM2), G1–G6 (Gemma), R* seeds 1–2 and doses
-    10 / 30 / 100 % per family; candidates 1–6 of §3.1; every §5 setting; the shipped SmolLM2 SAE bundle."""
+#: how many of §9's cuts the build applies: fixed from the re-plan after stage 0 (measured rates), before any
+#: fine-tuned result exists, and logged in the protocol's §11
+V2_CUTS = 0
+
+
+def zoo_v2(cuts: int | None = None) -> StudySpec:
+    """The Study v2 zoo as §4's table: S1–S10 (SmolLM2), G1–G6 (Gemma), R* seeds 1–2 and doses 10 / 30 / 100 %
+    per family; candidates 1–6 of §3.1; every §5 setting; the shipped SmolLM2 SAE bundle; then §9's first
+    ``cuts`` cuts (default :data:`V2_CUTS`, the logged decision)."""
     sm, gm = "smollm2", "gemma3"
     smol = [
         StudyRun("S1", sm, "lora", 2e-4, MIX, 120, 0, 8, RSTAR_CHECKPOINTS),
@@ -346,9 +391,10 @@ def zoo_v2() -> StudySpec:
         StudyRun("G6", gm, "full", 2e-5, MIX, 60, 7, None),
     ]
     runs = (*smol, *gemma, *_extras(smol[0]), *_extras(gemma[0]))
-    return validate_v2(
+    spec = validate_v2(
         StudySpec("v2", (SMOL_ROOT, GEMMA_ROOT), CANDIDATES, runs, saes=(("smollm2", SMOL_SAES),))
     )
+    return apply_cuts(spec, V2_CUTS if cuts is None else cuts)
 
 
 def tiny_zoo_v2(
@@ -397,6 +443,7 @@ def tiny_zoo_v2(
 
 __all__ = [
     "CANDIDATES",
+    "CUTS",
     "DOSES",
     "GEMMA_ROOT",
     "GROUPS",
@@ -405,9 +452,11 @@ __all__ = [
     "RSTAR_CHECKPOINTS",
     "SMOL_ROOT",
     "SOURCES",
+    "V2_CUTS",
     "StudyRun",
     "StudySpec",
     "allocate",
+    "apply_cuts",
     "resolve_sources",
     "tiny_zoo_v2",
     "validate_v2",

@@ -194,9 +194,15 @@ def point_evals(spec: StudySpec, p: Point, law: tuple[str, ...]) -> list[EvalSpe
             [EvalSpec("0", t.name, "verbatim", "settings") for t in spec.candidates] if p.run is None else []
         )
     c = law[0]
+    twin_tasks = law if spec.twins_on == "law" else (c,)
+    b_tasks = law if spec.tf_b_on == "law" else (c,)
     law_block = [
-        *(e for t in law for e in (EvalSpec("2", t, "G", "tf"), EvalSpec("2", t, "B", "tf"))),
-        *(EvalSpec("3", t, "twins", "settings" if t == c else "accuracy") for t in law),
+        *(
+            e
+            for t in law
+            for e in (EvalSpec("2", t, "G", "tf"), *([EvalSpec("2", t, "B", "tf")] if t in b_tasks else []))
+        ),
+        *(EvalSpec("3", t, "twins", "settings" if t == c else "accuracy") for t in twin_tasks),
     ]
     if p.run is None:
         return [EvalSpec("0", t.name, "verbatim", "settings") for t in spec.candidates] + law_block
@@ -208,7 +214,7 @@ def point_evals(spec: StudySpec, p: Point, law: tuple[str, ...]) -> list[EvalSpe
     # dose runs: task C verbatim and twins at every kept step; the final also on the other law tasks' twins
     out = [EvalSpec("5", c, "verbatim", "settings"), EvalSpec("5", c, "twins", "settings")]
     if p.step is None:
-        out += [EvalSpec("5", t, "twins", "accuracy") for t in law[1:]]
+        out += [EvalSpec("5", t, "twins", "accuracy") for t in twin_tasks[1:]]
     return out
 
 
@@ -816,10 +822,9 @@ def format_plan_v2(plan: StudyPlan) -> str:
         f"one forward per setting instead of one per pass group (today's loop, before compute_mui_many): "
         f"all stages ≈ {_fmt_h(total_loop)}"
     )
-    timed = [s for s in stages if s.measured_s]
-    if timed:
-        ratio = sum(s.measured_s for s in timed) / sum(s.cost_s for s in timed)
-        lines.append(f"measured / estimated over {len(timed)} finished stage(s): {ratio:.2f}")
+    ratio, n_timed = measured_ratio(plan)
+    if ratio is not None:
+        lines.append(f"measured / estimated over {n_timed} finished stage(s): {ratio:.2f}")
     fwd = ", ".join(f"{k} {v:.0f} tok/s" for k, v in rates.fwd_tok_s)
     steps = ", ".join(f"{k} {v:g} s" for k, v in rates.step_s)
     ans = ", ".join(f"{r} {k} {n}" for r, k, n in rates.answer_tokens)
@@ -833,6 +838,20 @@ def format_plan_v2(plan: StudyPlan) -> str:
         "Figures move ±2× with machine load."
     )
     return "\n".join(lines)
+
+
+def measured_ratio(plan: StudyPlan) -> tuple[float | None, int]:
+    """Measured over estimated seconds of the finished stages that kept their time, and how many there are."""
+    timed = [s for s in plan.stages if s.measured_s]
+    if not timed:
+        return None, 0
+    return sum(s.measured_s for s in timed) / sum(s.cost_s for s in timed), len(timed)
+
+
+def remaining_seconds(plan: StudyPlan) -> float:
+    """Estimated CPU seconds of every stage still to run (blocked ones included) and their model loads."""
+    todo = sum(s.cost_s for s in plan.stages if s.needed or s.blocked)
+    return todo + _loads(plan.spec, plan.stages, plan.rates, lambda s: s.needed or bool(s.blocked))[1]
 
 
 def _fmt_h(s: float) -> str:
