@@ -685,3 +685,17 @@ def test_tiny_v2_groups_stage0_alone(tmp_path, capsys):
     capsys.readouterr()
     assert mod.main([*base, "--groups", "0,9"]) == 2
     assert "stage group(s) 9 unknown" in capsys.readouterr().err
+
+
+def test_bundle_identity_follows_the_manifest_not_the_path(tmp_path):
+    """A bundle retrained under the same directory name must change every SAE stage's fingerprint."""
+    from saemui.zoo.stages_v2 import bundle_identity
+
+    b = tmp_path / "bundle"
+    b.mkdir()
+    (b / "manifest.json").write_text('{"saes": [{"files": {"w": "aaa"}}]}')
+    first = bundle_identity(str(b))
+    assert first["path"] == str(b) and len(first["manifest"]) == 64
+    (b / "manifest.json").write_text('{"saes": [{"files": {"w": "bbb"}}]}')
+    assert bundle_identity(str(b)) != first
+    assert bundle_identity(None) is None

@@ -20,6 +20,7 @@ tasks E1.. and costed with the first candidates in their place.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -265,6 +266,20 @@ def train_fingerprint_v2(spec: StudySpec, run: StudyRun, examples_fp: str) -> st
     )
 
 
+def bundle_identity(bundle: str | None) -> dict[str, str] | None:
+    """An SAE bundle as a fingerprint sees it: its path and the digest of its manifest, which lists every file's
+    sha256, so a retrained bundle under the same name re-measures every SAE setting (the path alone would not)."""
+    if bundle is None:
+        return None
+    man = Path(bundle) / "manifest.json"
+    if not man.is_absolute() and not man.is_file():
+        man = Path(__file__).resolve().parents[2] / man
+    return {
+        "path": str(bundle),
+        "manifest": hashlib.sha256(man.read_bytes()).hexdigest() if man.is_file() else "",
+    }
+
+
 def point_identity(spec: StudySpec, p: Point, train_fps: dict[str, str]) -> dict[str, Any]:
     ident: dict[str, Any] = {"root": asdict(spec.root(p.root))}
     if p.run is not None:
@@ -300,7 +315,9 @@ def eval_fingerprint_v2(
             "measure": e.measure,
             "items": items_fp,
             "settings": [asdict(setting(n)) for n in names],
-            "sae": spec.sae_bundle(p.root) if any(setting(n).units == "sae" for n in names) else None,
+            "sae": bundle_identity(spec.sae_bundle(p.root))
+            if any(setting(n).units == "sae" for n in names)
+            else None,
             "max_set_entries": spec.max_set_entries,
             "extra": extra,
         }
@@ -335,7 +352,7 @@ def causal_fingerprint_v2(
             "arm": arm,
             "items": items_fp,
             "setting": asdict(setting(causal_setting(arm))),
-            "sae": spec.sae_bundle(p.root) if sae else None,
+            "sae": bundle_identity(spec.sae_bundle(p.root)) if sae else None,
             "draws": spec.causal_acc_draws if acc else spec.causal_draws,
             "seed": spec.causal_seed,
             "texts": gen_key if acc else None,
@@ -355,7 +372,7 @@ def health_fingerprint_v2(
             "task": asdict(t),
             "items": items_fp,
             "texts": gen_key,
-            "sae": spec.sae_bundle(p.root),
+            "sae": bundle_identity(spec.sae_bundle(p.root)),
             "layers": list(spec.health_layers),
             "ce_samples": spec.health_ce_samples,
         }
