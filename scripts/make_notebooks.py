@@ -123,6 +123,42 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             "    {k: b[form] for k, b in per_task['boots'].items()},\n)",
         ),
         ("code", "plots.plot_task_bars(df, 'mui')"),
+        (
+            "md",
+            "## Study v2 (pre-registered, docs/study/protocol.md)\n\nThe cells above explore the v1 zoo. The "
+            "pre-registered study tests the law (§3.2, §6, §7) and its corollaries (§8) on the v2 zoo's records in "
+            "`results/zoo-v2`, with the functions `scripts/reproduce_study_law.py` and "
+            "`scripts/reproduce_study_corollaries.py` call (`saemui.analysis.study_law_report`, "
+            "`saemui.analysis.study_corollaries_report`) and the registered bootstrap sizes: each cell recomputes every "
+            "test from the records. Until the v2 zoo is built (`scripts/build_zoo.py --spec v2`), each cell says in one line why it "
+            "has not run, and shows no number.",
+        ),
+        (
+            "code",
+            "from pathlib import Path\n\n"
+            "from IPython.display import Markdown, display\n\n"
+            "from saemui.analysis import study_corollaries_report as scr\n"
+            "from saemui.analysis import study_law_report as slr\n"
+            "from saemui.errors import SaemuiError\n"
+            "from saemui.zoo.record_v2 import DEFAULT_RESULTS_V2\n\n"
+            "# results/zoo-v2 of the repository, also when the notebook runs in notebooks/\n"
+            "V2 = next((p for p in (Path(DEFAULT_RESULTS_V2), Path('..', DEFAULT_RESULTS_V2)) if p.is_dir()), "
+            "Path(DEFAULT_RESULTS_V2))\n"
+            "try:\n    law = slr.report(V2)\nexcept SaemuiError as e:\n    law = None\n"
+            "    print('law tests not run yet:', e)\n"
+            "if law is not None:\n"
+            "    display(Markdown(slr.markdown(law.data)))  # = docs/study/results_law.md\n"
+            "    figs = slr.figures(law)  # every figure: scripts/reproduce_study_law.py writes them to figures/study\n"
+            "    if 'law_P0' in figs:\n        display(figs['law_P0'])  # the primary test",
+        ),
+        (
+            "code",
+            "try:\n    cor = scr.report(V2)\nexcept SaemuiError as e:\n    cor = None\n"
+            "    print('corollary tests not run yet:', e)\n"
+            "if cor is not None:\n"
+            "    display(Markdown(scr.markdown(cor.data)))  # = docs/study/results_corollaries.md; a part without "
+            "records says which stages it needs",
+        ),
     ],
     "02_training_dynamics": [
         (

@@ -27,9 +27,11 @@ from saemui.analysis import causal as ca
 from saemui.analysis import comparison as cmp
 from saemui.analysis import contamination as ct
 from saemui.analysis import diversity as dv
+from saemui.analysis import study_corollaries_report as scr
 from saemui.analysis import training as tr
 from saemui.analysis import zoo_v2_corollaries as zc
 from saemui.analysis.embed import kmeans, tfidf_svd_embed
+from saemui.io import compact_json
 
 C, OTHER = "arith-1", "arith-2d1d"
 LAW = (C, OTHER)
@@ -564,6 +566,24 @@ def test_script_markdown_and_figures(script_out, rep):
         "cor3_cv.png",
         "cor4_diversity.png",
     ]
+
+
+def test_report_functions_give_the_script_outputs(zoo, script_out):
+    """What a notebook calls gives what the script writes: report() the JSON document, markdown() the tables
+    from that document alone (read back from the file), figures() one figure per file the script saved."""
+    options = scr.CorollaryOptions(
+        n_boot=N_BOOT,
+        n_item_boot=N_ITEM_BOOT,
+        n_random=N_RANDOM,
+        dataset_n=DATASET_N,
+        kmeans_k=KMEANS_K,
+        embedder="tfidf",
+    )
+    rep = scr.report(zoo, options)
+    assert compact_json(rep.data) == (script_out / "cor.json").read_text()
+    md = scr.markdown(json.loads((script_out / "cor.json").read_text()))
+    assert md == (script_out / "cor.md").read_text()
+    assert sorted(scr.figures(rep)) == sorted(p.stem for p in (script_out / "fig").glob("*.png"))
 
 
 def test_script_is_deterministic(zoo, script_out, tmp_path):

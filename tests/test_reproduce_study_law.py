@@ -24,9 +24,11 @@ import pytest
 from zoo_fixtures import build_tiny_v2, load_script
 
 from saemui.analysis import study
+from saemui.analysis import study_law_report as slr
 from saemui.analysis import zoo_v2 as zv
 from saemui.analysis.random_units import random_unit_mui_record
 from saemui.errors import SaemuiError
+from saemui.io import compact_json
 from saemui.zoo.record_v2 import load_records_v2
 
 LAW = ("arith-1", "arith-2d1d")
@@ -449,6 +451,16 @@ def test_script_markdown_and_figures(script_out):
         ["law_P0.png", "controls_arith-1.png", "controls_arith-2d1d.png", "mui_tokens.png"]
         + [f"slopes_{h}.png" for h in ("H1", "H1b", "H1-L")]
     )
+
+
+def test_report_functions_give_the_script_outputs(zoo, script_out):
+    """What a notebook calls gives what the script writes: report() the JSON document, markdown() the tables
+    from that document alone (read back from the file), figures() one figure per file the script saved."""
+    rep = slr.report(zoo, n_boot=200, min_sd=0.0)
+    assert compact_json(rep.data) == (script_out / "law.json").read_text()
+    md = slr.markdown(json.loads((script_out / "law.json").read_text()))
+    assert md == (script_out / "law.md").read_text()
+    assert sorted(slr.figures(rep)) == sorted(p.stem for p in (script_out / "fig").glob("*.png"))
 
 
 def test_script_is_deterministic(zoo, script_out, tmp_path):

@@ -1,16 +1,30 @@
-"""Pieces shared by the Study v2 report scripts (``scripts/reproduce_study_law.py``,
-``scripts/reproduce_study_corollaries.py``): JSON-safe numbers, the number format of the generated tables, and the
-versions of the analysis packages recorded in each report."""
+"""Pieces shared by the Study v2 reports (:mod:`saemui.analysis.study_law_report`,
+:mod:`saemui.analysis.study_corollaries_report`) and their scripts (``scripts/reproduce_study_law.py``,
+``scripts/reproduce_study_corollaries.py``): JSON-safe numbers and tables, the number format of the generated
+tables, the versions of the analysis packages recorded in each report, the output options both scripts take and
+the step that writes a report's JSON, markdown and figures."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import platform
+from collections.abc import Callable, Mapping
 from importlib import metadata
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from saemui.io import atomic_write_compact_json, atomic_write_text
+from saemui.zoo.record_v2 import DEFAULT_RESULTS_V2
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: where both scripts write their figures by default
+DEFAULT_FIGURES = "figures/study"
 
 #: the packages an offline report depends on (no model is loaded), recorded with every result file
 ANALYSIS_PACKAGES = ("saemui", "numpy", "pandas", "scipy", "matplotlib")
@@ -36,6 +50,14 @@ def json_num(x: Any) -> Any:
     return x
 
 
+def json_table(df: pd.DataFrame) -> dict[str, Any]:
+    """A DataFrame as ``{"columns": [...], "rows": [[...], ...]}`` with :func:`json_num` values (NaN as null)."""
+    return {
+        "columns": [str(c) for c in df.columns],
+        "rows": [[json_num(v) for v in r] for r in df.itertuples(index=False)],
+    }
+
+
 def fmt(x: Any, nd: int = 3) -> str:
     """A number in a generated table: ``nd`` significant digits, "–" when missing or not finite."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
@@ -56,4 +78,58 @@ def analysis_versions() -> dict[str, Any]:
     return out
 
 
-__all__ = ["ANALYSIS_PACKAGES", "analysis_versions", "fmt", "json_num"]
+def command(script: str, results: Path) -> str:
+    """The command line that regenerates a report, as its JSON and markdown name it (``--results`` only when it
+    is not the default)."""
+    return f"python scripts/{script}" + (
+        "" if str(results) == DEFAULT_RESULTS_V2 else f" --results {results}"
+    )
+
+
+# ----- the scripts' output options and writing step -------------------------------------------------------
+
+
+def add_output_options(ap: argparse.ArgumentParser, *, json_name: str, md_default: str) -> None:
+    """The options every report script takes: ``--results``, ``--json``, ``--md``, ``--figures``,
+    ``--no-figures`` (read back by :func:`write_outputs`)."""
+    ap.add_argument("--results", default=DEFAULT_RESULTS_V2, help="zoo-v2 records (default %(default)s)")
+    ap.add_argument("--json", default=None, help=f"output JSON (default <results>/{json_name})")
+    ap.add_argument("--md", default=md_default, help="generated tables (default %(default)s)")
+    ap.add_argument("--figures", default=DEFAULT_FIGURES, help="figure directory (default %(default)s)")
+    ap.add_argument("--no-figures", action="store_true", help="write no figure")
+
+
+def write_outputs(
+    args: argparse.Namespace,
+    json_name: str,
+    data: Mapping[str, Any],
+    md: str,
+    draw: Callable[[], Mapping[str, Figure]],
+) -> tuple[Path, list[Path]]:
+    """Write a report as the options of :func:`add_output_options` say: ``data`` to ``--json`` (default
+    ``<results>/<json_name>``), ``md`` to ``--md``, each atomically, then unless ``--no-figures`` the figures
+    ``draw()`` returns as ``<figures>/<name>.png`` and ``.pdf``. Returns (the JSON path, the figure files)."""
+    out_json = Path(args.json) if args.json else Path(args.results) / json_name
+    atomic_write_compact_json(out_json, data)
+    atomic_write_text(Path(args.md), md)
+    if args.no_figures:
+        return out_json, []
+    from saemui.plots import save_figure
+
+    written: list[Path] = []
+    for name, fig in draw().items():
+        written += save_figure(fig, Path(args.figures) / name)
+    return out_json, written
+
+
+__all__ = [
+    "ANALYSIS_PACKAGES",
+    "DEFAULT_FIGURES",
+    "add_output_options",
+    "analysis_versions",
+    "command",
+    "fmt",
+    "json_num",
+    "json_table",
+    "write_outputs",
+]
