@@ -129,12 +129,25 @@ def _vary(results: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory) -> Path:
-    built, _, _ = build_tiny_v2(tmp_path_factory.mktemp("tiny-v2-law"))
+def built(tmp_path_factory) -> Path:
+    """The tiny v2 build as it comes (every P equal, so several statistics are undefined)."""
+    return build_tiny_v2(tmp_path_factory.mktemp("tiny-v2-law"))[0]
+
+
+@pytest.fixture(scope="module")
+def zoo(built, tmp_path_factory) -> Path:
     results = tmp_path_factory.mktemp("law") / "results"
     shutil.copytree(built, results)
     _vary(results)
     return results
+
+
+def test_undefined_statistics_are_null_in_strict_json(built, tmp_path):
+    """On the raw build some slopes and intervals cannot be computed: they are written as null, never NaN."""
+    assert _run(built, tmp_path, "--no-figures") == 0
+    text = (tmp_path / "law.json").read_text()
+    rep = json.loads(text, parse_constant=_no_nan)
+    assert "null" in text and rep["law_tasks"]
 
 
 @pytest.fixture(scope="module")
@@ -359,8 +372,12 @@ def script_out(zoo, tmp_path_factory) -> Path:
     return out
 
 
+def _no_nan(name):
+    raise AssertionError(f"law.json holds {name}: not strict JSON")
+
+
 def test_script_numbers_equal_direct_law_tests(script_out, points):
-    rep = json.loads((script_out / "law.json").read_text())
+    rep = json.loads((script_out / "law.json").read_text(), parse_constant=_no_nan)
     assert rep["law_tasks"] == list(LAW) and rep["m"] == 2 and rep["alpha_prime"] == 0.025
     assert rep["protocol"]["n_boot"] == 200 and rep["protocol"]["robustness_seeds"] == [1, 2, 3, 4]
     forms = {"H1": ("H1", "mui"), "H1b": ("H1b", "mui"), "H1-L": ("H1-L", "mui")}

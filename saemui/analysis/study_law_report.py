@@ -782,7 +782,8 @@ def report(results: Path, n_boot: int = study.N_BOOT, min_sd: float = MIN_SD_POI
         "missing_records": missing_records(records, eligible),
         "points": json_table(law_pts[list(JSON_POINT_COLUMNS)]),
     }
-    return LawReport(rep, fits, points)
+    # strict JSON: a statistic that could not be computed is null, not NaN
+    return LawReport(json_num(rep), fits, points)
 
 
 __all__ = [
