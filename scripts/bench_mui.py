@@ -30,7 +30,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import resource
 import shutil
 import socket
@@ -761,7 +760,7 @@ ALL_CASES = ("main", "paper", "memory", "precision", "big", "sweep", "dist", "pr
 
 
 def orchestrate(args: argparse.Namespace) -> dict:
-    from saemui.provenance import machine_info, package_versions
+    from saemui.provenance import cpu_model, machine_info, package_versions
     from saemui.saes import find_bundles
 
     p = plan(args)
@@ -795,7 +794,7 @@ def orchestrate(args: argparse.Namespace) -> dict:
     out: dict = {
         "smoke": args.smoke,
         "plan": p,
-        "machine": machine_info() | {"cpu_model": _cpu_model(), "gpu": torch.cuda.is_available()},
+        "machine": machine_info() | {"cpu_model": cpu_model(), "gpu": torch.cuda.is_available()},
         "versions": package_versions(),
         "model": model,
         "saes": sae_desc,
@@ -947,16 +946,6 @@ def _big_samples_file(work: Path, response_chars: int) -> str:
         [Sample(s.prompt[:40], s.response[:response_chars], id=s.id) for s in read_samples(BUILTIN_SAMPLES)],
     )
     return str(path)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _best(runs: list[dict]) -> dict:

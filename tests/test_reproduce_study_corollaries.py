@@ -671,3 +671,29 @@ def test_c1_needs_every_family(zoo, tmp_path, monkeypatch):
         and "tiny-gemma without seed trajectories" in c1["verdict"]["note"]
     )
     assert set(_frame(c1["band"])["family"]) == {"tiny-llama"}
+
+
+def test_cut3_takes_the_reference_from_c_twins_only(zoo, files, monkeypatch):
+    """§9 cut 3 drops the other law tasks' twins, so Cor. 3's reference R is P on C's twins alone."""
+    from saemui.analysis import study_corollaries_report as scr
+    from saemui.zoo.spec_v2 import apply_cuts
+
+    cut = apply_cuts(scr.spec_for("tiny-v2"), 3)
+    monkeypatch.setattr(scr, "spec_for", lambda zoo_name: cut)
+    opts = scr.CorollaryOptions(
+        n_boot=N_BOOT,
+        n_item_boot=N_ITEM_BOOT,
+        n_random=N_RANDOM,
+        dataset_n=DATASET_N,
+        kmeans_k=KMEANS_K,
+        embedder="tfidf",
+    )
+    rep = scr.report(zoo, opts)
+    c3 = rep.data["cor3"]
+    assert rep.context.twin_tasks == [C] and rep.context.law == list(LAW)
+    assert c3["status"] == "run" and c3["twin_tasks"] == [C]
+    pts = _frame(c3["points"])
+    assert len(pts) == 11
+    for r in pts.itertuples():
+        assert r.R == pytest.approx(_P(files[(r.model, C, "twins")]))
+    assert "R = P on the twins of C only (§9 cut 3" in scr.markdown(rep.data)

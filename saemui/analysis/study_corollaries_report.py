@@ -239,6 +239,8 @@ class Context:
     eligibility: dict[str, Any] = field(default_factory=dict)
     C: str | None = None
     law: list[str] = field(default_factory=list)
+    #: the tasks whose twins give Cor. 3's reference R: every law task, or C alone under §9's cut 3
+    twin_tasks: list[str] = field(default_factory=list)
     rstar: dict[str, str] = field(default_factory=dict)
     #: part → the expected stage ids without a record (None: the spec is unknown)
     missing: dict[str, list[str] | None] = field(default_factory=lambda: {k: None for k in PARTS})
@@ -341,11 +343,10 @@ def run_cor2(cx: Context) -> dict[str, Any]:
 
 def run_cor3(cx: Context) -> dict[str, Any]:
     miss = cx.missing["cor3"]
-    pts, notes = zc.cor3_points(cx.records, cx.C, cx.law)
+    pts, notes = zc.cor3_points(cx.records, cx.C, cx.twin_tasks)
     if len(pts) < 5:
-        return _not_run(
-            "cor3", f"{len(pts)} run(s) with P, MUI, τ on C and twins on every law task, 5 needed", miss
-        )
+        where = "every law task" if cx.twin_tasks == cx.law else "C (§9 cut 3)"
+        return _not_run("cor3", f"{len(pts)} run(s) with P, MUI, τ on C and twins on {where}, 5 needed", miss)
     cv = cmp.fair_comparison_cv(pts, n_boot=cx.options.n_boot, seed=BOOT_SEED, level=LEVEL)
     v = cmp.c3_verdict(cv)
     cx.fig["cor3"] = (cv, _verdict_json(v))
@@ -359,6 +360,7 @@ def run_cor3(cx: Context) -> dict[str, Any]:
         "n": cv.n,
         "n_boot": cv.n_boot,
         "boot_seed": cv.seed,
+        "twin_tasks": list(cx.twin_tasks),
         "alpha_grid": [float(a) for a in cmp.ALPHA_GRID],
         "length_matches_mui": cv.length_matches_mui,
         "verdict": _verdict_json(v),
@@ -765,8 +767,13 @@ def markdown(rep: Mapping[str, Any]) -> str:
             "",
             f"C3: {_v_s(c3['verdict'])}",
             "",
-            f"Outer leave-one-run-out CV over n = {c3['n']} runs; R = mean P on the twins of the law tasks (points); "
-            f"ρ = 1 − MSE/MSE(M0) with a paired run bootstrap (B = {c3['n_boot']}).",
+            f"Outer leave-one-run-out CV over n = {c3['n']} runs; R = "
+            + (
+                "P on the twins of C only (§9 cut 3; points); "
+                if len(c3.get("twin_tasks") or [None, None]) == 1
+                else "mean P on the twins of the law tasks (points); "
+            )
+            + f"ρ = 1 − MSE/MSE(M0) with a paired run bootstrap (B = {c3['n_boot']}).",
             "",
             "| model | CV MSE (points²) | ρ | 95 % interval | Kendall τ-b (CV prediction vs R) |",
             "|---|---|---|---|---|",
@@ -980,6 +987,7 @@ def load_context(results: Path, options: CorollaryOptions | None = None) -> Cont
     cx.law = list(cx.eligibility.get("law_tasks") or [])
     cx.C = cx.eligibility.get("C") or (cx.law[0] if cx.law else None)
     spec = spec_for(cx.eligibility.get("zoo"))
+    cx.twin_tasks = cx.law if spec is None or spec.twins_on == "law" else cx.law[:1]
     if cx.C is not None and spec is not None:
         cx.missing = missing_stages(expected_records(spec, cx.law, results))
     names = tuple(spec.rstar) if spec is not None else zc.RSTAR_NAMES
