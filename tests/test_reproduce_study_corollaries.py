@@ -189,6 +189,18 @@ def _args(zoo: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
+def _options() -> scr.CorollaryOptions:
+    """The sizes ``_args`` gives the script, for the report functions called directly."""
+    return scr.CorollaryOptions(
+        n_boot=N_BOOT,
+        n_item_boot=N_ITEM_BOOT,
+        n_random=N_RANDOM,
+        dataset_n=DATASET_N,
+        kmeans_k=KMEANS_K,
+        embedder="tfidf",
+    )
+
+
 def _run(zoo: Path, out: Path, *extra: str) -> int:
     return load_script("reproduce_study_corollaries").main(_args(zoo, out, *extra))
 
@@ -571,15 +583,7 @@ def test_script_markdown_and_figures(script_out, rep):
 def test_report_functions_give_the_script_outputs(zoo, script_out):
     """What a notebook calls gives what the script writes: report() the JSON document, markdown() the tables
     from that document alone (read back from the file), figures() one figure per file the script saved."""
-    options = scr.CorollaryOptions(
-        n_boot=N_BOOT,
-        n_item_boot=N_ITEM_BOOT,
-        n_random=N_RANDOM,
-        dataset_n=DATASET_N,
-        kmeans_k=KMEANS_K,
-        embedder="tfidf",
-    )
-    rep = scr.report(zoo, options)
+    rep = scr.report(zoo, _options())
     assert compact_json(rep.data) == (script_out / "cor.json").read_text()
     md = scr.markdown(json.loads((script_out / "cor.json").read_text()))
     assert md == (script_out / "cor.md").read_text()
@@ -675,20 +679,11 @@ def test_c1_needs_every_family(zoo, tmp_path, monkeypatch):
 
 def test_cut3_takes_the_reference_from_c_twins_only(zoo, files, monkeypatch):
     """§9 cut 3 drops the other law tasks' twins, so Cor. 3's reference R is P on C's twins alone."""
-    from saemui.analysis import study_corollaries_report as scr
     from saemui.zoo.spec_v2 import apply_cuts
 
     cut = apply_cuts(scr.spec_for("tiny-v2"), 3)
     monkeypatch.setattr(scr, "spec_for", lambda zoo_name: cut)
-    opts = scr.CorollaryOptions(
-        n_boot=N_BOOT,
-        n_item_boot=N_ITEM_BOOT,
-        n_random=N_RANDOM,
-        dataset_n=DATASET_N,
-        kmeans_k=KMEANS_K,
-        embedder="tfidf",
-    )
-    rep = scr.report(zoo, opts)
+    rep = scr.report(zoo, _options())
     c3 = rep.data["cor3"]
     assert rep.context.twin_tasks == [C] and rep.context.law == list(LAW)
     assert c3["status"] == "run" and c3["twin_tasks"] == [C]
