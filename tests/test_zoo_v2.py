@@ -33,7 +33,7 @@ from saemui.zoo.spec_v2 import (
     validate_v2,
     zoo_v2,
 )
-from saemui.zoo.stages_v2 import StudyRates, format_plan_v2, law_outcome, plan_v2
+from saemui.zoo.stages_v2 import EvalSpec, StudyRates, eval_items, format_plan_v2, law_outcome, plan_v2
 
 REPO = Path(__file__).resolve().parents[1]
 LAW3 = ("arith-1", "arith-2", "arith-3")
@@ -88,9 +88,10 @@ def test_spec_is_the_protocol_table():
         "arith-2d1d",
         "arith-larger",
         "arc",
+        "gsm8k",
     ]
     assert dict(spec.candidates[0].options) == {"distinct": True, "operand_max": 29}
-    assert [t.max_new_tokens for t in spec.candidates] == [48] * 5 + [64]
+    assert [t.max_new_tokens for t in spec.candidates] == [48] * 5 + [64, 256]
     assert [r.style for r in spec.roots] == ["chat", "base"]
 
 
@@ -225,6 +226,27 @@ def test_gold_set_and_option_twins():
     assert tw == shuffled_option_twins(mc, seed=1) and tw != shuffled_option_twins(mc, seed=2)
 
 
+def test_candidate7_gsm8k_pilot_leaves_1_to_6_unchanged():
+    """gsm8k (candidate 7, §11) is drawn after 1-6: their items and twins (hence their stage-0 records) do not
+    move; it has 200 distinct eval items and no twins, and an eval that needs its twins stops with one line."""
+    for f in ("arc/test.jsonl", "gsm8k/test.jsonl"):
+        if find_data_file(f) is None:
+            pytest.skip(f"shared data {f} (candidates 6-7) not available")
+    full = zoo_v2(cuts=0)
+    assert full.candidates[-1].name == "gsm8k"
+    six = candidate_sets(validate_v2(replace(full, candidates=CANDIDATES[:6])))
+    seven = candidate_sets(full)
+    assert {k: v.digest for k, v in six.items()} == {k: v.digest for k, v in seven.items() if k != "gsm8k"}
+    g = seven["gsm8k"]
+    keys = {normalize_prompt(it.fields["question"]) for it in g.items}
+    assert len(g.items) == len(keys) == 200 and g.twins == ()
+    assert eval_items(seven, EvalSpec("0", "gsm8k", "verbatim", "settings")) == g.items
+    with pytest.raises(SaemuiError, match="task gsm8k: stage 3 needs its twins set"):
+        eval_items(seven, EvalSpec("3", "gsm8k", "twins", "settings"))
+    counts = check_sets(full, seven)
+    assert counts["gsm8k"]["n_distinct_prompts"] == 200
+
+
 def _fake_stage0(results: Path, spec, correct: dict[tuple[str, str], int]) -> None:
     for (root, task), k in correct.items():
         f = results / f"{root}__{task}__verbatim.json"
@@ -317,13 +339,14 @@ def test_section9_cuts_by_hand(tmp_path):
 
 
 def test_plan_cli_full_spec(tmp_path, capsys):
-    if find_data_file("arc/test.jsonl") is None or find_data_file("arc/train.jsonl") is None:
-        pytest.skip("ARC data (candidate 6) not available")
+    for f in ("arc/test.jsonl", "arc/train.jsonl", "gsm8k/test.jsonl"):
+        if find_data_file(f) is None:
+            pytest.skip(f"shared data {f} (candidates 6-7) not available")
     mod = load_script("build_zoo")
     args = ["--spec", "v2", "--plan", "--results", str(tmp_path / "r"), "--cache", str(tmp_path / "c")]
     assert mod.main(args) == 0
     out = capsys.readouterr().out
-    assert "0 eligibility          12" in out and "items:arc" in out and "12.20 h" in out
+    assert "0 eligibility          14" in out and "items:gsm8k" in out and "12.20 h" in out
     assert "6 causal                9" in out and "2h SAE health          11" in out
     assert "§9 cuts (applied now: " in out and "+ cut 4: TF-B only on task C" in out
     assert "not a zoo stage" not in out

@@ -4,7 +4,7 @@
   file) whose normalised prompt was not drawn before, by this task or an earlier candidate: the tasks' eval sets
   are disjoint by construction (arith-1 at 0–29 shares 180 prompts with arith-2d1d, 400 with arith-2).
 - Twins: arith-style tasks redraw operands (seed 1), multiple choice shuffles options; a twin's prompt is new
-  among every candidate's eval items and the earlier twins.
+  among every candidate's eval items and the earlier twins. :data:`TWINLESS` candidates (gsm8k) have none.
 - Training examples: each task's generator with seed ``train_seed + run seed``, every eval and twin prompt of
   every candidate removed; distinct prompts when the remaining space allows, i.i.d. draws otherwise (§11);
   ``arc-train`` is a seeded sample of the shared ARC train split with its worked answers (a format change).
@@ -71,7 +71,8 @@ def styled_pair(prompt_styled: str, response: str, style: str) -> tuple[str, str
 
 @dataclass(frozen=True)
 class TaskSets:
-    """A candidate's fixed item sets: ``items`` (N eval items) and ``twins`` (N perturbed twins)."""
+    """A candidate's fixed item sets: ``items`` (N eval items) and ``twins`` (N perturbed twins; none for a
+    :data:`TWINLESS` candidate)."""
 
     task: ZooTask
     items: tuple[Item, ...]
@@ -103,7 +104,13 @@ def _draw_eval(task: Task, n: int, exclude: set[str]) -> list[Item]:
     raise SaemuiError(f"task {task.name}: only {len(out)} items with distinct new prompts, the zoo needs {n}")
 
 
+#: candidates without a §3.3 twin rule (§11): piloted for eligibility only; a twin evaluation of one is an error
+TWINLESS: frozenset[str] = frozenset({"gsm8k"})
+
+
 def _twins(task: Task, items: list[Item], seed: int, exclude: set[str]) -> list[Item]:
+    if task.name in TWINLESS:
+        return []
     if isinstance(task, _ArithMethods):
         return task.twins(items, seed=seed, exclude=frozenset(exclude))
     if items and all(is_choice(it) for it in items):
@@ -326,6 +333,7 @@ def base_samples(t: ZooTask, items: tuple[Item, ...] | list[Item], texts: dict, 
 
 __all__ = [
     "Example",
+    "TWINLESS",
     "TaskSets",
     "base_samples",
     "candidate_sets",

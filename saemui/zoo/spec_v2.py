@@ -306,7 +306,9 @@ def allocate(n: int, shares: list[tuple[str, Fraction]]) -> list[tuple[str, int]
 SMOL_ROOT = ZooModel("smollm2", SMOL, style="chat")
 GEMMA_ROOT = ZooModel("gemma3", GEMMA, style="base")
 
-#: §3.1 candidates 1-6 in priority order; 48 new tokens for arith-style tasks, 64 for arc (v1's budgets)
+#: §3.1 candidates in priority order; 48 new tokens for arith-style tasks, 64 for arc (v1's budgets), 256 for
+#: gsm8k. Candidate 7 (gsm8k) is piloted because stage 0 left fewer than three law tasks among 1-6 (§3.1, §11);
+#: its eval items are drawn after 1-6, so their sets (and stage-0 records) are unchanged by its presence.
 CANDIDATES: tuple[ZooTask, ...] = (
     ZooTask("arith-1", (("distinct", True), ("operand_max", 29)), max_new_tokens=48, prompt_tokens=45),
     ZooTask("arith-2", (("distinct", True),), max_new_tokens=48, prompt_tokens=45),
@@ -314,6 +316,7 @@ CANDIDATES: tuple[ZooTask, ...] = (
     ZooTask("arith-2d1d", max_new_tokens=48, prompt_tokens=45),
     ZooTask("arith-larger", max_new_tokens=48, prompt_tokens=50),
     ZooTask("arc", max_new_tokens=64, prompt_tokens=130),
+    ZooTask("gsm8k", max_new_tokens=256, prompt_tokens=170),
 )
 
 MIX = (("mix", 1.0),)
@@ -367,7 +370,7 @@ V2_CUTS = 0
 
 def zoo_v2(cuts: int | None = None) -> StudySpec:
     """The Study v2 zoo as §4's table: S1–S10 (SmolLM2), G1–G6 (Gemma), R* seeds 1–2 and doses 10 / 30 / 100 %
-    per family; candidates 1–6 of §3.1; every §5 setting; the shipped SmolLM2 SAE bundle; then §9's first
+    per family; candidates 1–7 of §3.1 (7 piloted, §11); every §5 setting; the shipped SmolLM2 SAE bundle; then §9's first
     ``cuts`` cuts (default :data:`V2_CUTS`, the logged decision)."""
     sm, gm = "smollm2", "gemma3"
     smol = [

@@ -379,6 +379,19 @@ def health_fingerprint_v2(
     )
 
 
+def eval_items(sets: dict[str, TaskSets], e: EvalSpec) -> tuple:
+    """The items an eval reads (its task's twins for the ``twins`` set, else the eval items); a one-line
+    SaemuiError when that set is empty (a :data:`~saemui.zoo.data_v2.TWINLESS` candidate has no twins)."""
+    s = sets[e.task]
+    items = s.twins if e.item_set == "twins" else s.items
+    if not items:
+        raise SaemuiError(
+            f"task {e.task}: stage {e.group} needs its {e.item_set} set and the task has none (no §3.3 twin "
+            "rule); log a twin rule or a cut in protocol §11 first"
+        )
+    return items
+
+
 def items_fingerprint(spec: StudySpec, s: TaskSets) -> str:
     return digest({"v": V2_VERSION, "task": asdict(s.task), "n": spec.n_items, "sets": s.digest})
 
@@ -608,7 +621,7 @@ def plan_v2(
                 st.needed = False
                 evals.append(st)
                 continue
-            items = sets[e.task].twins if e.item_set == "twins" else sets[e.task].items
+            items = eval_items(sets, e)
             extra = None
             if e.item_set == "B":
                 key = (p.root, e.task)
@@ -903,6 +916,7 @@ __all__ = [
     "causal_setting",
     "eligibility_summary",
     "eval_fingerprint_v2",
+    "eval_items",
     "format_plan_v2",
     "generation_key_v2",
     "health_fingerprint_v2",
