@@ -308,3 +308,16 @@ def test_widened_arith1_leaves_no_training_prompts() -> None:
     assert len(banned) == 400
     with pytest.raises(SaemuiError, match="exhausted"):
         draw_items("1", 1, 1000, operand_max=19, exclude=banned)
+
+
+def test_exemplars_option_replaces_the_base_exemplar_and_is_checked():
+    t = get_task("arith-2d1d", exemplars=(("What is 31 + 4?", 35), ("What is 12 + 9?", 21.0)))
+    item = t.load_items(limit=1)[0]
+    want = "Question: What is 31 + 4?\nAnswer: 35\n\nQuestion: What is 12 + 9?\nAnswer: 21\n\n"
+    assert t.format_prompt(item, "base") == want + "Question: " + item.fields["question"] + "\nAnswer:"
+    assert t.format_prompt(item, "chat") == item.fields["question"]
+    # left out of the recorded options at its default (generation fingerprints made before it stay valid)
+    assert "exemplars" not in task_options(get_task("arith-2d1d")) and "exemplars" in task_options(t)
+    assert get_task("arith-1").format_prompt(item, "base").startswith("Question: What is 2 + 5?\nAnswer: 7\n\n")
+    with pytest.raises(SaemuiError, match=r"arith-larger: option exemplars\[0\] must be \(question, number\)"):
+        get_task("arith-larger", exemplars=(("Which?", "8"),))

@@ -20,8 +20,11 @@ from saemui.zoo.data_v2 import (
     candidate_sets,
     check_sets,
     excluded_prompts,
+    exemplar_items,
     gold_samples,
+    sets_digest,
     styled_pairs,
+    task_of,
     training_examples,
 )
 from saemui.zoo.spec_v2 import (
@@ -199,6 +202,69 @@ def test_dose_mixing_counts():
     pairs = styled_pairs(spec, g, "base")
     assert sum(e.source == "arith-1:eval" for e in g) == 60
     assert pairs[0][0].endswith("\nAnswer:") and pairs[0][1].startswith(" The answer is ")
+
+
+def test_d1_exemplars_gemma_only_disjoint_and_fingerprinted():
+    """Deviation D1 (§11): 5 in-task exemplars in the base root's arith prompts, drawn from the generator at seed
+    999 outside every eval and twin prompt and kept out of training; the chat root's prompts and fingerprints,
+    and the registered spec's, do not change; the base root's arith fingerprints do."""
+    from saemui.tasks.arith import BASE_EXEMPLAR
+    from saemui.zoo.data_v2 import exemplar_items, exemplar_prompts, root_task
+    from saemui.zoo.stages_v2 import Point, eval_fingerprint_v2, generation_key_v2, train_fingerprint_v2
+
+    reg = _arith_spec()
+    d1 = replace(reg, base_shots=5)
+    sets = candidate_sets(d1)
+    assert candidate_sets(reg) == sets  # D1 changes no eval item or twin
+    used = excluded_prompts(sets)
+    for t in d1.candidates:
+        ex = exemplar_items(d1, t)
+        keys = {normalize_prompt(it.fields["question"]) for it in ex}
+        assert len(ex) == len(keys) == 5 and not keys & used, t.name
+        assert exemplar_items(reg, t) == ()
+        item = sets[t.name].items[0]
+        base = root_task(d1, "gemma3", t).format_prompt(item, "base")
+        shots = "".join(f"Question: {it.fields['question']}\nAnswer: {int(it.gold)}\n\n" for it in ex)
+        assert base == shots + "Question: " + item.fields["question"] + "\nAnswer:"
+        assert root_task(d1, "smollm2", t).format_prompt(item, "chat") == item.fields["question"]
+        assert root_task(d1, "smollm2", t) == task_of(t) == root_task(reg, "gemma3", t)
+    assert (
+        root_task(reg, "gemma3", d1.candidate("arith-2"))
+        .format_prompt(item, "base")
+        .startswith(BASE_EXEMPLAR)
+    )
+    # training: no exemplar prompt among any run's examples; the §3.3 check covers them
+    law = ("arith-1", "arith-2d1d")
+    shots = exemplar_prompts(d1)
+    assert len(shots) == 25
+    for name in ("S1", "G1", "G1-dose100"):
+        ex = training_examples(d1, d1.run(name), law, sets)
+        assert not {normalize_prompt(e.prompt) for e in ex} & shots
+    check_sets(d1, sets)
+    g1 = training_examples(d1, d1.run("G1"), law, sets)
+    for e, (prompt, _) in zip(g1, styled_pairs(d1, g1, "base", "gemma3")):
+        first = exemplar_items(d1, d1.candidate(e.task))[0].fields["question"]
+        assert prompt.startswith(f"Question: {first}\n") and prompt.endswith(e.prompt + "\nAnswer:")
+    # fingerprints: the chat root's are unchanged, the base root's arith ones move
+    t = d1.candidate("arith-1")
+    fp = sets_digest(sets["arith-1"].items)
+    for root, moves in (("smollm2", False), ("gemma3", True)):
+        pt = Point(root, root)
+        keys = [generation_key_v2(sp, pt, t, "verbatim", fp, {}) for sp in (reg, d1)]
+        e = EvalSpec("0", "arith-1", "verbatim", "settings")
+        fps = [eval_fingerprint_v2(sp, pt, t, e, fp, {}) for sp in (reg, d1)]
+        assert (keys[0] != keys[1]) is moves and (fps[0] != fps[1]) is moves, root
+    run = d1.run("G2")
+    assert train_fingerprint_v2(reg, run, "x") != train_fingerprint_v2(d1, run, "x")
+    assert train_fingerprint_v2(reg, d1.run("S2"), "x") == train_fingerprint_v2(d1, d1.run("S2"), "x")
+    # eligibility.json names the deviation, so a D1 outcome is never read as the registered one
+    from saemui.zoo.stages_v2 import LawOutcome, eligibility_summary
+
+    out = LawOutcome((), [], {})
+    assert "deviation" not in eligibility_summary(reg, out)
+    assert eligibility_summary(d1, out)["deviation"] == {"D1": {"base_shots": 5, "shot_seed": 999}}
+    with pytest.raises(SaemuiError, match="base_shots must be >= 1"):
+        validate_v2(replace(reg, base_shots=0))
 
 
 def test_gold_set_and_option_twins():
@@ -722,3 +788,24 @@ def test_bundle_identity_follows_the_manifest_not_the_path(tmp_path):
     (b / "manifest.json").write_text('{"saes": [{"files": {"w": "bbb"}}]}')
     assert bundle_identity(str(b)) != first
     assert bundle_identity(None) is None
+
+
+def test_tiny_v2_d1_rebuilds_the_base_root_only(tiny_v2, tmp_path):
+    """D1 on the tiny zoo: the chat root's evaluations stay done (its trainings re-run only if an exemplar was a
+    training prompt), the base root's stages re-run, and its records name the exemplars its prompts showed."""
+    from saemui.zoo.builder_v2 import build_v2
+
+    results, cache, mod = tiny_v2
+    res = tmp_path / "res"
+    shutil.copytree(results, res)
+    d1 = replace(mod.tiny_spec_v2(cache), base_shots=2)
+    todo = {s.id for s in plan_v2(d1, res, cache).stages if s.group == "0" and not s.done}
+    assert todo == {f"eval:tiny-gemma:{t.name}:verbatim" for t in d1.candidates}
+    report = build_v2(d1, res, cache, progress=False, log_fn=lambda _: None)
+    assert all(s.done for s in plan_v2(d1, res, cache).stages)
+    assert not [s for s in report.ran if s.startswith("eval:tiny-llama:")]
+    assert "train:tiny-gemma-G1" in report.ran and "eval:tiny-gemma:arith-1:G" in report.ran
+    rec = json.loads((res / "tiny-gemma__arith-1__verbatim.json").read_text())
+    want = exemplar_items(d1, d1.candidate("arith-1"))
+    assert len(want) == 2 and rec["exemplars"] == [[str(it.fields["question"]), it.gold] for it in want]
+    assert "exemplars" not in json.loads((res / "tiny-llama__arith-1__verbatim.json").read_text())

@@ -281,6 +281,14 @@ def make_twins(
     return twins
 
 
+def _is_num(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _answer_text(gold: float | int) -> str:
+    return str(int(gold)) if float(gold).is_integer() else str(gold)
+
+
 def _name_thing(item: Item) -> tuple[str, str]:
     # level-3 fields do not store name and thing (v1 items stay byte-identical); read them off the question
     q = item.fields["question"]
@@ -331,7 +339,21 @@ class _ArithMethods:
     def format_prompt(self, item: Item, style: str = "chat") -> str:
         if check_style(style) == "chat":
             return item.fields["question"]
-        return self.exemplar + "Question: " + item.fields["question"] + "\nAnswer:"
+        return self.base_prefix() + "Question: " + item.fields["question"] + "\nAnswer:"
+
+    def _check_exemplars(self) -> None:
+        for i, e in enumerate(getattr(self, "exemplars", ())):
+            if not (isinstance(e, (tuple, list)) and len(e) == 2 and isinstance(e[0], str) and _is_num(e[1])):
+                raise SaemuiError(f"{self.name}: option exemplars[{i}] must be (question, number), got {e!r}")
+        self.exemplars = tuple((q, a) for q, a in getattr(self, "exemplars", ()))
+
+    def base_prefix(self) -> str:
+        """The exemplar text of a base-style prompt: the ``exemplars`` option when given, else the task's one
+        hand-written exemplar."""
+        given = getattr(self, "exemplars", ())
+        if not given:
+            return self.exemplar
+        return "".join(f"Question: {q}\nAnswer: {_answer_text(a)}\n\n" for q, a in given)
 
     def extract_answer(self, response: str, item: Item) -> float | None:
         return last_number(response)
@@ -363,10 +385,14 @@ class Arith(_ArithMethods, Task):
     """Level 1 only: operands are drawn from ``0..operand_max`` (None: 9, the v1 range; protocol §3.1: 19)."""
     distinct: bool = field(default=False, metadata=_NEW_OPTION)
     """Skip items whose normalised prompt was already drawn (protocol §3.3; off keeps the v1 items)."""
+    exemplars: tuple[tuple[str, float], ...] = field(default=(), metadata=_NEW_OPTION)
+    """Base style only: (question, answer) exemplars shown before the item, replacing the task's one hand-written
+    exemplar (protocol §11, D1); empty keeps it."""
 
     def __post_init__(self) -> None:
         if self.level not in (1, 2, 3):
             raise SaemuiError(f"arith: level must be 1, 2 or 3, got {self.level!r}")
+        self._check_exemplars()
         if self.operand_max == LEVEL1_MAX:
             self.operand_max = None  # the v1 range: one spelling, one fingerprint
         _check_kind(str(self.level), self.operand_max)
@@ -396,6 +422,12 @@ class _StudyArith(_ArithMethods, Task):
     """Generation budget in new tokens (answers are short)."""
     distinct: bool = True
     """Skip items whose normalised prompt was already drawn (protocol §3.3)."""
+    exemplars: tuple[tuple[str, float], ...] = field(default=(), metadata=_NEW_OPTION)
+    """Base style only: (question, answer) exemplars shown before the item, replacing the task's one hand-written
+    exemplar (protocol §11, D1); empty keeps it."""
+
+    def __post_init__(self) -> None:
+        self._check_exemplars()
 
     @property
     def kind(self) -> str:

@@ -33,6 +33,8 @@ from saemui.zoo.data_v2 import (
     candidate_sets,
     examples_digest,
     gold_samples,
+    prompt_identity,
+    root_task,
     sets_digest,
     styled_pairs,
     task_of,
@@ -176,6 +178,8 @@ def study_record(
         "model_sha256": model_sha256,
         "generation_key": generation_key,
         "fingerprint": st.fingerprint,
+        # D1 (§11): the exemplars this root's prompts showed; absent under the registered prompts
+        **({"exemplars": x} if (x := prompt_identity(spec, p.root, t)) is not None else {}),
     }
 
 
@@ -315,7 +319,7 @@ def _train(ctx: _Ctx, run: StudyRun, root_lm: LoadedModel, s: StudyStage, law: t
         _zoo_model(spec, run),
         root_lm,
         ctx.root_dir / "weights" / run.model,
-        styled_pairs(spec, examples, style),
+        styled_pairs(spec, examples, style, run.root),
         fp,
         style,
         run.checkpoints,
@@ -338,7 +342,7 @@ def _evaluate(ctx: _Ctx, p: Point, s: StudyStage, lm: LoadedModel, law: tuple[st
     bundle = spec.sae_bundle(p.root)
     if s.item_set in ("verbatim", "twins"):
         items = list(sets.twins if s.item_set == "twins" else sets.items)
-        task = task_of(t)
+        task = root_task(spec, p.root, t)
         gkey = generation_key_v2(spec, p, t, s.item_set, sets_digest(items), ctx.plan.train_fps)
         gen_cache = ctx.root_dir / "generations" / f"{p.name}__{t.name}__{s.item_set}__{gkey}.jsonl"
         gen = run_generation(lm, task, items, style, gen_cache, spec.gen_batch_size, progress=ctx.progress)
@@ -365,10 +369,10 @@ def _evaluate(ctx: _Ctx, p: Point, s: StudyStage, lm: LoadedModel, law: tuple[st
     else:
         items = list(sets.items)
         if s.item_set == "G":
-            samples = gold_samples(t, items, style)
+            samples = gold_samples(root_task(spec, p.root, t), items, style)
         else:
             base = read_texts(texts_path(ctx.results, p.root, t.name, "verbatim"))
-            samples = base_samples(t, items, base, style)
+            samples = base_samples(root_task(spec, p.root, t), items, base, style)
         fmt = prompt_format_for(style)
         results = measure_settings(lm, samples, setting_configs(spec.tf_settings, fmt, bundle), ctx.progress)
         scored = False
@@ -408,7 +412,7 @@ def _own_samples(ctx: _Ctx, p: Point, s: StudyStage) -> tuple[list[Sample], dict
     if rec is None or rec.get("generation_key") != gkey or not f.is_file():
         raise SaemuiError(f"{s.id}: needs the current verbatim text of {p.name} on {t.name} (its eval stage)")
     texts = read_texts(f)
-    return base_samples(t, items, texts, spec.root(p.root).style), texts, gkey
+    return base_samples(root_task(spec, p.root, t), items, texts, spec.root(p.root).style), texts, gkey
 
 
 def _health(ctx: _Ctx, p: Point, s: StudyStage, lm: LoadedModel) -> None:
@@ -485,7 +489,7 @@ def _causal(ctx: _Ctx, p: Point, s: StudyStage, lm: LoadedModel) -> None:
         res = compute_mui(lm, samples, cfg, progress=ctx.progress)
         a = accuracy_arm(
             lm,
-            task_of(t),
+            root_task(spec, p.root, t),
             items,
             res,
             style=style,
@@ -515,7 +519,7 @@ def _causal(ctx: _Ctx, p: Point, s: StudyStage, lm: LoadedModel) -> None:
         }
         summary = f"ΔAcc {100 * eff.d_acc:+.1f} pp [{100 * eff.lo:+.1f}, {100 * eff.hi:+.1f}]"
     else:
-        samples = gold_samples(t, items, style)
+        samples = gold_samples(root_task(spec, p.root, t), items, style)
         res = compute_mui(lm, samples, cfg, progress=ctx.progress)
         a = logprob_arm(lm, res, samples, saes=bundle, n_draws=spec.causal_draws, seed=spec.causal_seed)
         eff = causal_effect(a.delta_key, a.delta_random)

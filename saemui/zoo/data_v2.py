@@ -12,10 +12,14 @@
 - Dose runs: the first ``dose · N`` eval items of task C with gold answers in that template replace as many
   clean pairs, taken from the end of C's share.
 - Teacher-forced sets: G = gold answers in the template, B = the family base's own responses.
+- Base-style exemplars (deviation D1 of §11, only when ``spec.base_shots`` > 1): the base root's arith prompts
+  show that many items of the task's own generator (seed ``shot_seed``), outside every eval and twin prompt and
+  kept out of training; :func:`root_task` is a candidate as a root prompts it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -145,6 +149,55 @@ def _candidate_sets(cands: tuple[ZooTask, ...], n: int, twin_seed: int) -> dict[
     return out
 
 
+# ----- base-style exemplars (deviation D1 of §11) --------------------------------------------------------------
+
+
+def exemplar_items(spec: StudySpec, t: ZooTask) -> tuple[Item, ...]:
+    """D1's exemplars of an arith-style candidate: ``spec.base_shots`` distinct items of its own generator at
+    ``spec.shot_seed``, every candidate's eval and twin prompts excluded; () under the registered design
+    (``base_shots`` 1) and for other tasks."""
+    if spec.base_shots == 1 or not isinstance(task_of(t), _ArithMethods):
+        return ()
+    return _exemplar_items(
+        spec.candidates, spec.n_items, spec.twin_seed, t.name, spec.base_shots, spec.shot_seed
+    )
+
+
+@lru_cache(maxsize=32)
+def _exemplar_items(
+    cands: tuple[ZooTask, ...], n: int, twin_seed: int, name: str, shots: int, seed: int
+) -> tuple[Item, ...]:
+    task = task_of(next(t for t in cands if t.name == name))
+    assert isinstance(task, _ArithMethods)
+    exclude = excluded_prompts(_candidate_sets(cands, n, twin_seed))
+    return tuple(
+        draw_items(task.kind, shots, seed, operand_max=task._operand_max, distinct=True, exclude=exclude)
+    )
+
+
+def exemplar_prompts(spec: StudySpec) -> frozenset[str]:
+    """Every candidate's D1 exemplar prompts (normalised): no training example may be one."""
+    return frozenset(prompt_key(task_of(t), it) for t in spec.candidates for it in exemplar_items(spec, t))
+
+
+def root_task(spec: StudySpec, root: str, t: ZooTask) -> Task:
+    """Candidate ``t`` as root ``root`` is prompted: base-style roots get D1's exemplars when the spec has them
+    (:func:`exemplar_items`); otherwise :func:`task_of`."""
+    task = task_of(t)
+    ex = exemplar_items(spec, t) if spec.root(root).style == "base" else ()
+    if not ex:
+        return task
+    return dataclasses.replace(task, exemplars=tuple((str(it.fields["question"]), it.gold) for it in ex))
+
+
+def prompt_identity(spec: StudySpec, root: str, t: ZooTask) -> list | None:
+    """What a fingerprint adds for a root's prompts of ``t``: D1's exemplars, or None (the registered prompt,
+    whose fingerprints stay as they were)."""
+    task = root_task(spec, root, t)
+    ex = getattr(task, "exemplars", ())
+    return [list(e) for e in ex] if ex else None
+
+
 def excluded_prompts(sets: dict[str, TaskSets]) -> frozenset[str]:
     """Every candidate's eval and twin prompts (normalised): what no training example may be."""
     out: set[str] = set()
@@ -230,7 +283,7 @@ def training_examples(
 ) -> list[Example]:
     """A run's ``n_pairs`` training examples for the given law tasks (see the module docstring)."""
     sets = sets if sets is not None else candidate_sets(spec)
-    exclude = excluded_prompts(sets)
+    exclude = excluded_prompts(sets) | exemplar_prompts(spec)
     seed = spec.train_seed + run.seed
     parts = allocate(spec.n_pairs, resolve_sources(run.data, law))
     by_part: list[list[Example]] = []
@@ -259,12 +312,17 @@ def training_examples(
     return [ex for part in by_part for ex in part]
 
 
-def styled_pairs(spec: StudySpec, examples: list[Example], style: str) -> list[tuple[str, str]]:
-    """(prompt, response) pairs in a root's style (chat: the user turn; base: the task's few-shot text)."""
+def styled_pairs(
+    spec: StudySpec, examples: list[Example], style: str, root: str | None = None
+) -> list[tuple[str, str]]:
+    """(prompt, response) pairs in a root's style (chat: the user turn; base: the task's few-shot text, with D1's
+    exemplars when ``root`` is given and the spec has them)."""
     out = []
     for ex in examples:
         if ex.item is not None and ex.task is not None:
-            prompt = task_of(spec.candidate(ex.task)).format_prompt(ex.item, style)
+            cand = spec.candidate(ex.task)
+            task = root_task(spec, root, cand) if root is not None else task_of(cand)
+            prompt = task.format_prompt(ex.item, style)
         else:
             prompt = ex.prompt if style == "chat" else "Question: " + ex.prompt + "\nAnswer: "
         out.append(styled_pair(prompt, ex.response, style))
@@ -294,6 +352,9 @@ def check_sets(
 
     evals = {name: reps(task_of(s.task), s.items) for name, s in sets.items()}
     train = {run: [e.prompt for e in exs] for run, exs in (training or {}).items()}
+    shots = [task_of(t).format_prompt(it, "chat") for t in spec.candidates for it in exemplar_items(spec, t)]
+    if shots:
+        train["D1 exemplars"] = shots
     out = {}
     for name, s in sets.items():
         task = task_of(s.task)
@@ -311,9 +372,14 @@ def check_sets(
 # ----- teacher-forced sets ------------------------------------------------------------------------------------
 
 
-def gold_samples(t: ZooTask, items: tuple[Item, ...] | list[Item], style: str) -> list[Sample]:
-    """Set G (§7.1): each eval item with its gold answer in the zoo's template, prompt in the family's style."""
-    task = task_of(t)
+def _as_task(t: ZooTask | Task) -> Task:
+    return t if isinstance(t, Task) else task_of(t)
+
+
+def gold_samples(t: ZooTask | Task, items: tuple[Item, ...] | list[Item], style: str) -> list[Sample]:
+    """Set G (§7.1): each eval item with its gold answer in the zoo's template, prompt in the family's style
+    (pass :func:`root_task` for a root's own prompts)."""
+    task = _as_task(t)
     out = []
     for it in items:
         p, r = styled_pair(task.format_prompt(it, style), template_answer(it), style)
@@ -321,9 +387,11 @@ def gold_samples(t: ZooTask, items: tuple[Item, ...] | list[Item], style: str) -
     return out
 
 
-def base_samples(t: ZooTask, items: tuple[Item, ...] | list[Item], texts: dict, style: str) -> list[Sample]:
+def base_samples(
+    t: ZooTask | Task, items: tuple[Item, ...] | list[Item], texts: dict, style: str
+) -> list[Sample]:
     """Set B (§7.1): the family base's own free-generated responses to the eval items (from its texts file)."""
-    task = task_of(t)
+    task = _as_task(t)
     by_id = dict(zip(texts["ids"], texts["responses"]))
     missing = [str(it.id) for it in items if str(it.id) not in by_id]
     if missing:
@@ -340,9 +408,13 @@ __all__ = [
     "check_sets",
     "examples_digest",
     "excluded_prompts",
+    "exemplar_items",
+    "exemplar_prompts",
     "gold_samples",
     "is_choice",
+    "prompt_identity",
     "prompt_key",
+    "root_task",
     "sets_digest",
     "styled_pairs",
     "task_of",

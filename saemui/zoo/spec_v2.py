@@ -99,6 +99,9 @@ class StudySpec:
     and the first responses on which SAE health measures CE-loss recovered and KL (W10; FVE, L0, dead and dense
     at every layer on all responses). twins_on / tf_b_on: ``"law"`` = every law task has twin (TF-B) evals,
     ``"C"`` = task C only (§9 cuts 3 and 4). cuts: which of §9's cuts :func:`apply_cuts` applied (a record).
+    base_shots / shot_seed: exemplars in the base-style prompts of arith-style candidates; 1 = each task's one
+    hand-written exemplar (registered), more = that many items of the task's own generator at ``shot_seed``
+    (deviation D1 of §11, :func:`saemui.zoo.data_v2.root_task`).
     """
 
     name: str
@@ -128,6 +131,8 @@ class StudySpec:
     twins_on: str = "law"
     tf_b_on: str = "law"
     cuts: tuple[int, ...] = ()
+    base_shots: int = 1
+    shot_seed: int = 999
 
     def root(self, name: str) -> ZooModel:
         for r in self.roots:
@@ -215,6 +220,8 @@ def validate_v2(spec: StudySpec) -> StudySpec:
         raise SaemuiError(f"{where}: the causal check needs at least one random draw per arm")
     if spec.health_ce_samples < 1 or not spec.health_layers:
         raise SaemuiError(f"{where}: SAE health needs CE layers and at least one CE sample")
+    if spec.base_shots < 1:
+        raise SaemuiError(f"{where}: base_shots must be >= 1, got {spec.base_shots}")
     if spec.twins_on not in ("law", "C") or spec.tf_b_on not in ("law", "C"):
         raise SaemuiError(f"{where}: twins_on and tf_b_on must be 'law' or 'C'")
     if spec.cuts != tuple(range(1, len(spec.cuts) + 1)) or len(spec.cuts) > len(CUTS):
@@ -366,12 +373,16 @@ def _extras(rstar: StudyRun) -> list[StudyRun]:
 #: how many of §9's cuts the build applies: fixed from the re-plan after stage 0 (measured rates), before any
 #: fine-tuned result exists, and logged in the protocol's §11
 V2_CUTS = 0
+#: deviation D1 of §11 (5 in-task exemplars in Gemma's arith prompts): on only if the gsm8k pilot leaves m = 0
+V2_D1 = False
+D1_SHOTS = 5
 
 
-def zoo_v2(cuts: int | None = None) -> StudySpec:
+def zoo_v2(cuts: int | None = None, d1: bool | None = None) -> StudySpec:
     """The Study v2 zoo as §4's table: S1–S10 (SmolLM2), G1–G6 (Gemma), R* seeds 1–2 and doses 10 / 30 / 100 %
     per family; candidates 1–7 of §3.1 (7 piloted, §11); every §5 setting; the shipped SmolLM2 SAE bundle; then §9's first
-    ``cuts`` cuts (default :data:`V2_CUTS`, the logged decision)."""
+    ``cuts`` cuts (default :data:`V2_CUTS`, the logged decision); ``d1``: deviation D1 of §11 (default
+    :data:`V2_D1`)."""
     sm, gm = "smollm2", "gemma3"
     smol = [
         StudyRun("S1", sm, "lora", 2e-4, MIX, 120, 0, 8, RSTAR_CHECKPOINTS),
@@ -395,7 +406,14 @@ def zoo_v2(cuts: int | None = None) -> StudySpec:
     ]
     runs = (*smol, *gemma, *_extras(smol[0]), *_extras(gemma[0]))
     spec = validate_v2(
-        StudySpec("v2", (SMOL_ROOT, GEMMA_ROOT), CANDIDATES, runs, saes=(("smollm2", SMOL_SAES),))
+        StudySpec(
+            "v2",
+            (SMOL_ROOT, GEMMA_ROOT),
+            CANDIDATES,
+            runs,
+            saes=(("smollm2", SMOL_SAES),),
+            base_shots=D1_SHOTS if (V2_D1 if d1 is None else d1) else 1,
+        )
     )
     return apply_cuts(spec, V2_CUTS if cuts is None else cuts)
 
@@ -446,6 +464,7 @@ def tiny_zoo_v2(
 
 __all__ = [
     "CANDIDATES",
+    "D1_SHOTS",
     "CUTS",
     "DOSES",
     "GEMMA_ROOT",
@@ -456,6 +475,7 @@ __all__ = [
     "SMOL_ROOT",
     "SOURCES",
     "V2_CUTS",
+    "V2_D1",
     "StudyRun",
     "StudySpec",
     "allocate",

@@ -34,6 +34,7 @@ from saemui.zoo.data_v2 import (
     candidate_sets,
     check_sets,
     examples_digest,
+    prompt_identity,
     sets_digest,
     training_examples,
 )
@@ -252,7 +253,14 @@ def health_points(spec: StudySpec) -> list[Point]:
 # ----- fingerprints --------------------------------------------------------------------------------------------
 
 
+def _prompt(spec: StudySpec, root: str, t: ZooTask) -> dict[str, Any]:
+    # D1's exemplars when a root's prompts of t carry them; nothing otherwise, so registered fingerprints stay
+    x = prompt_identity(spec, root, t)
+    return {"prompt": x} if x is not None else {}
+
+
 def train_fingerprint_v2(spec: StudySpec, run: StudyRun, examples_fp: str) -> str:
+    prompts = {t.name: x for t in spec.candidates if (x := prompt_identity(spec, run.root, t)) is not None}
     return digest(
         {
             "v": V2_VERSION,
@@ -262,6 +270,7 @@ def train_fingerprint_v2(spec: StudySpec, run: StudyRun, examples_fp: str) -> st
             "batch_size": spec.batch_size,
             "max_length": spec.max_length,
             "examples": examples_fp,
+            **({"prompts": prompts} if prompts else {}),
         }
     )
 
@@ -320,6 +329,7 @@ def eval_fingerprint_v2(
             else None,
             "max_set_entries": spec.max_set_entries,
             "extra": extra,
+            **_prompt(spec, p.root, t),
         }
     )
 
@@ -327,7 +337,13 @@ def eval_fingerprint_v2(
 def generation_key_v2(spec: StudySpec, p: Point, t: ZooTask, item_set: str, items_fp: str, train_fps) -> str:
     """Key of a generation cache: weights and prompts only (a changed setting re-measures, never regenerates)."""
     return digest(
-        {"point": point_identity(spec, p, train_fps), "task": asdict(t), "set": item_set, "items": items_fp}
+        {
+            "point": point_identity(spec, p, train_fps),
+            "task": asdict(t),
+            "set": item_set,
+            "items": items_fp,
+            **_prompt(spec, p.root, t),
+        }
     )
 
 
@@ -357,6 +373,7 @@ def causal_fingerprint_v2(
             "seed": spec.causal_seed,
             "texts": gen_key if acc else None,
             "gen_batch_size": spec.gen_batch_size if acc else None,
+            **_prompt(spec, p.root, t),
         }
     )
 
@@ -464,6 +481,12 @@ def eligibility_summary(spec: StudySpec, outcome: LawOutcome) -> dict[str, Any]:
         "law_tasks": law,
         "m": len(law),
         "C": law[0] if law else None,
+        # the registered prompts leave no key; D1 (§11) names itself so its outcome is never read as registered
+        **(
+            {"deviation": {"D1": {"base_shots": spec.base_shots, "shot_seed": spec.shot_seed}}}
+            if spec.base_shots > 1
+            else {}
+        ),
     }
 
 
