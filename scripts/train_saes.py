@@ -419,7 +419,9 @@ def write_bundle(
                 layer,
                 HOOK_TEMPLATE.format(layer=layer),
                 f"layer_{layer:02d}",
-                architecture=r.arch,
+                # the inference architecture sae-lens loads (BatchTopK ships as JumpReLU with learned thresholds)
+                architecture=json.loads((exports[layer] / "cfg.json").read_text())["architecture"],
+                training_architecture=r.arch,
                 d_in=lm.d_model,
                 d_sae=r.width,
                 k=r.k,

@@ -92,8 +92,14 @@ def test_layers_load_offline_without_deprecation(bundle: Path) -> None:
         md = sae.cfg.metadata
         assert md.hook_name == s["hook_name"]
         assert sae.cfg.d_in == s["d_in"] and sae.cfg.d_sae == s["d_sae"]
-        assert sae.cfg.architecture() == s["architecture"] == "topk"
-        assert sae.cfg.k == s["k"]
+        # TopK ships as TopK; BatchTopK ships as JumpReLU with its learned thresholds (k is the training budget)
+        assert sae.cfg.architecture() == s["architecture"]
+        assert (s["architecture"], s.get("training_architecture", "topk")) in {
+            ("topk", "topk"),
+            ("jumprelu", "batchtopk"),
+        }
+        if s["architecture"] == "topk":
+            assert sae.cfg.k == s["k"]
         assert md.model_name == m["model"]["hf_id"]
         assert md.model_from_pretrained_kwargs == {}
         assert md.prepend_bos is False

@@ -80,7 +80,14 @@ def test_bundle_run_tiny_gemma_and_resume(tmp_path, monkeypatch, tiny_dir):
     assert mod.main(args) == 0
     man = json.loads((out / "manifest.json").read_text())
     assert [s["layer"] for s in man["saes"]] == [0, 2]
-    assert {s["architecture"] for s in man["saes"]} == {"batchtopk"}
+    # BatchTopK trains, JumpReLU (its learned thresholds) is what sae-lens loads: the manifest names both
+    assert {(s["architecture"], s["training_architecture"]) for s in man["saes"]} == {
+        ("jumprelu", "batchtopk")
+    }
+    assert all(
+        json.loads((out / s["path"] / "cfg.json").read_text())["architecture"] == "jumprelu"
+        for s in man["saes"]
+    )
     card = json.loads((out / "card.json").read_text())
     md = (out / "card.md").read_text()
     assert "median over layers" in md and "20x the median norm" in md and "Training text:" in md
