@@ -809,3 +809,6 @@ def test_tiny_v2_d1_rebuilds_the_base_root_only(tiny_v2, tmp_path):
     want = exemplar_items(d1, d1.candidate("arith-1"))
     assert len(want) == 2 and rec["exemplars"] == [[str(it.fields["question"]), it.gold] for it in want]
     assert "exemplars" not in json.loads((res / "tiny-llama__arith-1__verbatim.json").read_text())
+    # a stage's timing keeps its thread count and load, so a re-plan can tell a loaded 1-thread stage apart
+    timing = [json.loads(f.read_text()) for f in cache.rglob("eval__tiny-gemma__arith-1__verbatim.json")]
+    assert timing and timing[0]["threads"] >= 1 and timing[0]["loadavg_1min"] >= 0

@@ -286,7 +286,7 @@ def _run(ctx: _Ctx, stages: list[StudyStage]) -> None:
                 secs = time.perf_counter() - t0
                 atomic_write_json(
                     ctx.root_dir / "stages" / f"{s.id.replace(':', '__').replace('/', '_')}.json",
-                    {"stage": s.id, "fingerprint": s.fingerprint, "seconds": secs},
+                    {"stage": s.id, "fingerprint": s.fingerprint, "seconds": secs, **_run_conditions()},
                 )
                 ctx.report.ran.append(s.id)
                 ctx.report.seconds[s.id] = secs
@@ -329,9 +329,20 @@ def _train(ctx: _Ctx, run: StudyRun, root_lm: LoadedModel, s: StudyStage, law: t
     sources: dict[str, int] = {}
     for e in examples:
         sources[e.source] = sources.get(e.source, 0) + 1
-    atomic_write_json(s.record, {"stage": s.id, "fingerprint": fp, "sources": sources, **info})
+    atomic_write_json(
+        s.record, {"stage": s.id, "fingerprint": fp, "sources": sources, **info, **_run_conditions()}
+    )
     ctx.report.ran.append(s.id)
     ctx.report.seconds[s.id] = time.perf_counter() - t0
+
+
+def _run_conditions() -> dict[str, Any]:
+    # a stage's seconds depend on its threads and on what else ran: kept so a re-plan can tell them apart
+    import os
+
+    import torch
+
+    return {"threads": torch.get_num_threads(), "loadavg_1min": round(os.getloadavg()[0], 2)}
 
 
 def _evaluate(ctx: _Ctx, p: Point, s: StudyStage, lm: LoadedModel, law: tuple[str, ...]) -> None:
