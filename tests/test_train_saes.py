@@ -24,7 +24,7 @@ def test_plan_per_model_and_recipe_handover(capsys):
     mod = _load()
     assert mod.main(["--plan"]) == 0
     out = capsys.readouterr().out
-    assert "× 30 layers" in out and "topk-k32-b256-e2" in out and "limit 80 MB" in out
+    assert "× 30 layers" in out and '"name": "batchtopk-k64-b256-e2"' in out and "limit 80 MB" in out
     assert mod.main(["--plan", "--model", "gemma3-270m"]) == 0
     out = capsys.readouterr().out
     assert "× 18 layers" in out and "limit 60 MB" in out
