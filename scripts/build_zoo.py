@@ -95,17 +95,22 @@ def cut_table(plan, results: Path, cache: Path, rates, only: list[str] | None) -
     """§9's re-plan: the remaining CPU time under each number of cuts, at the plan's rates and scaled by the
     measured / estimated ratio of the finished stages (the figure §9 compares with 10.5 h)."""
     from saemui.zoo.spec_v2 import CUTS, zoo_v2
-    from saemui.zoo.stages_v2 import measured_ratio, plan_v2, remaining_seconds
+    from saemui.zoo.stages_v2 import measured_ratio, plan_v2, remaining_by_root, remaining_seconds
 
     ratio, n = measured_ratio(plan)
     head = f"§9 cuts (applied now: {len(plan.spec.cuts)}); remaining CPU at the plan's rates"
     head += f", and × {ratio:.2f} (measured / estimated, {n} stages)" if ratio is not None else ""
+    head += "; per root (one root per core, §9) and the larger of the two × the ratio"
     lines = [head]
     for k in range(len(CUTS) + 1):
-        rem = remaining_seconds(plan_v2(zoo_v2(k), results, cache, rates, only)) / 3600
+        p = plan_v2(zoo_v2(k), results, cache, rates, only)
+        rem = remaining_seconds(p) / 3600
+        per = remaining_by_root(p)
         scaled = f"  → {rem * ratio:5.2f} h" if ratio is not None else ""
+        roots = " / ".join(f"{r} {v / 3600:.2f} h" for r, v in per.items())
+        wall = f" → wall ≈ {max(per.values()) / 3600 * ratio:.2f} h" if ratio is not None else ""
         what = "no cut" if k == 0 else f"+ cut {k}: {CUTS[k]}"
-        lines.append(f"  {rem:5.2f} h{scaled}  {what}")
+        lines.append(f"  {rem:5.2f} h{scaled}  [{roots}{wall}]  {what}")
     return "\n".join(lines)
 
 

@@ -348,6 +348,12 @@ def test_plan_before_stage0_and_costs_by_hand(tmp_path):
     assert by["eval:gemma3-G2:E1:G"].cost_s == pytest.approx(200 * (45 + 6) / 225)
     text = format_plan_v2(plan)
     assert "law tasks: unknown" in text and "2 law evals" in text and "§9" in text
+    # one root per core (§9): the per-root split covers every stage and load once
+    from saemui.zoo.stages_v2 import remaining_by_root, remaining_seconds
+
+    per = remaining_by_root(plan)
+    assert set(per) == {"smollm2", "gemma3"} and sum(per.values()) == pytest.approx(remaining_seconds(plan))
+    assert per["gemma3"] > by["train:gemma3-G6"].cost_s > 0
     # a measured rate scales that root's stages
     fast = plan_v2(
         spec, tmp_path / "res", tmp_path / "cache", StudyRates(fwd_tok_s=(("gemma3-270m", 450.0),))

@@ -907,6 +907,18 @@ def remaining_seconds(plan: StudyPlan) -> float:
     return todo + _loads(plan.spec, plan.stages, plan.rates, lambda s: s.needed or bool(s.blocked))[1]
 
 
+def remaining_by_root(plan: StudyPlan) -> dict[str, float]:
+    """:func:`remaining_seconds` split by root: §9's execution runs one root per core (``--only 'smollm2*'``,
+    ``--only 'gemma3*'``, one thread each), so the build's wall time is about the larger of the two at 1-thread
+    speed (the measured / estimated ratio of 1-thread stages carries that speed)."""
+    out: dict[str, float] = {}
+    for r in plan.spec.roots:
+        mine = [x for x in plan.stages if x.root == r.name]
+        todo = sum(x.cost_s for x in mine if x.needed or x.blocked)
+        out[r.name] = todo + _loads(plan.spec, mine, plan.rates, lambda x: x.needed or bool(x.blocked))[1]
+    return out
+
+
 def _fmt_h(s: float) -> str:
     return f"{s / 3600:.2f} h"
 
