@@ -480,6 +480,16 @@ def test_report_functions_give_the_script_outputs(zoo, script_out):
     assert sorted(slr.figures(rep)) == sorted(p.stem for p in (script_out / "fig").glob("*.png"))
 
 
+def test_a_deviation_is_labelled_in_the_tables(script_out):
+    """Registered stage 0: no deviation key and no label; a D1 stage 0 (eligibility.json's ``deviation``) puts a
+    one-line label above every generated table."""
+    rep = json.loads((script_out / "law.json").read_text())
+    assert rep["deviation"] is None and "Deviation" not in slr.markdown(rep)
+    rep["deviation"] = {"D1": {"base_shots": 5, "shot_seed": 999}}
+    md = slr.markdown(rep)
+    assert "- **Deviation D1 (base_shots 5, shot_seed 999)**, decided after stage 0 of the bases" in md
+
+
 def test_script_is_deterministic(zoo, script_out, tmp_path):
     assert _run(zoo, tmp_path, "--no-figures") == 0
     assert (tmp_path / "law.json").read_bytes() == (script_out / "law.json").read_bytes()

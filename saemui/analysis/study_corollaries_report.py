@@ -49,7 +49,7 @@ from saemui.analysis import training as tr
 from saemui.analysis import zoo_v2_corollaries as zc
 from saemui.analysis.corollary import BOOT_SEED, LEVEL, N_BOOT, CorollaryVerdict
 from saemui.analysis.embed import KMEANS_K, KMEANS_RESTARTS, SVD_DIMS, embed
-from saemui.analysis.study_report import analysis_versions, command, fmt, json_num, json_table
+from saemui.analysis.study_report import analysis_versions, command, deviation_line, fmt, json_num, json_table
 from saemui.errors import SaemuiError
 from saemui.readers import read_json
 from saemui.zoo.record_v2 import causal_path, eligibility_path, health_path, load_records_v2, record_path
@@ -624,6 +624,7 @@ def markdown(rep: Mapping[str, Any]) -> str:
         f"`{rep['results']}/study_corollaries.json`. Each test is at 95 % with two-sided intervals, no correction "
         "across corollaries; verdicts follow each section's inequalities.",
         "",
+        *deviation_line(rep.get("deviation")),
         f"- task C: {rep['task_C'] or '–'}; law tasks: {', '.join(rep['law_tasks']) or '–'}; R*: "
         + (", ".join(f"{f} {r}" for f, r in rep["rstar"].items()) or "–"),
         f"- run bootstraps B = {p['n_boot']}, seed {p['boot_seed']}; per-seed item bootstrap B = {p['n_item_boot']}; "
@@ -1038,6 +1039,7 @@ def report(results: Path, options: CorollaryOptions | None = None) -> CorollaryR
         "command": command(SCRIPT, cx.results),
         "results": str(cx.results),
         "zoo": cx.eligibility.get("zoo"),
+        "deviation": cx.eligibility.get("deviation"),
         "versions": analysis_versions(),
         "protocol": {
             "level": LEVEL,

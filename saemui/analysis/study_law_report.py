@@ -40,7 +40,7 @@ from saemui.analysis import study
 from saemui.analysis import zoo_v2 as zv
 from saemui.analysis.eligibility import MIN_SD_POINTS, training_moves
 from saemui.analysis.random_units import N_DRAWS
-from saemui.analysis.study_report import analysis_versions, command, fmt, json_num, json_table
+from saemui.analysis.study_report import analysis_versions, command, deviation_line, fmt, json_num, json_table
 from saemui.errors import SaemuiError
 from saemui.readers import read_json
 from saemui.zoo.record_v2 import eligibility_path, load_records_v2
@@ -526,6 +526,7 @@ def markdown(rep: Mapping[str, Any]) -> str:
         f"`{rep['results']}/study_law.json`. Verdicts follow §6.4; tests labelled secondary or baseline do not "
         "enter the overall verdict.",
         "",
+        *deviation_line(rep.get("deviation")),
         f"- eligible law tasks (stage 0): {', '.join(rep['eligible_law_tasks']) or 'none'}; after the §3.2 "
         f"training-moves rule (SD of P ≥ {p['min_sd']} points): law tasks {', '.join(rep['law_tasks']) or 'none'}"
         f" (m = {rep['m']}), one-family {', '.join(rep['one_family_tasks']) or 'none'}",
@@ -759,6 +760,7 @@ def report(results: Path, n_boot: int = study.N_BOOT, min_sd: float = MIN_SD_POI
         "command": command(SCRIPT, results),
         "results": str(results),
         "zoo": elig.get("zoo"),
+        "deviation": elig.get("deviation"),
         "versions": analysis_versions(),
         "protocol": {
             "family_alpha": study.FAMILY_ALPHA,

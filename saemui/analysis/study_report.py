@@ -89,6 +89,18 @@ def command(script: str, results: Path) -> str:
 # ----- the scripts' output options and writing step -------------------------------------------------------
 
 
+def deviation_line(deviation: Mapping[str, Any] | None) -> list[str]:
+    """The generated tables' warning when stage 0 ran under a logged deviation (``eligibility.json``'s
+    ``deviation``, e.g. D1 of protocol §11): its results are not the registered design's; empty otherwise."""
+    if not deviation:
+        return []
+    what = "; ".join(f"{k} ({', '.join(f'{a} {b}' for a, b in v.items())})" for k, v in deviation.items())
+    return [
+        f"- **Deviation {what}**, decided after stage 0 of the bases (protocol §11): every result below depends "
+        "on it and is labelled so; the registered design gave m = 0 law tasks.",
+    ]
+
+
 def add_output_options(ap: argparse.ArgumentParser, *, json_name: str, md_default: str) -> None:
     """The options every report script takes: ``--results``, ``--json``, ``--md``, ``--figures``,
     ``--no-figures`` (read back by :func:`write_outputs`)."""
@@ -128,6 +140,7 @@ __all__ = [
     "add_output_options",
     "analysis_versions",
     "command",
+    "deviation_line",
     "fmt",
     "json_num",
     "json_table",
