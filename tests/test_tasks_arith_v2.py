@@ -318,6 +318,10 @@ def test_exemplars_option_replaces_the_base_exemplar_and_is_checked():
     assert t.format_prompt(item, "chat") == item.fields["question"]
     # left out of the recorded options at its default (generation fingerprints made before it stay valid)
     assert "exemplars" not in task_options(get_task("arith-2d1d")) and "exemplars" in task_options(t)
-    assert get_task("arith-1").format_prompt(item, "base").startswith("Question: What is 2 + 5?\nAnswer: 7\n\n")
-    with pytest.raises(SaemuiError, match=r"arith-larger: option exemplars\[0\] must be \(question, number\)"):
+    assert (
+        get_task("arith-1").format_prompt(item, "base").startswith("Question: What is 2 + 5?\nAnswer: 7\n\n")
+    )
+    with pytest.raises(
+        SaemuiError, match=r"arith-larger: option exemplars\[0\] must be \(question, number\)"
+    ):
         get_task("arith-larger", exemplars=(("Which?", "8"),))
