@@ -346,6 +346,11 @@ def test_plan_before_stage0_and_costs_by_hand(tmp_path):
     assert by["eval:gemma3-G2:E1:twins"].cost_s == pytest.approx(g_gen + 200 * (45 + 8) / 225)  # C: with MUI
     assert by["eval:gemma3-G2:E2:twins"].cost_s == pytest.approx(g_gen)  # accuracy only
     assert by["eval:gemma3-G2:E1:G"].cost_s == pytest.approx(200 * (45 + 6) / 225)
+    # a long-form task is costed at its budget (answer lengths were measured on ≤ 64-token tasks)
+    assert (
+        StudyRates().answer("gemma3-270m", False, 256) == 256
+        and StudyRates().answer("gemma3-270m", False, 48) == 8
+    )
     text = format_plan_v2(plan)
     assert "law tasks: unknown" in text and "2 law evals" in text and "§9" in text
     # one root per core (§9): the per-root split covers every stage and load once
