@@ -87,3 +87,47 @@ def check_writable(out: Path) -> None:
         raise SaemuiError(f"{out}: output directory not writable ({parent} is a file, not a directory)")
     if not os.access(parent, os.W_OK):
         raise SaemuiError(f"{out}: output directory not writable ({parent} is read-only for this user)")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def claim(path: Path) -> bool:
+    """Take the lock file ``path`` for this process (O_EXCL create holding the pid); False if a live process
+    holds it. A lock whose process is gone (killed, or its machine restarted) is taken over, so work split
+    between processes through claims resumes like any other stage. Processes must share one machine."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, default_mode())
+        except FileExistsError:
+            try:
+                pid = int(path.read_text() or "0")
+            except (FileNotFoundError, ValueError):
+                return False  # released or being written this instant: let the other process have it
+            if pid and pid_alive(pid):
+                return False
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def release(path: Path) -> None:
+    """Drop a lock taken with :func:`claim` (only if this process holds it)."""
+    path = Path(path)
+    try:
+        if int(path.read_text() or "0") == os.getpid():
+            path.unlink()
+    except (FileNotFoundError, ValueError):
+        pass

@@ -15,6 +15,10 @@ passed here unchanged (``--recipe NAME``, or ``--arch/--k/--batch-size/--epochs/
              the sink rule and share dropped, the text-mix manifest, and the issue-17 targets met or missed
 
 Every stage writes atomically under ``--workdir`` and is skipped when done: re-run the same command to resume.
+``--workers N`` lets N copies of one command (each ``--threads 1``) share the run on one machine: the data and
+the capture are done by one of them while the others wait, then each claims free layers (training), recon chunks
+and CE groups through lock files in the workdir, and one of them writes the bundle. Small SAEs use two threads
+poorly, so two 1-thread workers finish the training and the CE stage sooner than one 2-thread process.
 ``--plan`` prints the CPU-time estimate per stage (and the disk the capture needs) and exits.
 
 The v1 bundle (smollm2-135m-instruct-res-topk-w1024-k32, OpenWebText + Wikipedia only, evaluation without the
@@ -38,6 +42,8 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -48,7 +54,7 @@ import torch  # noqa: E402
 
 from saemui import sae_data, sae_eval, sae_train  # noqa: E402
 from saemui.errors import SaemuiError  # noqa: E402
-from saemui.io import atomic_write_json, atomic_write_text  # noqa: E402
+from saemui.io import atomic_write_json, atomic_write_text, claim, pid_alive, release  # noqa: E402
 from saemui.provenance import machine_summary  # noqa: E402
 from saemui.sae_train import Recipe  # noqa: E402
 from saemui.saes import bundle_entry, write_bundle_manifest  # noqa: E402
@@ -78,6 +84,8 @@ class Config(sae_train.RunConfig):
     ce_group: int = 5  # layers per CE call (one clean forward shared; the unit of resumption)
     size_limit_mb: float | None = None  # default SIZE_LIMITS_MB[model]
     workdir: str = str(Path.home() / ".cache" / "saemui" / "train_saes")
+    # copies of this command sharing the run on one machine (lock files); not part of the run's identity
+    workers: int = 1
 
     def out_dir(self) -> Path:
         r = self.recipe
@@ -196,11 +204,12 @@ def check_disk(path: Path, need: int) -> None:
 
 
 def stage_eval(
-    cfg: Config, lm: Any, data: dict, layers: list[int], exports: dict[int, Path], edir: Path
+    cfg: Config, lm: Any, data: dict, layers: list[int], exports: dict[int, Path], edir: Path, locks: Path
 ) -> dict[int, dict]:
     """Per layer: summaries per text kind and on response tokens, dead / dense over all evaluation tokens, and
     CE / KL on the first ``ce_seqs`` task answers. Reconstruction runs all missing layers in one forward per
-    batch; CE runs in groups of ``ce_group`` layers; both leave one JSON per layer (the resumption unit)."""
+    batch (with workers: one contiguous chunk of layers per worker); CE runs in groups of ``ce_group`` layers
+    (claimed one by one by the workers); both leave one JSON per layer (the resumption unit)."""
     from saemui.records import sample_from_dict
 
     samples = [sample_from_dict(s, f"eval sample {i}") for i, s in enumerate(data["eval_samples"])]
@@ -212,7 +221,47 @@ def stage_eval(
     sets["response"] = sae_eval.batches_from_samples(
         lm.tokenizer, samples, max_batch_tokens=cfg.capture_batch_tokens
     )
-    todo = [layer for layer in layers if not (edir / f"recon_L{layer:02d}.json").is_file()]
+
+    def missing(kind: str, group: list[int]) -> list[int]:
+        return [layer for layer in group if not (edir / f"{kind}_L{layer:02d}.json").is_file()]
+
+    n = -(-len(layers) // cfg.workers)
+    for chunk in [layers[i : i + n] for i in range(0, len(layers), n)]:
+        lock = locks / f"recon-{edir.name}-L{chunk[0]:02d}"
+        with claimed(cfg, lock, lambda chunk=chunk: not missing("recon", chunk)) as mine:
+            if mine:
+                recon_layers(cfg, lm, sets, missing("recon", chunk), exports, edir)
+    ce_b = sae_eval.batches_from_samples(lm.tokenizer, samples[: cfg.ce_seqs], max_batch_tokens=1024)
+    for i in range(0, len(layers), cfg.ce_group):
+        group = layers[i : i + cfg.ce_group]
+        with claimed(
+            cfg, locks / f"ce-{edir.name}-L{group[0]:02d}", lambda g=group: not missing("ce", g)
+        ) as mine:
+            if not mine:
+                continue
+            group = missing("ce", group)
+            saes = {layer: sae_train.load_sae(exports[layer]) for layer in group}
+            # zero ablation in the same pass (one SAE per layer here, so no baseline is shared)
+            zero: dict[int, sae_eval.CEStats] = {}
+            ce = sae_eval.ce_eval(lm, saes, ce_b, norm_factor=cfg.norm_factor, zero_cache=zero)
+            for layer in group:
+                atomic_write_json(edir / f"ce_L{layer:02d}.json", sae_train.json_safe(ce[layer].summary()))
+            log.info("CE/KL layers %s done", group)
+    wait_until(
+        cfg,
+        lambda: not missing("recon", layers) and not missing("ce", layers),
+        "the other workers' evaluations",
+    )
+    return {
+        layer: json.loads((edir / f"recon_L{layer:02d}.json").read_text())
+        | {"ce": json.loads((edir / f"ce_L{layer:02d}.json").read_text())}
+        for layer in layers
+    }
+
+
+def recon_layers(
+    cfg: Config, lm: Any, sets: dict[str, list], todo: list[int], exports: dict[int, Path], edir: Path
+) -> None:
     if todo:
         saes = {layer: sae_train.load_sae(exports[layer]) for layer in todo}
         per_set = {
@@ -227,22 +276,59 @@ def stage_eval(
             s = allstats.summary()
             row["all"] = {k: s[k] for k in ("n_tokens", "l0", "dead_frac", "dense_frac")}
             atomic_write_json(edir / f"recon_L{layer:02d}.json", sae_train.json_safe(row))
-    ce_b = sae_eval.batches_from_samples(lm.tokenizer, samples[: cfg.ce_seqs], max_batch_tokens=1024)
-    todo = [layer for layer in layers if not (edir / f"ce_L{layer:02d}.json").is_file()]
-    for i in range(0, len(todo), cfg.ce_group):
-        group = todo[i : i + cfg.ce_group]
-        saes = {layer: sae_train.load_sae(exports[layer]) for layer in group}
-        # zero ablation in the same pass (one SAE per layer here, so no baseline is shared)
-        zero: dict[int, sae_eval.CEStats] = {}
-        ce = sae_eval.ce_eval(lm, saes, ce_b, norm_factor=cfg.norm_factor, zero_cache=zero)
-        for layer in group:
-            atomic_write_json(edir / f"ce_L{layer:02d}.json", sae_train.json_safe(ce[layer].summary()))
-        log.info("CE/KL layers %s done", group)
-    return {
-        layer: json.loads((edir / f"recon_L{layer:02d}.json").read_text())
-        | {"ce": json.loads((edir / f"ce_L{layer:02d}.json").read_text())}
-        for layer in layers
-    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# workers: units of work claimed through lock files (saemui.io.claim), so N copies of one command share a run
+
+POLL_SECONDS = 30.0
+
+
+@contextmanager
+def claimed(cfg: Config, lock: Path, done: Callable[[], bool]) -> Iterator[bool]:
+    """True when this process should do the unit now: it is not done and this process is alone or holds the
+    claim (checked again after claiming: another worker may have finished it in between)."""
+    if done():
+        yield False
+    elif cfg.workers == 1:
+        yield True
+    elif not claim(lock):
+        yield False
+    else:
+        try:
+            yield not done()
+        finally:
+            release(lock)
+
+
+def exclusive(cfg: Config, lock: Path, done: Callable[[], bool], fn: Callable[[], Any]) -> Any:
+    """``fn()`` once the unit is done (``fn`` then loads it) or this process holds its claim (``fn`` does it)."""
+    while not (cfg.workers == 1 or done()):
+        if claim(lock):
+            try:
+                return fn()
+            finally:
+                release(lock)
+        log.info("waiting for another worker (%s)", lock.name)
+        time.sleep(POLL_SECONDS)
+    return fn()
+
+
+def wait_until(cfg: Config, cond: Callable[[], bool], what: str) -> None:
+    while not cond():
+        if cfg.workers == 1:
+            raise SaemuiError(f"{what}: not done, and no other worker runs (--workers 1)")
+        log.info("waiting for %s", what)
+        time.sleep(POLL_SECONDS)
+
+
+def _held(lock: Path) -> bool:
+    """Another live process holds ``lock``."""
+    try:
+        pid = int(lock.read_text() or "0")
+    except (FileNotFoundError, ValueError):
+        return False
+    return pid != os.getpid() and pid_alive(pid)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -389,7 +475,9 @@ def render_card_md(card: dict) -> str:
         + ", ".join(f"{k} {v}" for k, v in t["versions"].items())
         + ".",
         "",
-        "Wall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in t["wall_seconds"].items()) + ".",
+        "Time per stage (wall time; with --workers, summed over the workers): "
+        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in t["wall_seconds"].items())
+        + ".",
         "",
         f"Reproduce / resume: `PYTHONPATH=. HF_HUB_OFFLINE=1 python scripts/train_saes.py {t['command']}`.",
         "",
@@ -490,7 +578,8 @@ def run(cfg: Config, argv: list[str]) -> Path:
     torch.set_num_threads(max(1, cfg.threads))
     wd = Path(cfg.workdir).expanduser() / f"run-{cfg.data_key()}"
     wd.mkdir(parents=True, exist_ok=True)
-    times_path = wd / f"times-{cfg.recipe.key()}.json"
+    key = cfg.recipe.key()
+    times_path = wd / (f"times-{key}.json" if cfg.workers == 1 else f"times-{key}-w{os.getpid()}.json")
     times: dict[str, float] = json.loads(times_path.read_text()) if times_path.is_file() else {}
 
     def timed(stage: str, t0: float) -> None:
@@ -507,16 +596,21 @@ def run(cfg: Config, argv: list[str]) -> Path:
     t0 = time.time()
     new = not (wd / "data.json").is_file()
     shared = SHARED_DATA if SHARED_DATA.is_dir() else None
-    data = sae_train.prepare_data(
-        lm,
-        wd / "data.json",
-        Path(cfg.wheel_dir) if cfg.wheel_dir else Path(cfg.workdir).expanduser() / "wheels",
-        shared,
-        sae_train.kind_budgets(cfg.train_tokens, cfg.kind_shares),
-        cfg.eval_seqs,
-        cfg.eval_source,
-        cfg.seed,
-        cfg.heldout_frac,
+    data = exclusive(
+        cfg,
+        wd / "locks" / "data",
+        lambda: (wd / "data.json").is_file(),
+        lambda: sae_train.prepare_data(
+            lm,
+            wd / "data.json",
+            Path(cfg.wheel_dir) if cfg.wheel_dir else Path(cfg.workdir).expanduser() / "wheels",
+            shared,
+            sae_train.kind_budgets(cfg.train_tokens, cfg.kind_shares),
+            cfg.eval_seqs,
+            cfg.eval_source,
+            cfg.seed,
+            cfg.heldout_frac,
+        ),
     )
     if new:
         timed("data", t0)
@@ -525,40 +619,52 @@ def run(cfg: Config, argv: list[str]) -> Path:
     cdir = wd / ("capture-" + hashlib.sha256(json.dumps(sorted(layers)).encode()).hexdigest()[:8])
     if not (cdir / "complete.json").is_file():
         check_disk(cdir, cfg.train_tokens * len(layers) * lm.d_model * 2)
-    files = sae_train.capture(
-        lm,
-        data["train_texts"],
-        layers,
-        cdir,
-        cfg.norm_factor,
-        cfg.max_seq_len,
-        cfg.capture_batch_tokens,
-        cfg.chunk_batches,
+    files = exclusive(
+        cfg,
+        wd / "locks" / cdir.name,
+        lambda: (cdir / "complete.json").is_file(),
+        lambda: sae_train.capture(
+            lm,
+            data["train_texts"],
+            layers,
+            cdir,
+            cfg.norm_factor,
+            cfg.max_seq_len,
+            cfg.capture_batch_tokens,
+            cfg.chunk_batches,
+        ),
     )
     timed("capture", t0)
 
-    sdir = wd / "saes" / cfg.recipe.key()
+    sdir = wd / "saes" / key
     meta = sae_metadata(lm, cfg)
-    train: dict[int, dict] = {}
-    exports: dict[int, Path] = {}
+    ck = {layer: sdir / f"L{layer:02d}" for layer in layers}
+    exports = {layer: sdir / f"L{layer:02d}-fp16" for layer in layers}
+
+    def exported(layer: int) -> bool:
+        return (exports[layer] / "sae_weights.safetensors").is_file()
+
     for layer in layers:
-        ck, exp = sdir / f"L{layer:02d}", sdir / f"L{layer:02d}-fp16"
-        if not (ck / "train_stats.json").is_file():
-            t0 = time.time()
-            x = sae_train.load_acts(files[layer])
-            log.info("train layer %d on %d tokens", layer, x.shape[0])
-            sae_train.train_sae(
-                x, cfg.recipe, HOOK_TEMPLATE.format(layer=layer), cfg.seed * 1000 + layer, ck, meta
-            )
-            del x
-            timed("train", t0)
-        if not (exp / "sae_weights.safetensors").is_file():
-            sae_train.export_fp16(ck, exp)
-        train[layer] = json.loads((ck / "train_stats.json").read_text())
-        exports[layer] = exp
+        with claimed(
+            cfg, wd / "locks" / f"train-{key}-L{layer:02d}", lambda layer=layer: exported(layer)
+        ) as mine:
+            if not mine:
+                continue
+            if not (ck[layer] / "train_stats.json").is_file():
+                t0 = time.time()
+                x = sae_train.load_acts(files[layer])
+                log.info("train layer %d on %d tokens", layer, x.shape[0])
+                sae_train.train_sae(
+                    x, cfg.recipe, HOOK_TEMPLATE.format(layer=layer), cfg.seed * 1000 + layer, ck[layer], meta
+                )
+                del x
+                timed("train", t0)
+            sae_train.export_fp16(ck[layer], exports[layer])
+    wait_until(cfg, lambda: all(exported(layer) for layer in layers), "the other workers' layers")
+    train = {layer: json.loads((ck[layer] / "train_stats.json").read_text()) for layer in layers}
 
     t0 = time.time()
-    evals = stage_eval(cfg, lm, data, layers, exports, wd / "eval" / cfg.recipe.key())
+    evals = stage_eval(cfg, lm, data, layers, exports, wd / "eval" / key, wd / "locks")
     timed("eval", t0)
 
     cap = json.loads((cdir / "complete.json").read_text())
@@ -597,11 +703,24 @@ def run(cfg: Config, argv: list[str]) -> Path:
             "summary": sae_data.manifest_text(data["manifest"]),
             "manifest": data["manifest"],
         },
-        "wall_seconds": times,
+        "wall_seconds": merged_times(wd, key),
         "command": " ".join(_public_args(argv)),
     }
-    write_bundle(cfg, lm, layers, exports, evals, train, info)
+    # one worker writes the bundle; the others return once it is written (report() reads it)
+    with claimed(cfg, wd / "locks" / f"bundle-{key}", lambda: False) as mine:
+        if mine:
+            write_bundle(cfg, lm, layers, exports, evals, train, info)
+    wait_until(cfg, lambda: not _held(wd / "locks" / f"bundle-{key}"), "the bundle from another worker")
     return cfg.out_dir()
+
+
+def merged_times(wd: Path, key: str) -> dict[str, float]:
+    """Seconds per stage, summed over the workers' time files (process time, not wall time, with workers)."""
+    out: dict[str, float] = {}
+    for p in sorted(wd.glob(f"times-{key}*.json")):
+        for k, v in json.loads(p.read_text()).items():
+            out[k] = out.get(k, 0.0) + v
+    return out
 
 
 def _public_args(argv: list[str]) -> list[str]:
@@ -639,7 +758,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, bool]:
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--eval-tokens", type=int, default=d.eval_tokens, help="held-out tokens per text kind")
     p.add_argument("--size-limit-mb", type=float, default=None)
+    p.add_argument(
+        "--ce-group", type=int, default=d.ce_group, help="layers per CE call (the unit a worker claims)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=d.workers,
+        help="copies of this command sharing the run on this machine (start each with --threads 1)",
+    )
     a = p.parse_args(argv)
+    if a.workers < 1:
+        p.error("--workers must be ≥ 1")
     recipe = sae_train.recipe_named(a.recipe)
     over = {
         f: getattr(a, f)
@@ -656,6 +786,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, bool]:
         out=a.out,
         eval_tokens=a.eval_tokens,
         size_limit_mb=a.size_limit_mb,
+        workers=a.workers,
+        ce_group=a.ce_group,
     )
     return cfg, a.plan
 

@@ -1,6 +1,7 @@
 """Records, result files and atomic writes: clear errors, round trips, nothing half-written."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -150,3 +151,29 @@ def test_machine_summary_is_read_off_the_machine(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "Fake GPU")
     assert provenance.machine_summary().endswith(", GPU Fake GPU")
     assert provenance.machine_info()["cpu"] == "Test CPU 9000"
+
+
+def test_claim_is_exclusive_released_and_taken_over_from_a_dead_process(tmp_path):
+    import subprocess
+    import sys
+
+    from saemui.io import claim, pid_alive, release
+
+    lock = tmp_path / "locks" / "unit"
+    assert claim(lock) and lock.read_text() == str(os.getpid())
+    assert not claim(lock)  # held by a live process (this one)
+    release(lock)
+    assert not lock.exists() and claim(lock)
+    release(lock)
+    # held by another live process: not taken, and release() by a non-holder leaves it
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        lock.write_text(str(other.pid))
+        assert pid_alive(other.pid) and not claim(lock)
+        release(lock)
+        assert lock.read_text() == str(other.pid)
+    finally:
+        other.kill()
+        other.wait()
+    # its process is gone (killed, or the machine restarted): the next claim takes it over
+    assert not pid_alive(other.pid) and claim(lock) and lock.read_text() == str(os.getpid())

@@ -137,3 +137,43 @@ def test_bundle_run_tiny_gemma_and_resume(tmp_path, monkeypatch, tiny_dir):
     assert (ck / "sae_weights.safetensors").stat().st_mtime_ns == mtime
     card2 = json.loads((out / "card.json").read_text())
     assert card2["layers"] == rows
+
+
+def test_workers_share_a_run_and_give_the_single_process_bundle(tmp_path, monkeypatch, tiny_dir):
+    """Two forked copies with --workers 2 split data, capture, training, recon and CE through lock files; the
+    bundle's rows equal a one-process run's (training time aside), and every unit was done once."""
+    import multiprocessing as mp
+
+    mod = _load()
+    wheel, shared = make_fake_wheel(tmp_path, monkeypatch, n=60)
+    from saemui.models import sha256_file
+
+    monkeypatch.setattr(sd, "EVALS_WHEEL_SHA256", sha256_file(wheel))
+    monkeypatch.setattr(mod, "SHARED_DATA", shared)
+    monkeypatch.setattr(mod, "POLL_SECONDS", 0.05)
+    model = save_tiny_model(tiny_dir, "gemma", bos=True)
+
+    def args(name: str) -> list[str]:
+        a = tiny_args(tmp_path / name, wheel, model)
+        out = str(tmp_path / name / "bundle")
+        return a + ["--layers", "0-2", "--eval-tokens", "300", "--ce-group", "1", "--out", out]
+
+    assert mod.main(args("one")) == 0
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=mod.main, args=(args("two") + ["--workers", "2"],)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    assert [p.exitcode for p in procs] == [0, 0]
+
+    def rows(name: str) -> list[dict]:
+        card = json.loads((tmp_path / name / "bundle" / "card.json").read_text())
+        return [{k: v for k, v in r.items() if k != "train_seconds"} for r in card["layers"]]
+
+    assert rows("two") == rows("one")
+    wd = next((tmp_path / "two" / "wd").glob("run-*"))
+    assert not list((wd / "locks").glob("*"))  # every claim released
+    times = [json.loads(p.read_text()) for p in wd.glob("times-*-w*.json")]
+    assert len(times) == 2 and sum("train" in t for t in times) >= 1
+    assert sum("capture" in t for t in times) == 2  # both time the stage; one did it, the other waited
