@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import torch
 
 from saemui import sae_data, sae_eval
 from saemui.errors import SaemuiError
-from saemui.io import atomic_write_json, atomic_write_text
+from saemui.io import atomic_write_json, atomic_write_text, claim, pid_alive, release
 
 log = logging.getLogger(__name__)
 
@@ -500,6 +501,61 @@ def zero_baselines(
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# workers: units of work claimed through lock files (saemui.io.claim), so N copies of one command share a run
+
+POLL_SECONDS = 30.0
+
+
+@contextmanager
+def claimed(workers: int, lock: Path, done: Callable[[], bool]) -> Iterator[bool]:
+    """True when this process should do the unit now: it is not done and this process is alone (``workers`` 1) or
+    holds the claim (checked again after claiming: another worker may have finished it in between)."""
+    if done():
+        yield False
+    elif workers == 1:
+        yield True
+    elif not claim(lock):
+        yield False
+    else:
+        try:
+            yield not done()
+        finally:
+            release(lock)
+
+
+def exclusive(workers: int, lock: Path, done: Callable[[], bool], fn: Callable[[], Any]) -> Any:
+    """``fn()`` once the unit is done (``fn`` then loads it) or this process holds its claim (``fn`` does it);
+    meanwhile wait for the worker that holds it."""
+    while not (workers == 1 or done()):
+        if claim(lock):
+            try:
+                return fn()
+            finally:
+                release(lock)
+        log.info("waiting for another worker (%s)", lock.name)
+        time.sleep(POLL_SECONDS)
+    return fn()
+
+
+def wait_until(workers: int, cond: Callable[[], bool], what: str) -> None:
+    """Block until ``cond()`` (the other workers' units are done); alone, an unmet ``cond`` is an error."""
+    while not cond():
+        if workers == 1:
+            raise SaemuiError(f"{what}: not done, and no other worker runs (--workers 1)")
+        log.info("waiting for %s", what)
+        time.sleep(POLL_SECONDS)
+
+
+def held(lock: Path) -> bool:
+    """Another live process holds ``lock``."""
+    try:
+        pid = int(Path(lock).read_text() or "0")
+    except (FileNotFoundError, ValueError):
+        return False
+    return pid != os.getpid() and pid_alive(pid)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # configuration and command line shared by the two scripts
 
 
@@ -524,6 +580,8 @@ class RunConfig:
     threads: int = 1
     workdir: str = str(Path.home() / ".cache" / "saemui" / "sae")
     wheel_dir: str | None = None
+    # copies of one command sharing the run on one machine through lock files (not part of the run's identity)
+    workers: int = 1
 
 
 COMMON_FIELDS = (
@@ -539,6 +597,7 @@ COMMON_FIELDS = (
     "threads",
     "workdir",
     "wheel_dir",
+    "workers",
 )
 
 
@@ -571,12 +630,20 @@ def add_common_args(p: Any, d: Any) -> None:
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (1 on a shared machine)")
     p.add_argument("--workdir", default=d.workdir, help="cache outside the repository")
     p.add_argument("--wheel-dir", default=None, help="where the evals wheel is (or is downloaded to)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=d.workers,
+        help="copies of this command sharing the run on this machine (start each with --threads 1)",
+    )
     p.add_argument("--plan", action="store_true", help="print the CPU-time estimate per stage and exit")
 
 
 def common_kwargs(a: Any, d: Any) -> dict:
     """Config fields from parsed :func:`add_common_args` options (``--layers`` flattened)."""
     kw = {f: getattr(a, f) for f in COMMON_FIELDS}
+    if kw["workers"] < 1:
+        raise SaemuiError(f"--workers must be ≥ 1, got {kw['workers']}")
     kw["layers"] = d.layers if a.layers is None else [x for part in a.layers for x in part]
     return kw
 

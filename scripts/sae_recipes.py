@@ -23,6 +23,10 @@ re-run the same command to resume; a half-finished stage restarts, finished ones
 at its k, k 16 / 32 / 64 at its width; :func:`saemui.sae_train.grid_recipes`), trained on the same captured
 activations; the results then carry ``saemui.analysis.sensitivity.sensitivity_table``'s input rows.
 
+``--workers N``: N copies of one command (each ``--threads 1``) share the workdir through lock files, as in
+``scripts/train_saes.py``: one does the data, the capture and the zero-ablation baselines while the others wait,
+then each claims free (recipe, layer) trainings, recipe evaluations and MUI rows.
+
 ``--plan`` prints the CPU-time estimate of each stage from the measured rates in cpu-budget.md and exits.
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 python scripts/sae_recipes.py --plan
@@ -116,28 +120,38 @@ def print_plan(cfg: Config) -> None:
 
 def stage_data(cfg: Config, lm, wd: Path) -> dict:
     shared = SHARED_DATA if SHARED_DATA.is_dir() else None
-    return sae_train.prepare_data(
-        lm,
-        wd / "data.json",
-        Path(cfg.wheel_dir) if cfg.wheel_dir else wd / "wheels",
-        shared,
-        sae_train.kind_budgets(cfg.train_tokens, cfg.kind_shares),
-        cfg.eval_seqs,
-        cfg.eval_source,
-        cfg.seed,
+    return sae_train.exclusive(
+        cfg.workers,
+        wd / "locks" / "data",
+        lambda: (wd / "data.json").is_file(),
+        lambda: sae_train.prepare_data(
+            lm,
+            wd / "data.json",
+            Path(cfg.wheel_dir) if cfg.wheel_dir else wd / "wheels",
+            shared,
+            sae_train.kind_budgets(cfg.train_tokens, cfg.kind_shares),
+            cfg.eval_seqs,
+            cfg.eval_source,
+            cfg.seed,
+        ),
     )
 
 
 def stage_capture(cfg: Config, lm, data: dict, wd: Path) -> dict[int, list[Path]]:
-    return sae_train.capture(
-        lm,
-        data["train_texts"],
-        cfg.layers,
-        wd / "capture",
-        cfg.norm_factor,
-        cfg.max_seq_len,
-        cfg.capture_batch_tokens,
-        cfg.chunk_batches,
+    return sae_train.exclusive(
+        cfg.workers,
+        wd / "locks" / "capture",
+        lambda: (wd / "capture" / "complete.json").is_file(),
+        lambda: sae_train.capture(
+            lm,
+            data["train_texts"],
+            cfg.layers,
+            wd / "capture",
+            cfg.norm_factor,
+            cfg.max_seq_len,
+            cfg.capture_batch_tokens,
+            cfg.chunk_batches,
+        ),
     )
 
 
@@ -149,11 +163,16 @@ def stage_mui(cfg: Config, lm, wd: Path) -> list[dict]:
     from saemui.records import BUILTIN_SAMPLES, read_samples
 
     samples = read_samples(BUILTIN_SAMPLES)
-    out = []
+
+    def dest(r: Recipe, th: str) -> Path:
+        return wd / "mui" / r.name / f"{th.replace(':', '-')}.json"
+
     for r in cfg.recipes:
         for th in MUI_THRESHOLDS:
-            dest = wd / "mui" / r.name / f"{th.replace(':', '-')}.json"
-            if not dest.is_file():
+            lock = wd / "locks" / f"mui-{r.name}-{th.replace(':', '-')}"
+            with sae_train.claimed(cfg.workers, lock, lambda r=r, th=th: dest(r, th).is_file()) as mine:
+                if not mine:
+                    continue
                 res = compute_mui(
                     lm,
                     samples,
@@ -172,10 +191,11 @@ def stage_mui(cfg: Config, lm, wd: Path) -> list[dict]:
                     "layers": list(cfg.layers),
                     "mui_per_layer": {str(k): 100 * v for k, v in zip(res.layers, res.per_layer)},
                 }
-                atomic_write_json(dest, row)
+                atomic_write_json(dest(r, th), row)
                 log.info("mui %s %s: %.3f %%", r.name, th, row["mui"])
-            out.append(json.loads(dest.read_text()))
-    return out
+    every = [dest(r, th) for r in cfg.recipes for th in MUI_THRESHOLDS]
+    sae_train.wait_until(cfg.workers, lambda: all(d.is_file() for d in every), "the other workers' MUI rows")
+    return [json.loads(d.read_text()) for d in every]
 
 
 def run(cfg: Config) -> dict:
@@ -195,24 +215,79 @@ def run(cfg: Config) -> dict:
     samples = [sample_from_dict(s, f"eval sample {i}") for i, s in enumerate(data["eval_samples"])]
     eval_b = sae_eval.batches_from_samples(lm.tokenizer, samples, max_batch_tokens=cfg.capture_batch_tokens)
     ce_b = sae_eval.batches_from_samples(lm.tokenizer, samples[: cfg.ce_seqs], max_batch_tokens=1024)
-    # training
+    locks = wd / "locks"
+
+    def trained(r: Recipe, layer: int) -> bool:
+        return (wd / "saes" / r.name / f"L{layer:02d}" / "train_stats.json").is_file()
+
+    def todo_eval(r: Recipe) -> list[int]:
+        return [layer for layer in cfg.layers if not (wd / "eval" / r.name / f"L{layer:02d}.json").is_file()]
+
+    # training: one unit per (recipe, layer); a layer's activations are loaded once for the units this worker takes
     for layer in cfg.layers:
         x = None
         for r in cfg.recipes:
-            dest = wd / "saes" / r.name / f"L{layer:02d}"
-            if (dest / "train_stats.json").is_file():
-                continue
-            x = sae_train.load_acts(files[layer]) if x is None else x
-            log.info("train %s layer %d on %d tokens", r.name, layer, x.shape[0])
-            sae_train.train_sae(x, r, f"blocks.{layer}.hook_resid_post", cfg.seed * 1000 + layer, dest)
+            lock = locks / f"train-{r.name}-L{layer:02d}"
+            with sae_train.claimed(cfg.workers, lock, lambda r=r, layer=layer: trained(r, layer)) as mine:
+                if not mine:
+                    continue
+                x = sae_train.load_acts(files[layer]) if x is None else x
+                log.info("train %s layer %d on %d tokens", r.name, layer, x.shape[0])
+                dest = wd / "saes" / r.name / f"L{layer:02d}"
+                sae_train.train_sae(x, r, f"blocks.{layer}.hook_resid_post", cfg.seed * 1000 + layer, dest)
         del x
-    # zero-ablation baselines per layer (shared by recipes)
-    zero = sae_train.zero_baselines(lm, cfg.layers, ce_b, wd / "zero", cfg.norm_factor)
-    # evaluation per recipe (one forward for all its layers) and per layer for CE
+    every = [(r, layer) for r in cfg.recipes for layer in cfg.layers]
+    sae_train.wait_until(cfg.workers, lambda: all(trained(*u) for u in every), "the other workers' SAEs")
+    # zero-ablation baselines per layer (shared by recipes; one worker computes them)
+    zero = sae_train.exclusive(
+        cfg.workers,
+        locks / "zero",
+        lambda: all((wd / "zero" / f"L{layer:02d}.json").is_file() for layer in cfg.layers),
+        lambda: sae_train.zero_baselines(lm, cfg.layers, ce_b, wd / "zero", cfg.norm_factor),
+    )
+    # evaluation per recipe (one forward for all its layers) and per layer for CE; one unit per recipe
     for r in cfg.recipes:
-        todo = [layer for layer in cfg.layers if not (wd / "eval" / r.name / f"L{layer:02d}.json").is_file()]
-        if not todo:
-            continue
+        with sae_train.claimed(cfg.workers, locks / f"eval-{r.name}", lambda r=r: not todo_eval(r)) as mine:
+            if mine:
+                eval_recipe(cfg, lm, r, todo_eval(r), eval_b, ce_b, zero, wd)
+    sae_train.wait_until(
+        cfg.workers, lambda: not any(todo_eval(r) for r in cfg.recipes), "the other workers' evaluations"
+    )
+    rows = [
+        json.loads((wd / "eval" / r.name / f"L{layer:02d}.json").read_text())
+        for r in cfg.recipes
+        for layer in cfg.layers
+    ]
+    mui_rows = stage_mui(cfg, lm, wd)
+    capture_info = json.loads((wd / "capture" / "complete.json").read_text())
+    result = {
+        "model": cfg.model,
+        "layers": cfg.layers,
+        "recipes": [asdict(r) for r in cfg.recipes],
+        "sink_rule": sae_eval.sink_rule_text(cfg.norm_factor),
+        "eval_source": data["eval_source"],
+        "eval_sequences": len(samples),
+        "ce_sequences": min(cfg.ce_seqs, len(samples)),
+        "capture_sinks": capture_info["sinks"],
+        "data_manifest": {k: v for k, v in data["manifest"].items() if k != "dropped_overlaps"}
+        | {"dropped_overlaps": data["manifest"]["dropped_overlaps"]["count"]},
+        "rows": rows,
+        "default_run_mui": mui_rows,
+        "session_seconds": time.time() - t0,
+        "config": {
+            k: v
+            for k, v in asdict(cfg).items()
+            if k not in ("recipes", "workdir", "out", "wheel_dir", "workers")
+        },
+    }
+    atomic_write_json(Path(cfg.out), result)
+    return result
+
+
+def eval_recipe(
+    cfg: Config, lm, r: Recipe, todo: list[int], eval_b: list, ce_b: list, zero: dict, wd: Path
+) -> None:
+    if todo:
         saes = {layer: sae_train.load_sae(wd / "saes" / r.name / f"L{layer:02d}") for layer in todo}
         rec, sinks = sae_eval.recon_eval(lm, saes, eval_b, norm_factor=cfg.norm_factor)
         for layer in todo:
@@ -238,33 +313,6 @@ def run(cfg: Config) -> dict:
                 row["fve_pooled"],
                 row.get("ce_loss_recovered", float("nan")),
             )
-    rows = [
-        json.loads((wd / "eval" / r.name / f"L{layer:02d}.json").read_text())
-        for r in cfg.recipes
-        for layer in cfg.layers
-    ]
-    mui_rows = stage_mui(cfg, lm, wd)
-    capture_info = json.loads((wd / "capture" / "complete.json").read_text())
-    result = {
-        "model": cfg.model,
-        "layers": cfg.layers,
-        "recipes": [asdict(r) for r in cfg.recipes],
-        "sink_rule": sae_eval.sink_rule_text(cfg.norm_factor),
-        "eval_source": data["eval_source"],
-        "eval_sequences": len(samples),
-        "ce_sequences": min(cfg.ce_seqs, len(samples)),
-        "capture_sinks": capture_info["sinks"],
-        "data_manifest": {k: v for k, v in data["manifest"].items() if k != "dropped_overlaps"}
-        | {"dropped_overlaps": data["manifest"]["dropped_overlaps"]["count"]},
-        "rows": rows,
-        "default_run_mui": mui_rows,
-        "session_seconds": time.time() - t0,
-        "config": {
-            k: v for k, v in asdict(cfg).items() if k not in ("recipes", "workdir", "out", "wheel_dir")
-        },
-    }
-    atomic_write_json(Path(cfg.out), result)
-    return result
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Config, bool]:

@@ -42,8 +42,6 @@ import shutil
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -54,7 +52,7 @@ import torch  # noqa: E402
 
 from saemui import sae_data, sae_eval, sae_train  # noqa: E402
 from saemui.errors import SaemuiError  # noqa: E402
-from saemui.io import atomic_write_json, atomic_write_text, claim, pid_alive, release  # noqa: E402
+from saemui.io import atomic_write_json, atomic_write_text  # noqa: E402
 from saemui.provenance import machine_summary  # noqa: E402
 from saemui.sae_train import Recipe  # noqa: E402
 from saemui.saes import bundle_entry, write_bundle_manifest  # noqa: E402
@@ -84,8 +82,6 @@ class Config(sae_train.RunConfig):
     ce_group: int = 5  # layers per CE call (one clean forward shared; the unit of resumption)
     size_limit_mb: float | None = None  # default SIZE_LIMITS_MB[model]
     workdir: str = str(Path.home() / ".cache" / "saemui" / "train_saes")
-    # copies of this command sharing the run on one machine (lock files); not part of the run's identity
-    workers: int = 1
 
     def out_dir(self) -> Path:
         r = self.recipe
@@ -228,14 +224,14 @@ def stage_eval(
     n = -(-len(layers) // cfg.workers)
     for chunk in [layers[i : i + n] for i in range(0, len(layers), n)]:
         lock = locks / f"recon-{edir.name}-L{chunk[0]:02d}"
-        with claimed(cfg, lock, lambda chunk=chunk: not missing("recon", chunk)) as mine:
+        with sae_train.claimed(cfg.workers, lock, lambda chunk=chunk: not missing("recon", chunk)) as mine:
             if mine:
                 recon_layers(cfg, lm, sets, missing("recon", chunk), exports, edir)
     ce_b = sae_eval.batches_from_samples(lm.tokenizer, samples[: cfg.ce_seqs], max_batch_tokens=1024)
     for i in range(0, len(layers), cfg.ce_group):
         group = layers[i : i + cfg.ce_group]
-        with claimed(
-            cfg, locks / f"ce-{edir.name}-L{group[0]:02d}", lambda g=group: not missing("ce", g)
+        with sae_train.claimed(
+            cfg.workers, locks / f"ce-{edir.name}-L{group[0]:02d}", lambda g=group: not missing("ce", g)
         ) as mine:
             if not mine:
                 continue
@@ -247,8 +243,8 @@ def stage_eval(
             for layer in group:
                 atomic_write_json(edir / f"ce_L{layer:02d}.json", sae_train.json_safe(ce[layer].summary()))
             log.info("CE/KL layers %s done", group)
-    wait_until(
-        cfg,
+    sae_train.wait_until(
+        cfg.workers,
         lambda: not missing("recon", layers) and not missing("ce", layers),
         "the other workers' evaluations",
     )
@@ -276,59 +272,6 @@ def recon_layers(
             s = allstats.summary()
             row["all"] = {k: s[k] for k in ("n_tokens", "l0", "dead_frac", "dense_frac")}
             atomic_write_json(edir / f"recon_L{layer:02d}.json", sae_train.json_safe(row))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# workers: units of work claimed through lock files (saemui.io.claim), so N copies of one command share a run
-
-POLL_SECONDS = 30.0
-
-
-@contextmanager
-def claimed(cfg: Config, lock: Path, done: Callable[[], bool]) -> Iterator[bool]:
-    """True when this process should do the unit now: it is not done and this process is alone or holds the
-    claim (checked again after claiming: another worker may have finished it in between)."""
-    if done():
-        yield False
-    elif cfg.workers == 1:
-        yield True
-    elif not claim(lock):
-        yield False
-    else:
-        try:
-            yield not done()
-        finally:
-            release(lock)
-
-
-def exclusive(cfg: Config, lock: Path, done: Callable[[], bool], fn: Callable[[], Any]) -> Any:
-    """``fn()`` once the unit is done (``fn`` then loads it) or this process holds its claim (``fn`` does it)."""
-    while not (cfg.workers == 1 or done()):
-        if claim(lock):
-            try:
-                return fn()
-            finally:
-                release(lock)
-        log.info("waiting for another worker (%s)", lock.name)
-        time.sleep(POLL_SECONDS)
-    return fn()
-
-
-def wait_until(cfg: Config, cond: Callable[[], bool], what: str) -> None:
-    while not cond():
-        if cfg.workers == 1:
-            raise SaemuiError(f"{what}: not done, and no other worker runs (--workers 1)")
-        log.info("waiting for %s", what)
-        time.sleep(POLL_SECONDS)
-
-
-def _held(lock: Path) -> bool:
-    """Another live process holds ``lock``."""
-    try:
-        pid = int(lock.read_text() or "0")
-    except (FileNotFoundError, ValueError):
-        return False
-    return pid != os.getpid() and pid_alive(pid)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -596,8 +539,8 @@ def run(cfg: Config, argv: list[str]) -> Path:
     t0 = time.time()
     new = not (wd / "data.json").is_file()
     shared = SHARED_DATA if SHARED_DATA.is_dir() else None
-    data = exclusive(
-        cfg,
+    data = sae_train.exclusive(
+        cfg.workers,
         wd / "locks" / "data",
         lambda: (wd / "data.json").is_file(),
         lambda: sae_train.prepare_data(
@@ -619,8 +562,8 @@ def run(cfg: Config, argv: list[str]) -> Path:
     cdir = wd / ("capture-" + hashlib.sha256(json.dumps(sorted(layers)).encode()).hexdigest()[:8])
     if not (cdir / "complete.json").is_file():
         check_disk(cdir, cfg.train_tokens * len(layers) * lm.d_model * 2)
-    files = exclusive(
-        cfg,
+    files = sae_train.exclusive(
+        cfg.workers,
         wd / "locks" / cdir.name,
         lambda: (cdir / "complete.json").is_file(),
         lambda: sae_train.capture(
@@ -645,8 +588,8 @@ def run(cfg: Config, argv: list[str]) -> Path:
         return (exports[layer] / "sae_weights.safetensors").is_file()
 
     for layer in layers:
-        with claimed(
-            cfg, wd / "locks" / f"train-{key}-L{layer:02d}", lambda layer=layer: exported(layer)
+        with sae_train.claimed(
+            cfg.workers, wd / "locks" / f"train-{key}-L{layer:02d}", lambda layer=layer: exported(layer)
         ) as mine:
             if not mine:
                 continue
@@ -660,7 +603,9 @@ def run(cfg: Config, argv: list[str]) -> Path:
                 del x
                 timed("train", t0)
             sae_train.export_fp16(ck[layer], exports[layer])
-    wait_until(cfg, lambda: all(exported(layer) for layer in layers), "the other workers' layers")
+    sae_train.wait_until(
+        cfg.workers, lambda: all(exported(layer) for layer in layers), "the other workers' layers"
+    )
     train = {layer: json.loads((ck[layer] / "train_stats.json").read_text()) for layer in layers}
 
     t0 = time.time()
@@ -707,10 +652,14 @@ def run(cfg: Config, argv: list[str]) -> Path:
         "command": " ".join(_public_args(argv)),
     }
     # one worker writes the bundle; the others return once it is written (report() reads it)
-    with claimed(cfg, wd / "locks" / f"bundle-{key}", lambda: False) as mine:
+    with sae_train.claimed(cfg.workers, wd / "locks" / f"bundle-{key}", lambda: False) as mine:
         if mine:
             write_bundle(cfg, lm, layers, exports, evals, train, info)
-    wait_until(cfg, lambda: not _held(wd / "locks" / f"bundle-{key}"), "the bundle from another worker")
+    sae_train.wait_until(
+        cfg.workers,
+        lambda: not sae_train.held(wd / "locks" / f"bundle-{key}"),
+        "the bundle from another worker",
+    )
     return cfg.out_dir()
 
 
@@ -761,15 +710,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, bool]:
     p.add_argument(
         "--ce-group", type=int, default=d.ce_group, help="layers per CE call (the unit a worker claims)"
     )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=d.workers,
-        help="copies of this command sharing the run on this machine (start each with --threads 1)",
-    )
     a = p.parse_args(argv)
-    if a.workers < 1:
-        p.error("--workers must be ≥ 1")
     recipe = sae_train.recipe_named(a.recipe)
     over = {
         f: getattr(a, f)
@@ -786,7 +727,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, bool]:
         out=a.out,
         eval_tokens=a.eval_tokens,
         size_limit_mb=a.size_limit_mb,
-        workers=a.workers,
         ce_group=a.ce_group,
     )
     return cfg, a.plan

@@ -111,6 +111,47 @@ def test_end_to_end_tiny_and_resume(tmp_path, monkeypatch, tiny_dir):
     assert res3["rows"] == res["rows"]
 
 
+def run_workers(main, args: list[str], n: int = 2) -> list[int | None]:
+    """Exit codes of ``n`` forked copies of ``main(args + --workers n)`` run side by side (monkeypatches carry)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=main, args=(args + ["--workers", str(n)],)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    return [p.exitcode for p in procs]
+
+
+def test_workers_share_the_comparison(tmp_path, monkeypatch, tiny_dir):
+    """Two workers on one workdir give the rows and MUI of one process (training time aside), each unit once."""
+    mod = load_script()
+    wheel, shared = make_fake_wheel(tmp_path, monkeypatch, n=60)
+    monkeypatch.setattr(sd, "EVALS_WHEEL_SHA256", sd_sha(wheel))
+    monkeypatch.setattr(mod, "SHARED_DATA", shared)
+    monkeypatch.setattr(sae_train, "POLL_SECONDS", 0.05)
+    model = save_tiny_model(tiny_dir, "llama")
+
+    def args(name: str) -> list[str]:
+        return tiny_args(tmp_path / name, wheel, model) + [
+            "--layers", "0", "2",
+            "--recipes", "topk-k32-b256-e2", "batchtopk-k32-b256-e2",
+            "--out", str(tmp_path / name / "res.json"),
+        ]  # fmt: skip
+
+    assert mod.main(args("one")) == 0
+    assert run_workers(mod.main, args("two")) == [0, 0]
+    one, two = (json.loads((tmp_path / n / "res.json").read_text()) for n in ("one", "two"))
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
+
+    assert strip(two["rows"]) == strip(one["rows"])
+    assert two["default_run_mui"] == one["default_run_mui"]
+    assert not list((tmp_path / "two" / "wd" / "locks").glob("*"))
+
+
 def sd_sha(wheel):
     from saemui.models import sha256_file
 

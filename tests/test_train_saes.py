@@ -9,7 +9,7 @@ import statistics
 import pytest
 import torch
 from test_sae_data import make_fake_wheel
-from test_sae_recipes import load_script, tiny_args
+from test_sae_recipes import load_script, run_workers, tiny_args
 
 from saemui import sae_data as sd
 from saemui import sae_train
@@ -142,15 +142,13 @@ def test_bundle_run_tiny_gemma_and_resume(tmp_path, monkeypatch, tiny_dir):
 def test_workers_share_a_run_and_give_the_single_process_bundle(tmp_path, monkeypatch, tiny_dir):
     """Two forked copies with --workers 2 split data, capture, training, recon and CE through lock files; the
     bundle's rows equal a one-process run's (training time aside), and every unit was done once."""
-    import multiprocessing as mp
-
     mod = _load()
     wheel, shared = make_fake_wheel(tmp_path, monkeypatch, n=60)
     from saemui.models import sha256_file
 
     monkeypatch.setattr(sd, "EVALS_WHEEL_SHA256", sha256_file(wheel))
     monkeypatch.setattr(mod, "SHARED_DATA", shared)
-    monkeypatch.setattr(mod, "POLL_SECONDS", 0.05)
+    monkeypatch.setattr(sae_train, "POLL_SECONDS", 0.05)
     model = save_tiny_model(tiny_dir, "gemma", bos=True)
 
     def args(name: str) -> list[str]:
@@ -159,13 +157,7 @@ def test_workers_share_a_run_and_give_the_single_process_bundle(tmp_path, monkey
         return a + ["--layers", "0-2", "--eval-tokens", "300", "--ce-group", "1", "--out", out]
 
     assert mod.main(args("one")) == 0
-    ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=mod.main, args=(args("two") + ["--workers", "2"],)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(300)
-    assert [p.exitcode for p in procs] == [0, 0]
+    assert run_workers(mod.main, args("two") + ["--threads", "1"]) == [0, 0]
 
     def rows(name: str) -> list[dict]:
         card = json.loads((tmp_path / name / "bundle" / "card.json").read_text())
