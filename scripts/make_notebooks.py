@@ -390,7 +390,8 @@ def strip_volatile(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         cell.metadata.pop("execution", None)
         # progress bars (timings) and tqdm's notice that ipywidgets is missing (it names this machine's
         # site-packages) are not part of a result
-        if cell.cell_type == "code":  # a markdown cell has no outputs field (nbformat schema; ruff refuses one)
+        # a markdown cell has no outputs field (nbformat schema; ruff refuses one)
+        if cell.cell_type == "code":
             cell["outputs"] = [o for o in cell.get("outputs", []) if not _volatile(o)]
     return nb
 
