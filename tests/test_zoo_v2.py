@@ -823,3 +823,43 @@ def test_tiny_v2_d1_rebuilds_the_base_root_only(tiny_v2, tmp_path):
     # a stage's timing keeps its thread count and load, so a re-plan can tell a loaded 1-thread stage apart
     timing = [json.loads(f.read_text()) for f in cache.rglob("eval__tiny-gemma__arith-1__verbatim.json")]
     assert timing and timing[0]["threads"] >= 1 and timing[0]["loadavg_1min"] >= 0
+
+
+def test_tiny_v2_remeasure_uses_the_committed_text_not_a_new_generation(tiny_v2, tmp_path, monkeypatch):
+    """A stage whose measurement changed (stale fingerprint) on a machine without the generation cache takes its
+    responses from the committed texts file when the record's generation key is current: nothing is generated,
+    and the record comes out as before. A record under another generation key is not reused."""
+    from saemui.tasks import generation
+    from saemui.zoo.builder_v2 import build_v2
+
+    results, cache, mod = tiny_v2
+    res = tmp_path / "res"
+    shutil.copytree(results, res)
+    spec = mod.tiny_spec_v2(cache)
+    name = "tiny-llama__arith-1__verbatim.json"
+    before = json.loads((res / name).read_text())
+    (res / name).write_text(json.dumps({**before, "fingerprint": "stale"}))
+    gens = next(cache.rglob("generations"))
+    moved = tmp_path / "generations-moved"
+    shutil.move(str(gens), str(moved))
+    try:
+
+        def no_generation(*a, **k):
+            raise AssertionError("generated although the committed text was current")
+
+        monkeypatch.setattr(generation, "generate", no_generation)
+        report = build_v2(spec, res, cache, progress=False, log_fn=lambda _: None, groups=("0",))
+        assert report.ran == ["eval:tiny-llama:arith-1:verbatim"]
+        after = json.loads((res / name).read_text())
+        # stage 0 ran before the law tasks were known; they are now
+        assert after.pop("law_tasks") == ["arith-1", "arith-2d1d"] and before.pop("law_tasks") == []
+        assert after == before
+        assert (res / "items" / name).read_text() == (results / "items" / name).read_text()
+        # another generation key: the kept text is not used (so the stage must generate)
+        (res / name).write_text(json.dumps({**before, "fingerprint": "stale", "generation_key": "other"}))
+        shutil.rmtree(gens)
+        with pytest.raises(AssertionError, match="generated although"):
+            build_v2(spec, res, cache, progress=False, log_fn=lambda _: None, groups=("0",))
+    finally:
+        shutil.rmtree(gens, ignore_errors=True)
+        shutil.move(str(moved), str(gens))

@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -333,6 +333,32 @@ def run_generation(
     return GenerationOutput(samples, style, fmt, fp, n_cached, n_generated, seconds)
 
 
+def seed_generation_cache(
+    lm: LoadedModel,
+    task: Task | str,
+    items: Sequence[Item],
+    style: str,
+    cache_path: str | os.PathLike,
+    responses: Mapping[str, str],
+) -> int:
+    """Write kept responses (by item id) into the generation cache that :func:`run_generation` reads, under the
+    fingerprint and prompts it would use, for the items the cache lacks; returns how many were written.
+
+    For text generated earlier and kept elsewhere (a committed texts file) when the cache is gone, e.g. on a new
+    machine: the caller vouches that the responses come from the same configuration (same model weights, task,
+    style and generation settings), which the cache itself cannot check."""
+    task = get_task(task)
+    style = resolve_style(lm, style)
+    cache = GenerationCache(Path(cache_path), generation_fingerprint(lm, task, style)).load()
+    rows = [
+        (str(it.id), task.format_prompt(it, style), responses[str(it.id)])
+        for it in items
+        if str(it.id) in responses and str(it.id) not in cache.entries
+    ]
+    cache.append(rows)
+    return len(rows)
+
+
 def generate_task(
     lm: LoadedModel,
     task: Task | str,
@@ -364,4 +390,5 @@ __all__ = [
     "prompt_format_for",
     "resolve_style",
     "run_generation",
+    "seed_generation_cache",
 ]

@@ -26,7 +26,7 @@ from saemui.io import atomic_write_compact_json, atomic_write_json
 from saemui.models import LoadedModel, load_model
 from saemui.records import Sample
 from saemui.result import MUIResult
-from saemui.tasks.generation import prompt_format_for, run_generation
+from saemui.tasks.generation import prompt_format_for, run_generation, seed_generation_cache
 from saemui.zoo.builder import BuildReport, _build_lock
 from saemui.zoo.data_v2 import (
     base_samples,
@@ -356,6 +356,9 @@ def _evaluate(ctx: _Ctx, p: Point, s: StudyStage, lm: LoadedModel, law: tuple[st
         task = root_task(spec, p.root, t)
         gkey = generation_key_v2(spec, p, t, s.item_set, sets_digest(items), ctx.plan.train_fps)
         gen_cache = ctx.root_dir / "generations" / f"{p.name}__{t.name}__{s.item_set}__{gkey}.jsonl"
+        kept = _kept_responses(ctx, p.name, t.name, s.item_set, gkey)
+        if kept and seed_generation_cache(lm, task, items, style, gen_cache, kept):
+            ctx.log_fn(f"[{s.id}] responses from the committed texts file (same generation key)")
         gen = run_generation(lm, task, items, style, gen_cache, spec.gen_batch_size, progress=ctx.progress)
         samples = gen.samples
         results: dict[str, MUIResult] = {}
@@ -395,6 +398,18 @@ def _evaluate(ctx: _Ctx, p: Point, s: StudyStage, lm: LoadedModel, law: tuple[st
     acc = f"accuracy {100 * rec['accuracy']:.1f} %" if rec["accuracy"] is not None else "teacher-forced"
     mui = f", MUI {100 * rec['mui']:.4f} %" if rec["mui"] is not None else ""
     ctx.log_fn(f"[{s.id}] {acc}{mui}")
+
+
+def _kept_responses(ctx: _Ctx, point: str, task: str, item_set: str, gkey: str) -> dict[str, str]:
+    """The committed responses of this stage (texts file) when its last record was generated under ``gkey``: the
+    kept text a stage re-measures from when only its measurement changed (other settings or SAE bundle) and the
+    generation cache is gone (a new machine). Otherwise {}."""
+    rec = _read_json(record_path(ctx.results, point, task, item_set))
+    f = texts_path(ctx.results, point, task, item_set)
+    if not rec or rec.get("generation_key") != gkey or not f.is_file():
+        return {}
+    texts = read_texts(f)
+    return dict(zip(texts["ids"], texts["responses"]))
 
 
 def _point_fields(spec: StudySpec, p: Point, lm: LoadedModel) -> dict[str, Any]:
