@@ -40,7 +40,6 @@ The §8.5 pipeline for one point is :func:`logprob_arm` (key sets from a run's r
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -55,7 +54,7 @@ from saemui.capture import block_output, get_backend, parse_site, site_name
 from saemui.errors import SaemuiError
 from saemui.inputs import collate, encode_samples, plan_batches
 from saemui.io import atomic_write_json
-from saemui.models import LoadedModel
+from saemui.models import LoadedModel, accepts_logits_to_keep
 from saemui.readers import read_json
 from saemui.records import Sample
 
@@ -306,13 +305,6 @@ def active_features(
 # ----- gold log-probabilities ---------------------------------------------------------------------------------
 
 
-def _accepts_logits_to_keep(model) -> bool:
-    try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 @torch.inference_mode()
 def gold_logprobs(
     lm: LoadedModel,
@@ -340,7 +332,7 @@ def gold_logprobs(
                     f"ablation {a.name!r}: {what} has {len(sets)} entries for {len(samples)} samples"
                 )
     out = np.zeros((len(ablations), len(samples)), dtype=np.float64)
-    keep_cols = _accepts_logits_to_keep(lm.model)
+    keep_cols = accepts_logits_to_keep(lm.model)
     for group in plan_batches(enc, max_batch_tokens, max_batch_size):
         batch = collate([enc[i] for i in group], lm.tokenizer.pad_token_id, padding_side, lm.device)
         if not batch.n_tokens:

@@ -235,6 +235,17 @@ def _load_gguf(gguf: Path, dtype: torch.dtype, use_cache: bool) -> tuple[nn.Modu
     return model.to(dtype), tok, prov
 
 
+def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    """The HF causal-LM forward takes ``logits_to_keep`` (positions or a bool mask): logits, and the vocab-sized
+    memory and head matmul they cost, only where they are read."""
+    import inspect
+
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def load_model(
     spec: str = DEFAULT_MODEL,
     device: str | None = None,

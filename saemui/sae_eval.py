@@ -33,7 +33,7 @@ import torch
 
 from saemui.errors import SaemuiError
 from saemui.health import HealthAccumulator
-from saemui.models import LoadedModel
+from saemui.models import LoadedModel, accepts_logits_to_keep
 from saemui.records import Sample
 
 SINK_REASONS = ("position0", "special", "high_norm")
@@ -467,12 +467,10 @@ def _d_sae(sae: object) -> int:
     return int(sae.W_dec.shape[0])
 
 
-def _ce_kl_sums(
-    lpc_NV: torch.Tensor, logits_BTV: torch.Tensor, m_Bt: torch.Tensor, tgt_N: torch.Tensor
-) -> tuple[float, float]:
-    """Σ CE of the next tokens ``tgt_N`` and Σ KL(clean ‖ run) over the predictions selected by ``m_Bt``
-    (t = T - 1: position t predicts token t + 1); ``lpc_NV`` = clean log-probs of the same predictions."""
-    lp_NV = logits_BTV[:, :-1][m_Bt].float().log_softmax(-1)
+def _ce_kl_sums(lpc_NV: torch.Tensor, logits_NV: torch.Tensor, tgt_N: torch.Tensor) -> tuple[float, float]:
+    """Σ CE of the next tokens ``tgt_N`` and Σ KL(clean ‖ run) over N scored predictions (``logits_NV``, in the
+    order of ``tgt_N``); ``lpc_NV`` = clean log-probs of the same predictions."""
+    lp_NV = logits_NV.float().log_softmax(-1)
     ce = -lp_NV.gather(-1, tgt_N[:, None])[:, 0]
     kl = (lpc_NV.exp() * (lpc_NV - lp_NV)).sum(-1)
     return float(ce.double().sum()), float(kl.double().sum())
@@ -501,7 +499,13 @@ def ce_eval(
     cached = dict(zero_cache or {})
     zero_new = {layer: CEStats() for layer in saes if layer not in cached}
 
-    def logits(batch: EvalBatch, layer: int | None = None, fn: Callable | None = None) -> torch.Tensor:
+    keep_mask = accepts_logits_to_keep(lm.model)
+
+    def logits(
+        batch: EvalBatch, m_BT: torch.Tensor, layer: int | None = None, fn: Callable | None = None
+    ) -> torch.Tensor:
+        """Logits of the predictions ``m_BT`` selects (N × V, row-major order); with ``logits_to_keep`` the head
+        runs on those positions only (a third of a batch here; Gemma-3's head is most of its forward)."""
         handle = None
         if layer is not None:
 
@@ -514,12 +518,14 @@ def ce_eval(
 
             handle = blocks[layer].register_forward_hook(hook)
         try:
-            return lm.model(
+            out = lm.model(
                 input_ids=batch.input_ids_BT,
                 attention_mask=batch.attention_mask_BT,
                 position_ids=batch.position_ids_BT,
                 use_cache=False,
+                **({"logits_to_keep": m_BT} if keep_mask else {}),
             ).logits
+            return out if keep_mask else out[m_BT]
         finally:
             if handle is not None:
                 handle.remove()
@@ -529,19 +535,21 @@ def ce_eval(
         m_Bt = batch.target_BT[:, :-1].bool() & att[:, :-1] & att[:, 1:]
         tgt_N = batch.input_ids_BT[:, 1:][m_Bt]
         n = int(m_Bt.sum())
-        clean_BTV = logits(batch)
-        lpc_NV = clean_BTV[:, :-1][m_Bt].float().log_softmax(-1)
-        ce_clean, _ = _ce_kl_sums(lpc_NV, clean_BTV, m_Bt, tgt_N)
-        del clean_BTV
+        # position t predicts token t + 1: the prediction mask over all T positions (the last predicts nothing)
+        m_BT = torch.nn.functional.pad(m_Bt, (0, 1), value=False)
+        clean_NV = logits(batch, m_BT)
+        lpc_NV = clean_NV.float().log_softmax(-1)
+        ce_clean, _ = _ce_kl_sums(lpc_NV, clean_NV, tgt_N)
+        del clean_NV
         for layer, sae in saes.items():
             ce_s, kl_s = _ce_kl_sums(
-                lpc_NV, logits(batch, layer, lambda x, sae=sae: sae.decode(sae.encode(x))), m_Bt, tgt_N
+                lpc_NV, logits(batch, m_BT, layer, lambda x, sae=sae: sae.decode(sae.encode(x))), tgt_N
             )
             out[layer].merge(
                 CEStats(n, batch.n_sequences, ce_clean=ce_clean, ce_spliced=ce_s, kl_spliced=kl_s)
             )
             if layer in zero_new:
-                ce_z, kl_z = _ce_kl_sums(lpc_NV, logits(batch, layer, torch.zeros_like), m_Bt, tgt_N)
+                ce_z, kl_z = _ce_kl_sums(lpc_NV, logits(batch, m_BT, layer, torch.zeros_like), tgt_N)
                 zero_new[layer].merge(CEStats(n, batch.n_sequences, ce_zero=ce_z, kl_zero=kl_z))
     for layer in saes:
         z = zero_new[layer] if layer in zero_new else cached[layer]

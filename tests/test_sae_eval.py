@@ -236,3 +236,28 @@ def test_response_tokens_are_the_ones_mui_reads(tiny_llama):
     out = se.evaluate(lm, {1: sae}, batches)
     assert out[1]["n_tokens"] == n_resp and np.isfinite(out[1]["ce_loss_recovered"])
     assert "20x" in out[1]["sink_rule"]
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_ce_head_on_scored_positions_only_equals_full_logits(tiny_models, family, monkeypatch):
+    """logits_to_keep (head on the response predictions only) gives the full-logits numbers, with response-only
+    targets and padding in the batch."""
+    from saemui.records import Sample
+
+    lm = tiny_models[family]
+    assert se.accepts_logits_to_keep(lm.model)
+    samples = [
+        Sample("What is 2 + 3?", "The answer is 5."),
+        Sample("Name a city.", "Paris"),
+        Sample("Say something long please.", "The quick brown fox jumps over the lazy dog."),
+    ]
+    batches = se.batches_from_samples(lm.tokenizer, samples, max_batch_tokens=10_000)
+    saes = {1: IdentitySAE(lm.d_model, scale=0.5), 2: IdentitySAE(lm.d_model, scale=0.8)}
+    fast = {k: v.summary() for k, v in se.ce_eval(lm, saes, batches).items()}
+    monkeypatch.setattr(se, "accepts_logits_to_keep", lambda model: False)
+    full = {k: v.summary() for k, v in se.ce_eval(lm, saes, batches).items()}
+    assert fast.keys() == full.keys()
+    for layer in full:
+        assert fast[layer]["ce_tokens"] == full[layer]["ce_tokens"] > 0
+        for k, v in full[layer].items():
+            assert fast[layer][k] == pytest.approx(v, rel=1e-5, abs=1e-7), (layer, k)
