@@ -863,3 +863,36 @@ def test_tiny_v2_remeasure_uses_the_committed_text_not_a_new_generation(tiny_v2,
     finally:
         shutil.rmtree(gens, ignore_errors=True)
         shutil.move(str(moved), str(gens))
+
+
+def test_run_order_trains_each_run_then_evaluates_it_at_once(tiny_v2, monkeypatch):
+    """The build goes run by run (training, then every point of that run) after the base's points, so a session
+    that ends, or a machine that changes, never leaves trained weights whose evaluations wait on other runs."""
+    import copy
+
+    from saemui.zoo import builder_v2 as bv
+    from saemui.zoo.builder import BuildReport
+
+    results, cache, mod = tiny_v2
+    spec = mod.tiny_spec_v2(cache)
+    plan = plan_v2(spec, results, cache)
+    stages = []
+    for s in plan.stages:
+        if s.root == "tiny-llama" and s.kind in ("train", "eval", "health", "causal"):
+            s = copy.copy(s)
+            s.needed = True
+            stages.append(s)
+    calls: list[tuple[str, object]] = []
+    monkeypatch.setattr(bv, "_root_lm", lambda ctx, root: None)
+    monkeypatch.setattr(bv, "_train", lambda ctx, run, lm, s, law: calls.append(("train", run.name)))
+    monkeypatch.setattr(bv, "_evaluate_points", lambda ctx, names, *a: calls.append(("eval", tuple(names))))
+    ctx = bv._Ctx(spec, plan, results, cache, BuildReport(), False, lambda _: None, None)
+    bv._run(ctx, stages)
+    by_point = {p.name: p for p in bv.points(spec)}
+    assert calls[0][0] == "eval" and all(by_point[n].run is None for n in calls[0][1])
+    runs = [r.name for r in spec.runs if r.root == "tiny-llama"]
+    assert [c[1] for c in calls[1:] if c[0] == "train"] == runs
+    for i, (kind, what) in enumerate(calls[1:], start=1):
+        if kind == "train":  # the next call evaluates exactly this run's points
+            nxt = calls[i + 1]
+            assert nxt[0] == "eval" and nxt[1] and {by_point[n].run.name for n in nxt[1]} == {what}

@@ -268,30 +268,56 @@ def _run(ctx: _Ctx, stages: list[StudyStage]) -> None:
     for root in dict.fromkeys(s.root for s in todo):
         mine = [s for s in todo if s.root == root]
         root_lm = _root_lm(ctx, root)
-        for s in [x for x in mine if x.kind == "train"]:
-            _train(ctx, spec.run(s.point), root_lm, s, law)
-        # per point: evaluations first (they write the verbatim text health and the accuracy arm read)
+        trains = {spec.run(x.point).name: x for x in mine if x.kind == "train"}
         work = [x for x in mine if x.kind in _KIND_ORDER]
-        for name in dict.fromkeys(x.point for x in work):
-            p = by_point[name]
-            lm = root_lm if p.run is None else _load_point(ctx, p, root_lm)
-            for s in sorted((x for x in work if x.point == name), key=lambda x: _KIND_ORDER[x.kind]):
-                t0 = time.perf_counter()
-                if s.kind == "eval":
-                    _evaluate(ctx, p, s, lm, law)
-                elif s.kind == "health":
-                    _health(ctx, p, s, lm)
-                else:
-                    _causal(ctx, p, s, lm)
-                secs = time.perf_counter() - t0
-                atomic_write_json(
-                    ctx.root_dir / "stages" / f"{s.id.replace(':', '__').replace('/', '_')}.json",
-                    {"stage": s.id, "fingerprint": s.fingerprint, "seconds": secs, **_run_conditions()},
-                )
-                ctx.report.ran.append(s.id)
-                ctx.report.seconds[s.id] = secs
-            if lm is not root_lm:
-                del lm
+        names = list(dict.fromkeys(x.point for x in work))
+
+        def run_of(name: str) -> str | None:
+            r = by_point[name].run
+            return r.name if r is not None else None
+
+        # the base's points, then run by run: its training, then at once every point of it. Trained weights live
+        # in the cache, which a session on another machine does not have: a run evaluated right after its
+        # training never has to be trained twice, while "all trainings first" could leave many half-used.
+        order: list[tuple[StudyStage | None, list[str]]] = [(None, [n for n in names if run_of(n) is None])]
+        for r in dict.fromkeys([*trains, *(run_of(n) for n in names if run_of(n) is not None)]):
+            order.append((trains.get(r), [n for n in names if run_of(n) == r]))
+        for train, group in order:
+            if train is not None:
+                _train(ctx, spec.run(train.point), root_lm, train, law)
+            _evaluate_points(ctx, group, work, by_point, root_lm, law)
+
+
+def _evaluate_points(
+    ctx: _Ctx,
+    names: list[str],
+    work: list[StudyStage],
+    by_point: dict[str, Point],
+    root_lm: LoadedModel,
+    law: tuple[str, ...],
+) -> None:
+    """Every pending stage of the points ``names``, point by point (its model loaded once); per point the
+    evaluations come first (they write the verbatim text that health and the accuracy arm read)."""
+    for name in names:
+        p = by_point[name]
+        lm = root_lm if p.run is None else _load_point(ctx, p, root_lm)
+        for s in sorted((x for x in work if x.point == name), key=lambda x: _KIND_ORDER[x.kind]):
+            t0 = time.perf_counter()
+            if s.kind == "eval":
+                _evaluate(ctx, p, s, lm, law)
+            elif s.kind == "health":
+                _health(ctx, p, s, lm)
+            else:
+                _causal(ctx, p, s, lm)
+            secs = time.perf_counter() - t0
+            atomic_write_json(
+                ctx.root_dir / "stages" / f"{s.id.replace(':', '__').replace('/', '_')}.json",
+                {"stage": s.id, "fingerprint": s.fingerprint, "seconds": secs, **_run_conditions()},
+            )
+            ctx.report.ran.append(s.id)
+            ctx.report.seconds[s.id] = secs
+        if lm is not root_lm:
+            del lm
 
 
 _KIND_ORDER = {"eval": 0, "health": 1, "causal": 2}
