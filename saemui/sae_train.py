@@ -555,6 +555,29 @@ def held(lock: Path) -> bool:
     return pid != os.getpid() and pid_alive(pid)
 
 
+def run_data(
+    cfg: RunConfig, lm: Any, wd: Path, wheel_dir: Path, shared: Path | None, heldout_frac: float = 0.1
+) -> dict:
+    """:func:`prepare_data` into ``wd/data.json`` for a script's run, done by one of its workers (the others wait,
+    then load it)."""
+    return exclusive(
+        cfg.workers,
+        wd / "locks" / "data",
+        lambda: (wd / "data.json").is_file(),
+        lambda: prepare_data(
+            lm,
+            wd / "data.json",
+            wheel_dir,
+            shared,
+            kind_budgets(cfg.train_tokens, cfg.kind_shares),
+            cfg.eval_seqs,
+            cfg.eval_source,
+            cfg.seed,
+            heldout_frac,
+        ),
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # configuration and command line shared by the two scripts
 

@@ -120,21 +120,7 @@ def print_plan(cfg: Config) -> None:
 
 def stage_data(cfg: Config, lm, wd: Path) -> dict:
     shared = SHARED_DATA if SHARED_DATA.is_dir() else None
-    return sae_train.exclusive(
-        cfg.workers,
-        wd / "locks" / "data",
-        lambda: (wd / "data.json").is_file(),
-        lambda: sae_train.prepare_data(
-            lm,
-            wd / "data.json",
-            Path(cfg.wheel_dir) if cfg.wheel_dir else wd / "wheels",
-            shared,
-            sae_train.kind_budgets(cfg.train_tokens, cfg.kind_shares),
-            cfg.eval_seqs,
-            cfg.eval_source,
-            cfg.seed,
-        ),
-    )
+    return sae_train.run_data(cfg, lm, wd, Path(cfg.wheel_dir) if cfg.wheel_dir else wd / "wheels", shared)
 
 
 def stage_capture(cfg: Config, lm, data: dict, wd: Path) -> dict[int, list[Path]]:

@@ -539,22 +539,8 @@ def run(cfg: Config, argv: list[str]) -> Path:
     t0 = time.time()
     new = not (wd / "data.json").is_file()
     shared = SHARED_DATA if SHARED_DATA.is_dir() else None
-    data = sae_train.exclusive(
-        cfg.workers,
-        wd / "locks" / "data",
-        lambda: (wd / "data.json").is_file(),
-        lambda: sae_train.prepare_data(
-            lm,
-            wd / "data.json",
-            Path(cfg.wheel_dir) if cfg.wheel_dir else Path(cfg.workdir).expanduser() / "wheels",
-            shared,
-            sae_train.kind_budgets(cfg.train_tokens, cfg.kind_shares),
-            cfg.eval_seqs,
-            cfg.eval_source,
-            cfg.seed,
-            cfg.heldout_frac,
-        ),
-    )
+    wheels = Path(cfg.wheel_dir) if cfg.wheel_dir else Path(cfg.workdir).expanduser() / "wheels"
+    data = sae_train.run_data(cfg, lm, wd, wheels, shared, cfg.heldout_frac)
     if new:
         timed("data", t0)
 
