@@ -157,7 +157,7 @@ def test_default_run_is_feature_level(smollm2, tmp_path, capsys) -> None:
 
     assert main(["run", "--limit", "4", "--out", str(tmp_path / "r"), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "units      sae: smollm2-135m-instruct-res-topk-w1024-k32" in out
+    assert "units      sae: smollm2-135m-instruct-res-batchtopk-w1024-k64-v2" in out
     res = load_result(tmp_path / "r")
     assert res.summary["units"]["kind"] == "sae" and res.summary["units"]["n_units"] == 1024
     assert res.layers == list(range(30)) and 0 < res.mui < 1

@@ -277,8 +277,11 @@ def contaminated_tasks(spec: ZooSpec, m: ZooModel) -> list[str]:
 SMOL, GEMMA = "smollm2-135m-instruct", "gemma3-270m"
 
 
-#: the shipped SmolLM2 SAE bundle (repository-relative)
-SMOL_SAES = "saes/smollm2-135m-instruct-res-topk-w1024-k32"
+#: the shipped SmolLM2 SAE bundle (repository-relative), the one zoo v2 measures in (protocol §11)
+SMOL_SAES = "saes/smollm2-135m-instruct-res-batchtopk-w1024-k64-v2"
+#: the v1 bundle zoo v1 was measured in. Its path is part of every v1 SmolLM2 fingerprint, so it stays; the
+#: bundle left the tree with v2 (restore: git checkout e3429e0 -- saes/smollm2-135m-instruct-res-topk-w1024-k32)
+SMOL_SAES_V1 = "saes/smollm2-135m-instruct-res-topk-w1024-k32"
 
 
 def real_zoo() -> ZooSpec:
@@ -351,7 +354,7 @@ def real_zoo() -> ZooSpec:
             extra_selections=("topk:0.002", "topk:0.005"),
             # the shipped bundle, as a path relative to the repository root (run build_zoo.py from there): the
             # string is part of the SmolLM2 evals' fingerprint, so it must not depend on where the repo lives
-            saes=(("smollm2", SMOL_SAES),),
+            saes=(("smollm2", SMOL_SAES_V1),),
         )
     )
 
@@ -415,6 +418,7 @@ __all__ = [
     "GEMMA",
     "SMOL",
     "SMOL_SAES",
+    "SMOL_SAES_V1",
     "TrainData",
     "ZooModel",
     "ZooSpec",
