@@ -243,3 +243,25 @@ def test_all_humaneval_reference_solutions_pass_in_the_sandbox():
         if not task.score("```python\n" + rec["prompt"] + rec["canonical_solution"] + "```", item):
             failed.append(rec["task_id"])
     assert not failed, failed
+
+
+def test_guard_imports_and_reads_the_library_but_writes_only_its_directory():
+    """The in-process guard (no bubblewrap) must let a program import modules not loaded yet (their source is
+    read through io.open), and read Python's own library, while writing there, or reading elsewhere, stays
+    blocked."""
+    import sys
+    import sysconfig
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    ok = "import fractions, decimal, statistics\nfrom typing import List\nprint(statistics.mean([1, 2]))\n"
+    assert run_program(ok, isolation_mode="none").passed
+    assert run_program(f"open({str(stdlib / 'fractions.py')!r}).read()\n", isolation_mode="none").passed
+    for prog in (
+        f"open({str(Path(sys.prefix) / 'saemui-sandbox-probe.txt')!r}, 'w').write('x')\n",
+        f"open({str(stdlib / 'fractions.py')!r}, 'a')\n",
+        f"import os\nos.open({str(stdlib / 'probe')!r}, os.O_WRONLY | os.O_CREAT)\n",
+        "open('/etc/hostname').read()\n",
+    ):
+        res = run_program(prog, isolation_mode="none")
+        assert not res.passed and "blocked in the saemui sandbox" in res.detail, prog
+    assert not (Path(sys.prefix) / "saemui-sandbox-probe.txt").exists()

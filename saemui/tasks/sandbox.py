@@ -71,19 +71,25 @@ if GUARD:
     import io, shutil
     _HOME = os.path.realpath(os.getcwd())
     _open, _os_open = builtins.open, os.open
-    def _inside(path):
+    # Python's own library stays readable (not writable): every import of a module not yet loaded reads its
+    # source through io.open (io.open_code calls it), so without this the program could import nothing new.
+    _LIBS = tuple({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)})
+    def _under(p, root):
+        return p == root or p.startswith(root + os.sep)
+    def _inside(path, read_only=False):
         if isinstance(path, int):
             return True
         p = os.path.realpath(os.path.join(_HOME, os.fsdecode(path)))
-        return p == _HOME or p.startswith(_HOME + os.sep)
-    def _guarded_open(file, *a, **k):
-        if not _inside(file):
+        return _under(p, _HOME) or (read_only and any(_under(p, r) for r in _LIBS))
+    _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    def _guarded_open(file, mode="r", *a, **k):
+        if not _inside(file, read_only=not any(c in mode for c in "wax+")):
             raise PermissionError("file access outside the program directory is blocked in the saemui sandbox")
-        return _open(file, *a, **k)
-    def _guarded_os_open(path, *a, **k):
-        if not _inside(path):
+        return _open(file, mode, *a, **k)
+    def _guarded_os_open(path, flags, *a, **k):
+        if not _inside(path, read_only=not flags & _WRITE_FLAGS):
             raise PermissionError("file access outside the program directory is blocked in the saemui sandbox")
-        return _os_open(path, *a, **k)
+        return _os_open(path, flags, *a, **k)
     builtins.open = io.open = _guarded_open
     os.open = _guarded_os_open
     for _name in ("remove", "unlink", "rmdir", "removedirs", "rename", "renames", "replace", "truncate",
