@@ -373,8 +373,8 @@ def _extras(rstar: StudyRun) -> list[StudyRun]:
 #: how many of §9's cuts the build applies: fixed from the re-plan after stage 0 (measured rates), before any
 #: fine-tuned result exists, and logged in the protocol's §11
 V2_CUTS = 0
-#: deviation D1 of §11 (5 in-task exemplars in Gemma's arith prompts): on only if the gsm8k pilot leaves m = 0
-V2_D1 = False
+#: deviation D1 of §11 (5 in-task exemplars in Gemma's arith prompts): on, since the gsm8k pilot left m = 0 (§11, 2026-12-01)
+V2_D1 = True
 D1_SHOTS = 5
 
 
