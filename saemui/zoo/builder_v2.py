@@ -426,16 +426,20 @@ def _evaluate(ctx: _Ctx, p: Point, s: StudyStage, lm: LoadedModel, law: tuple[st
     ctx.log_fn(f"[{s.id}] {acc}{mui}")
 
 
-def _kept_responses(ctx: _Ctx, point: str, task: str, item_set: str, gkey: str) -> dict[str, str]:
-    """The committed responses of this stage (texts file) when its last record was generated under ``gkey``: the
-    kept text a stage re-measures from when only its measurement changed (other settings or SAE bundle) and the
-    generation cache is gone (a new machine). Otherwise {}."""
+def _current_texts(ctx: _Ctx, point: str, task: str, item_set: str, gkey: str) -> dict[str, Any] | None:
+    """The committed texts file of this stage when its record was generated under ``gkey``, else None."""
     rec = _read_json(record_path(ctx.results, point, task, item_set))
     f = texts_path(ctx.results, point, task, item_set)
     if not rec or rec.get("generation_key") != gkey or not f.is_file():
-        return {}
-    texts = read_texts(f)
-    return dict(zip(texts["ids"], texts["responses"]))
+        return None
+    return read_texts(f)
+
+
+def _kept_responses(ctx: _Ctx, point: str, task: str, item_set: str, gkey: str) -> dict[str, str]:
+    """The kept text a stage re-measures from when only its measurement changed (other settings or SAE bundle)
+    and the generation cache is gone (a new machine): responses by id, or {}."""
+    texts = _current_texts(ctx, point, task, item_set, gkey)
+    return dict(zip(texts["ids"], texts["responses"])) if texts else {}
 
 
 def _point_fields(spec: StudySpec, p: Point, lm: LoadedModel) -> dict[str, Any]:
@@ -459,11 +463,9 @@ def _own_samples(ctx: _Ctx, p: Point, s: StudyStage) -> tuple[list[Sample], dict
     t = spec.candidate(s.task)
     items = list(candidate_sets(spec)[t.name].items)
     gkey = generation_key_v2(spec, p, t, "verbatim", sets_digest(items), ctx.plan.train_fps)
-    rec = _read_json(record_path(ctx.results, p.name, t.name, "verbatim"))
-    f = texts_path(ctx.results, p.name, t.name, "verbatim")
-    if rec is None or rec.get("generation_key") != gkey or not f.is_file():
+    texts = _current_texts(ctx, p.name, t.name, "verbatim", gkey)
+    if texts is None:
         raise SaemuiError(f"{s.id}: needs the current verbatim text of {p.name} on {t.name} (its eval stage)")
-    texts = read_texts(f)
     return base_samples(root_task(spec, p.root, t), items, texts, spec.root(p.root).style), texts, gkey
 
 
