@@ -99,6 +99,14 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def lock_holder(path: Path) -> int | None:
+    """The pid written in lock file ``path`` (0 if empty), or None when it is absent or unreadable."""
+    try:
+        return int(Path(path).read_text() or "0")
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def claim(path: Path) -> bool:
     """Take the lock file ``path`` for this process (O_EXCL create holding the pid); False if a live process
     holds it. A lock whose process is gone (killed, or its machine restarted) is taken over, so work split
@@ -109,9 +117,8 @@ def claim(path: Path) -> bool:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, default_mode())
         except FileExistsError:
-            try:
-                pid = int(path.read_text() or "0")
-            except (FileNotFoundError, ValueError):
+            pid = lock_holder(path)
+            if pid is None:
                 return False  # released or being written this instant: let the other process have it
             if pid and pid_alive(pid):
                 return False
@@ -126,8 +133,5 @@ def claim(path: Path) -> bool:
 def release(path: Path) -> None:
     """Drop a lock taken with :func:`claim` (only if this process holds it)."""
     path = Path(path)
-    try:
-        if int(path.read_text() or "0") == os.getpid():
-            path.unlink()
-    except (FileNotFoundError, ValueError):
-        pass
+    if lock_holder(path) == os.getpid():
+        path.unlink(missing_ok=True)

@@ -29,7 +29,7 @@ import torch
 
 from saemui import sae_data, sae_eval
 from saemui.errors import SaemuiError
-from saemui.io import atomic_write_json, atomic_write_text, claim, pid_alive, release
+from saemui.io import atomic_write_json, atomic_write_text, claim, lock_holder, pid_alive, release
 
 log = logging.getLogger(__name__)
 
@@ -548,11 +548,8 @@ def wait_until(workers: int, cond: Callable[[], bool], what: str) -> None:
 
 def held(lock: Path) -> bool:
     """Another live process holds ``lock``."""
-    try:
-        pid = int(Path(lock).read_text() or "0")
-    except (FileNotFoundError, ValueError):
-        return False
-    return pid != os.getpid() and pid_alive(pid)
+    pid = lock_holder(lock)
+    return pid is not None and pid != os.getpid() and pid_alive(pid)
 
 
 def run_data(
