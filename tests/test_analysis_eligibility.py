@@ -118,3 +118,23 @@ def test_training_moves_uses_sample_sd() -> None:
     # values 0, 0, 10: population SD 4.71 (< 5), sample SD 5.77 (>= 5)
     assert training_moves([0.0, 0.0, 10.0])
     assert not training_moves([0.0, 0.0, 8.0])  # sample SD 4.62
+
+
+def test_one_family_tasks_by_hand():
+    """§11 case (3): the family's one-family candidates in priority order, capped; two-family and other-family
+    tasks are skipped; a candidate without the family's result is refused."""
+    from saemui.analysis.eligibility import one_family_tasks
+
+    above = [
+        ("a", {"s": True, "g": False}),
+        ("b", {"s": True, "g": True}),  # two-family: not one-family
+        ("c", {"s": False, "g": True}),  # the other family's
+        ("d", {"s": True, "g": False}),
+        ("e", {"s": False, "g": False}),
+        ("f", {"s": True, "g": False}),
+    ]
+    assert one_family_tasks(above, "s") == ["a", "d", "f"]
+    assert one_family_tasks(above, "s", 2) == ["a", "d"]
+    assert one_family_tasks(above, "g") == ["c"]
+    with pytest.raises(SaemuiError, match="no stage-0 result for 'x'"):
+        one_family_tasks(above, "x")

@@ -511,3 +511,36 @@ def test_script_refuses_without_law_records(zoo, tmp_path, capsys):
     (only0 / "eligibility.json").unlink()
     assert _run(only0, tmp_path) == 2
     assert "stage 0" in capsys.readouterr().err
+
+
+def test_one_family_study_reports_h1_not_testable(zoo, tmp_path):
+    """§11 case (3): eligibility.json keeps the two-family outcome (m = 0) and names a one-family study; the
+    report has no primary test, says H1/H1b are not testable on two families, and fits the family's tasks as
+    secondary one-family fits (the other family's fine-tuned points are not part of such a zoo)."""
+    one = tmp_path / "one"
+    shutil.copytree(zoo, one, ignore=shutil.ignore_patterns("tiny-gemma-*"))
+    elig = json.loads((one / "eligibility.json").read_text())
+    tasks = elig["law_tasks"]
+    elig.update(
+        law_tasks=[],
+        m=0,
+        C=None,
+        one_family_study={"family": "tiny-llama", "tasks": tasks, "C": tasks[0], "rule": "§11 case (3)"},
+    )
+    (one / "eligibility.json").write_text(json.dumps(elig))
+    rep = slr.report(one, n_boot=200, min_sd=0.0).data
+    assert rep["two_family"] == {"m": 0, "verdict": "not testable on two families (m = 0)"}
+    assert rep["eligible_law_tasks"] == tasks and rep["law_tasks"] == [] and rep["m"] == 0
+    assert rep["one_family_tasks"] == tasks
+    for t in tasks:  # the other family is its base alone: it cannot move, so the task is one-family
+        fams = rep["training_moves"][t]["families"]
+        assert fams["tiny-llama"]["moves"] and not fams.get("tiny-gemma", {"moves": False})["moves"]
+        assert rep["training_moves"][t]["class"] == "one-family"
+    assert rep["tests"] and all(t["role"] == "secondary" for t in rep["tests"])
+    h1 = {t["task"]: t for t in rep["tests"] if t["hypothesis"] == "H1" and t["setting"] == "P0"}
+    assert set(h1) == set(tasks) and all("error" not in t for t in h1.values())
+    assert all(v["verdict"] is None for v in rep["overall"].values())
+    md = slr.markdown(rep)
+    assert "**H1 / H1b: not testable on two families (m = 0).**" in md
+    assert "H1/H1b are not testable on two families (m = 0): no primary test." in md
+    assert "| H1 | – | **not testable on two families (m = 0)** |" in md

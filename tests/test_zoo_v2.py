@@ -63,12 +63,12 @@ TABLE = [
 
 
 def _arith_spec():
-    """The registered v2 spec (no D1) with candidates 1-5 only (no ARC data needed)."""
-    return validate_v2(replace(zoo_v2(cuts=0, d1=False), candidates=CANDIDATES[:5]))
+    """The registered v2 spec (two families, no D1) with candidates 1-5 only (no ARC data needed)."""
+    return validate_v2(replace(zoo_v2(cuts=0, d1=False, family=None), candidates=CANDIDATES[:5]))
 
 
 def test_spec_is_the_protocol_table():
-    spec = zoo_v2(cuts=0)
+    spec = zoo_v2(cuts=0, family=None)
     law = [r for r in spec.runs if r.role == "law"]
     assert [(r.name, r.root, r.method, r.lora_r, r.lr, r.data, r.steps, r.seed) for r in law] == TABLE
     assert all(r.lora_alpha == (None if r.lora_r is None else 2 * r.lora_r) for r in spec.runs)
@@ -96,6 +96,20 @@ def test_spec_is_the_protocol_table():
     assert dict(spec.candidates[0].options) == {"distinct": True, "operand_max": 29}
     assert [t.max_new_tokens for t in spec.candidates] == [48] * 5 + [64, 256]
     assert [r.style for r in spec.roots] == ["chat", "base"]
+
+
+def test_case3_spec_is_the_registered_smollm2_half():
+    """§11 case (3): the default spec keeps SmolLM2's runs of §4's table unchanged (S1-S10, R* seeds and doses)
+    and both roots (Gemma's stage 0 decided the case); a Gemma run in it, or an unknown family, is refused."""
+    two, one = zoo_v2(cuts=0, family=None), zoo_v2(cuts=0)
+    assert one.family == "smollm2" and [r.name for r in one.roots] == ["smollm2", "gemma3"]
+    assert one.runs == tuple(r for r in two.runs if r.root == "smollm2") and len(one.runs) == 15
+    assert one.rstar == ("S1",) and two.rstar == ("S1", "G1")
+    assert replace(one, family=None, runs=two.runs, rstar=two.rstar) == two
+    with pytest.raises(SaemuiError, match="has runs of that root only"):
+        validate_v2(replace(one, runs=two.runs))
+    with pytest.raises(SaemuiError, match="family 'llama' is not a root"):
+        validate_v2(replace(one, family="llama"))
 
 
 @pytest.mark.parametrize(
@@ -424,7 +438,9 @@ def test_plan_cli_full_spec(tmp_path, capsys):
     assert mod.main(args) == 0
     out = capsys.readouterr().out
     assert "0 eligibility          14" in out and "items:gsm8k" in out and "12.20 h" in out
-    assert "6 causal                9" in out and "2h SAE health          11" in out
+    # §11 case (3): SmolLM2's base and R* only in the causal check
+    assert "6 causal                5" in out and "2h SAE health          11" in out
+    assert "15 runs (all smollm2)" in out
     assert "§9 cuts (applied now: " in out and "+ cut 4: TF-B only on task C" in out
     assert "not a zoo stage" not in out
     assert not (tmp_path / "r").exists()  # --plan writes nothing
@@ -550,6 +566,62 @@ def test_tiny_v2_law_rule_and_reruns(tiny_v2, tmp_path):
     assert {s.point for s in only.stages if s.kind == "eval"} == {"tiny-gemma", "tiny-gemma-G1"}
 
 
+def test_tiny_v2_one_family_study(tiny_v2, tmp_path):
+    """§11 case (3) on stage-0 counts set by hand: no two-family task, so the study's tasks are the llama base's
+    one-family candidates (priority order), C the first; the other root keeps its stage-0 evals only; the
+    two-family outcome stays m = 0 in eligibility.json; a two-family candidate refuses the one-family spec."""
+    from saemui.zoo.record_v2 import study_tasks
+    from saemui.zoo.stages_v2 import causal_points, eligibility_summary, health_points
+
+    results, cache, mod = tiny_v2
+    tiny = replace(mod.tiny_spec_v2(cache), eligibility_alpha=0.05, eligibility_margin=0.05)
+    spec = validate_v2(
+        replace(
+            tiny,
+            family="tiny-llama",
+            runs=tuple(r for r in tiny.runs if r.root == "tiny-llama"),
+            rstar=("S1",),
+        )
+    )
+    res = tmp_path / "res"
+    shutil.copytree(
+        results, res, ignore=shutil.ignore_patterns("tiny-llama-*", "tiny-gemma-*", "eligibility.json")
+    )
+    n = spec.n_items
+    counts = {(r, t.name): 0 for r in ("tiny-llama", "tiny-gemma") for t in spec.candidates}
+    counts |= {("tiny-llama", "arith-1"): n, ("tiny-llama", "arith-2d1d"): n}
+    _fake_stage0(res, spec, counts)
+    sets = candidate_sets(spec)
+    out = law_outcome(spec, res, sets)
+    assert out.two_family == () and out.law == ("arith-1", "arith-2d1d")
+    assert law_outcome(tiny, res, sets).law == ()  # the two-family spec: nothing qualifies
+    elig = eligibility_summary(spec, out)
+    assert elig["law_tasks"] == [] and elig["m"] == 0 and elig["C"] is None
+    assert elig["one_family_study"]["family"] == "tiny-llama"
+    assert study_tasks(elig) == (["arith-1", "arith-2d1d"], "arith-1")
+    assert study_tasks(eligibility_summary(tiny, law_outcome(tiny, res, sets))) == ([], None)
+
+    plan = plan_v2(spec, res, cache)
+    gemma = {s.id for s in plan.stages if s.root == "tiny-gemma"}
+    assert gemma == {f"eval:tiny-gemma:{t.name}:verbatim" for t in spec.candidates}
+    assert {s.id for s in plan.stages if s.kind == "train"} == {
+        "train:tiny-llama-S1",
+        "train:tiny-llama-S1-dose50",
+    }
+    assert {p.name for p in causal_points(spec)} == {"tiny-llama", "tiny-llama-S1"}
+    assert {p.name for p in health_points(spec)} <= {"tiny-llama", "tiny-llama-S1"}
+    law_evals = {s.id for s in plan.stages if s.id.startswith("eval:tiny-llama-S1:")}
+    assert law_evals >= {"eval:tiny-llama-S1:arith-1:verbatim", "eval:tiny-llama-S1:arith-2d1d:verbatim"}
+    assert (
+        "one-family study (§11 case (3)) within tiny-llama: arith-1, arith-2d1d; C = arith-1"
+        in format_plan_v2(plan)
+    )
+    # a two-family candidate: case (3) does not apply
+    _fake_stage0(res, spec, {("tiny-gemma", "arith-2d1d"): n})
+    with pytest.raises(SaemuiError, match="applies only when no candidate is two-family"):
+        law_outcome(spec, res, sets)
+
+
 def test_measure_settings_equals_single_runs(tiny_llama):
     from saemui.engine import compute_mui
     from saemui.records import Sample
@@ -597,6 +669,26 @@ def test_v1_fingerprints_unchanged():
     stages = plan(real_zoo(), REPO / "results" / "zoo", REPO / "nonexistent-cache")
     evals = [s for s in stages if s.kind == "eval"]
     assert evals and all(s.done for s in evals)
+
+
+def test_committed_stage0_is_current_under_the_case3_spec():
+    """The committed zoo-v2 stage 0 (both bases, candidates 1-7) stays done under the one-family spec, and
+    eligibility.json is what that spec writes (two-family m = 0, the SmolLM2 study named beside it)."""
+    from saemui.zoo.stages_v2 import eligibility_summary
+
+    res = REPO / "results" / "zoo-v2"
+    if not (res / "eligibility.json").is_file():
+        pytest.skip("no committed zoo-v2 results")
+    for f in ("arc/test.jsonl", "arc/train.jsonl", "gsm8k/test.jsonl"):
+        if find_data_file(f) is None:
+            pytest.skip(f"shared data {f} (candidates 6-7) not available")
+    spec = zoo_v2()
+    plan = plan_v2(spec, res, REPO / "nonexistent-cache")
+    stage0 = [s for s in plan.stages if s.group == "0"]
+    assert len(stage0) == 14 and all(s.done for s in stage0)
+    assert plan.outcome.two_family == () and plan.outcome.law == ("arith-1", "arith-2d1d")
+    committed = json.loads((res / "eligibility.json").read_text())
+    assert committed == json.loads(json.dumps(eligibility_summary(spec, plan.outcome)))
 
 
 def test_stage_run_validation_names():

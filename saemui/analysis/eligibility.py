@@ -147,6 +147,21 @@ def law_tasks(classes: Sequence[tuple[str, TaskClass]], max_tasks: int = 3) -> l
     return [t for t, c in classes if c == "two-family"][:max_tasks]
 
 
+def one_family_tasks(
+    above: Sequence[tuple[str, Mapping[str, bool]]], family: str, max_tasks: int = 3
+) -> list[str]:
+    """A one-family study's tasks (§11, case (3) of the m < 3 entry): the first ``max_tasks`` candidates, in the
+    given (priority) order, on which ``family``'s base alone is above chance. ``above``: (task, family → above
+    chance) per candidate."""
+    out = []
+    for task, a in above:
+        if family not in a:
+            raise SaemuiError(f"one_family_tasks: task {task!r} has no stage-0 result for {family!r}")
+        if classify_task(a) == "one-family" and a[family]:
+            out.append(task)
+    return out[:max_tasks]
+
+
 def training_moves(perf: Sequence[float], min_sd: float = MIN_SD_POINTS) -> bool:
     """Whether training moves accuracy for one family on a law task (§3.2): SD of P (points, over that
     family's clean points) >= ``min_sd``. The protocol does not name the SD's denominator; this uses the sample
@@ -168,5 +183,6 @@ __all__ = [
     "eligibility",
     "first_number",
     "law_tasks",
+    "one_family_tasks",
     "training_moves",
 ]

@@ -52,7 +52,14 @@ from saemui.analysis.embed import KMEANS_K, KMEANS_RESTARTS, SVD_DIMS, embed
 from saemui.analysis.study_report import analysis_versions, command, deviation_line, fmt, json_num, json_table
 from saemui.errors import SaemuiError
 from saemui.readers import read_json
-from saemui.zoo.record_v2 import causal_path, eligibility_path, health_path, load_records_v2, record_path
+from saemui.zoo.record_v2 import (
+    causal_path,
+    eligibility_path,
+    health_path,
+    load_records_v2,
+    record_path,
+    study_tasks,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -985,8 +992,7 @@ def load_context(results: Path, options: CorollaryOptions | None = None) -> Cont
         raise SaemuiError(f"{results} holds no v2 record: build the zoo with scripts/build_zoo.py --spec v2")
     if eligibility_path(results).is_file():
         cx.eligibility = read_json(eligibility_path(results), dict, "eligibility file")
-    cx.law = list(cx.eligibility.get("law_tasks") or [])
-    cx.C = cx.eligibility.get("C") or (cx.law[0] if cx.law else None)
+    cx.law, cx.C = study_tasks(cx.eligibility)
     spec = spec_for(cx.eligibility.get("zoo"))
     cx.twin_tasks = cx.law if spec is None or spec.twins_on == "law" else cx.law[:1]
     if cx.C is not None and spec is not None:

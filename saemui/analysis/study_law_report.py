@@ -40,10 +40,18 @@ from saemui.analysis import study
 from saemui.analysis import zoo_v2 as zv
 from saemui.analysis.eligibility import MIN_SD_POINTS, training_moves
 from saemui.analysis.random_units import N_DRAWS
-from saemui.analysis.study_report import analysis_versions, command, deviation_line, fmt, json_num, json_table
+from saemui.analysis.study_report import (
+    analysis_versions,
+    command,
+    deviation_line,
+    fmt,
+    json_num,
+    json_table,
+    one_family_line,
+)
 from saemui.errors import SaemuiError
 from saemui.readers import read_json
-from saemui.zoo.record_v2 import eligibility_path, load_records_v2
+from saemui.zoo.record_v2 import NOT_TESTABLE, eligibility_path, load_records_v2, study_tasks
 from saemui.zoo.settings import SETTING_NAMES, TOKEN_CURVE
 
 if TYPE_CHECKING:
@@ -527,6 +535,7 @@ def markdown(rep: Mapping[str, Any]) -> str:
         "enter the overall verdict.",
         "",
         *deviation_line(rep.get("deviation")),
+        *one_family_line(rep.get("one_family_study")),
         f"- eligible law tasks (stage 0): {', '.join(rep['eligible_law_tasks']) or 'none'}; after the §3.2 "
         f"training-moves rule (SD of P ≥ {p['min_sd']} points): law tasks {', '.join(rep['law_tasks']) or 'none'}"
         f" (m = {rep['m']}), one-family {', '.join(rep['one_family_tasks']) or 'none'}",
@@ -548,12 +557,18 @@ def markdown(rep: Mapping[str, Any]) -> str:
             )
     lines += ["", "## Primary tests at P0", ""]
     prim = [t for t in rep["tests"] if t["role"] == "primary"]
-    lines += _test_rows(prim, False) if prim else ["No law task is left: no primary test."]
+    untestable = (rep.get("two_family") or {}).get("verdict")
+    none_left = (
+        f"H1/H1b are {untestable}: no primary test."
+        if untestable
+        else "No law task is left: no primary test."
+    )
+    lines += _test_rows(prim, False) if prim else [none_left]
     lines += ["", "## Overall verdict per hypothesis at P0 (§6.4)", "", "| hypothesis | per task | overall |"]
     lines.append("|---|---|---|")
     for name, v in rep["overall"].items():
         per = ", ".join(f"{t}: {lab}" for t, lab in v["tasks"].items()) or "–"
-        lines.append(f"| {name} | {per} | **{v['verdict'] or '–'}** |")
+        lines.append(f"| {name} | {per} | **{v['verdict'] or untestable or '–'}** |")
     lines += ["", "## §7.3 reading (P0)", ""]
     rd = rep["reading"]
     lines.append(f"- overall: {rd['overall'] or '–'}")
@@ -749,7 +764,8 @@ def report(results: Path, n_boot: int = study.N_BOOT, min_sd: float = MIN_SD_POI
     results = Path(results)
     elig = read_law_tasks(results)
     records = load_records_v2(results)
-    eligible = list(elig.get("law_tasks") or [])
+    eligible, _ = study_tasks(elig)
+    one = elig.get("one_family_study")
     check_ready(records, eligible, results)
     texts = zv.load_texts(results, records)
     points = zv.add_nstar_mui(zv.study_points(records, texts), records, min_nstar=study.MIN_NSTAR)
@@ -761,6 +777,10 @@ def report(results: Path, n_boot: int = study.N_BOOT, min_sd: float = MIN_SD_POI
         "results": str(results),
         "zoo": elig.get("zoo"),
         "deviation": elig.get("deviation"),
+        # §11 case (3): stage 0 left no two-family task, so H1/H1b have no primary test; the fits below are the
+        # registered one-family fits within one family (secondary)
+        "two_family": {"m": len(elig.get("law_tasks") or []), "verdict": NOT_TESTABLE if one else None},
+        "one_family_study": one,
         "versions": analysis_versions(),
         "protocol": {
             "family_alpha": study.FAMILY_ALPHA,

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from saemui.io import atomic_write_compact_json, atomic_write_text
-from saemui.zoo.record_v2 import DEFAULT_RESULTS_V2
+from saemui.zoo.record_v2 import DEFAULT_RESULTS_V2, NOT_TESTABLE
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -101,6 +101,20 @@ def deviation_line(deviation: Mapping[str, Any] | None) -> list[str]:
     ]
 
 
+def one_family_line(study: Mapping[str, Any] | None) -> list[str]:
+    """The generated tables' statement when the study is §11's case (3) (``eligibility.json``'s
+    ``one_family_study``): H1/H1b are not testable on two families; empty for a two-family study."""
+    if not study:
+        return []
+    return [
+        f"- **H1 / H1b: {NOT_TESTABLE}.** No candidate has both bases above chance (§3.2, registered prompts and "
+        f"D1), so there is no primary test. As §11 fixed before the fine-tuned runs (case (3)), the study runs "
+        f"within {study['family']} on its one-family tasks {', '.join(study['tasks']) or 'none'} (task C = "
+        f"{study['C']}); every fit below is a secondary one-family fit, and no overall verdict on the law is "
+        "drawn from it.",
+    ]
+
+
 def add_output_options(ap: argparse.ArgumentParser, *, json_name: str, md_default: str) -> None:
     """The options every report script takes: ``--results``, ``--json``, ``--md``, ``--figures``,
     ``--no-figures`` (read back by :func:`write_outputs`)."""
@@ -141,6 +155,7 @@ __all__ = [
     "analysis_versions",
     "command",
     "deviation_line",
+    "one_family_line",
     "fmt",
     "json_num",
     "json_table",

@@ -18,7 +18,7 @@ Records hold no timings: a rebuild on the same machine reproduces them byte for 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,19 @@ def items_path(results: Path, task: str) -> Path:
 
 def eligibility_path(results: Path) -> Path:
     return Path(results) / "eligibility.json"
+
+
+def study_tasks(elig: Mapping[str, Any]) -> tuple[list[str], str | None]:
+    """(the tasks a study builds on, task C) from ``eligibility.json``'s content: §3.2's law tasks, or the
+    ``one_family_study`` block's tasks when the two-family outcome left none (§11, case (3))."""
+    one = elig.get("one_family_study")
+    if one:
+        return list(one.get("tasks") or []), one.get("C")
+    law = list(elig.get("law_tasks") or [])
+    return law, elig.get("C") or (law[0] if law else None)
+
+
+NOT_TESTABLE = "not testable on two families (m = 0)"
 
 
 def causal_path(results: Path, model: str, task: str, arm: str) -> Path:
@@ -204,6 +217,8 @@ __all__ = [
     "TEXTS_SCHEMA",
     "causal_path",
     "eligibility_path",
+    "NOT_TESTABLE",
+    "study_tasks",
     "health_path",
     "item_from_json",
     "item_json",

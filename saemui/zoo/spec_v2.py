@@ -102,6 +102,10 @@ class StudySpec:
     base_shots / shot_seed: exemplars in the base-style prompts of arith-style candidates; 1 = each task's one
     hand-written exemplar (registered), more = that many items of the task's own generator at ``shot_seed``
     (deviation D1 of §11, :func:`saemui.zoo.data_v2.root_task`).
+    family: None for §3.2's two-family study; a root's name for case (3) of §11's m < 3 entry (no two-family
+    task under the registered prompts nor D1): the study's tasks are that root's one-family candidates (the first
+    ``max_law_tasks`` in priority order), task C the first of them, and every run, causal point and corollary is
+    within that root. The other root keeps its stage-0 evaluations, which decided the case.
     """
 
     name: str
@@ -133,6 +137,7 @@ class StudySpec:
     cuts: tuple[int, ...] = ()
     base_shots: int = 1
     shot_seed: int = 999
+    family: str | None = None
 
     def root(self, name: str) -> ZooModel:
         for r in self.roots:
@@ -175,6 +180,8 @@ def validate_v2(spec: StudySpec) -> StudySpec:
     if "P0" not in spec.settings or "P0" not in spec.tf_settings:
         raise SaemuiError(f"{where}: the primary setting P0 must be measured")
     roots = {r.name for r in spec.roots}
+    if spec.family is not None and spec.family not in roots:
+        raise SaemuiError(f"{where}: family {spec.family!r} is not a root")
     for root, _ in spec.saes:
         if root not in roots:
             raise SaemuiError(f"{where}: saes names {root!r}, which is not a root")
@@ -188,6 +195,8 @@ def validate_v2(spec: StudySpec) -> StudySpec:
             raise SaemuiError(f"{w}: name may only use letters, digits and . _ -")
         if run.root not in roots:
             raise SaemuiError(f"{w}: root {run.root!r} is not a root of the zoo")
+        if spec.family is not None and run.root != spec.family:
+            raise SaemuiError(f"{w}: a one-family study ({spec.family}) has runs of that root only")
         if run.method not in ("lora", "full"):
             raise SaemuiError(f"{w}: method must be lora or full, got {run.method!r}")
         if (run.method == "lora") != (run.lora_r is not None):
@@ -376,13 +385,16 @@ V2_CUTS = 0
 #: deviation D1 of §11 (5 in-task exemplars in Gemma's arith prompts): on, since the gsm8k pilot left m = 0 (§11, 2026-12-01)
 V2_D1 = True
 D1_SHOTS = 5
+#: case (3) of §11's m < 3 entry: D1 left m = 0 too (§11, 2026-12-01), so the study is SmolLM2's alone
+V2_FAMILY: str | None = "smollm2"
 
 
-def zoo_v2(cuts: int | None = None, d1: bool | None = None) -> StudySpec:
+def zoo_v2(cuts: int | None = None, d1: bool | None = None, family: str | None = V2_FAMILY) -> StudySpec:
     """The Study v2 zoo as §4's table: S1–S10 (SmolLM2), G1–G6 (Gemma), R* seeds 1–2 and doses 10 / 30 / 100 %
-    per family; candidates 1–7 of §3.1 (7 piloted, §11); every §5 setting; the shipped SmolLM2 SAE bundle; then §9's first
-    ``cuts`` cuts (default :data:`V2_CUTS`, the logged decision); ``d1``: deviation D1 of §11 (default
-    :data:`V2_D1`)."""
+    per family; candidates 1–7 of §3.1 (7 piloted, §11); every §5 setting; the shipped SmolLM2 SAE bundle; then
+    §9's first ``cuts`` cuts (default :data:`V2_CUTS`, the logged decision); ``d1``: deviation D1 of §11 (default
+    :data:`V2_D1`); ``family``: the one-family study of §11's case (3) (default :data:`V2_FAMILY`; None = the
+    registered two-family design), which keeps that root's runs and R* only."""
     sm, gm = "smollm2", "gemma3"
     smol = [
         StudyRun("S1", sm, "lora", 2e-4, MIX, 120, 0, 8, RSTAR_CHECKPOINTS),
@@ -405,6 +417,10 @@ def zoo_v2(cuts: int | None = None, d1: bool | None = None) -> StudySpec:
         StudyRun("G6", gm, "full", 2e-5, MIX, 60, 7, None),
     ]
     runs = (*smol, *gemma, *_extras(smol[0]), *_extras(gemma[0]))
+    rstar = ("S1", "G1")
+    if family is not None:
+        runs = tuple(r for r in runs if r.root == family)
+        rstar = tuple(n for n in rstar if any(r.name == n for r in runs))
     spec = validate_v2(
         StudySpec(
             "v2",
@@ -412,7 +428,9 @@ def zoo_v2(cuts: int | None = None, d1: bool | None = None) -> StudySpec:
             CANDIDATES,
             runs,
             saes=(("smollm2", SMOL_SAES),),
+            rstar=rstar,
             base_shots=D1_SHOTS if (V2_D1 if d1 is None else d1) else 1,
+            family=family,
         )
     )
     return apply_cuts(spec, V2_CUTS if cuts is None else cuts)
@@ -476,6 +494,7 @@ __all__ = [
     "SOURCES",
     "V2_CUTS",
     "V2_D1",
+    "V2_FAMILY",
     "StudyRun",
     "StudySpec",
     "allocate",

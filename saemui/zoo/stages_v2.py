@@ -14,7 +14,8 @@ loaded once, and their fingerprints name its generation key.
 The law tasks are not part of the spec: :func:`law_outcome` reads the stage-0 records and applies §3.2 (exact
 binomial test against the items' chance level; the first ``max_law_tasks`` two-family candidates). Until every
 stage-0 record exists, the stages that depend on the law tasks are listed as blocked, named with the symbolic
-tasks E1.. and costed with the first candidates in their place.
+tasks E1.. and costed with the first candidates in their place. A one-family spec (``StudySpec.family``, §11's
+case (3)) builds on that root's one-family candidates instead, and only once stage 0 has confirmed m = 0.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from saemui.analysis.eligibility import chance_level, classify_task, eligibility, law_tasks
+from saemui.analysis.eligibility import chance_level, classify_task, eligibility, law_tasks, one_family_tasks
 from saemui.errors import SaemuiError
 from saemui.zoo.data_v2 import (
     TaskSets,
@@ -165,13 +166,19 @@ class StudyStage:
 
 @dataclass
 class LawOutcome:
-    """Stage 0's outcome: ``law`` the law tasks (None while stage-0 records are missing; () when no candidate
-    is two-family), ``missing`` the stage-0 stages without a current record, ``table`` per task: chance and
-    each base's §3.2 test."""
+    """Stage 0's outcome: ``law`` the tasks the study builds on, task C first (None while stage-0 records are
+    missing; () when none qualifies): §3.2's law tasks, or a one-family spec's tasks; ``two_family`` §3.2's law
+    tasks (the registered outcome, m = its length; equal to ``law`` in a two-family spec); ``missing`` the stage-0
+    stages without a current record; ``table`` per task: chance and each base's §3.2 test."""
 
     law: tuple[str, ...] | None
     missing: list[str] = field(default_factory=list)
     table: dict[str, Any] = field(default_factory=dict)
+    two_family: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.two_family is None:
+            self.two_family = self.law
 
 
 @dataclass
@@ -198,8 +205,9 @@ def points(spec: StudySpec) -> list[Point]:
 
 
 def point_evals(spec: StudySpec, p: Point, law: tuple[str, ...]) -> list[EvalSpec]:
-    """The evaluations of a point for the law tasks ``law`` (C = ``law[0]``), after §4, §7.1, §8.1–§8.3 and §9."""
-    if not law:
+    """The evaluations of a point for the law tasks ``law`` (C = ``law[0]``), after §4, §7.1, §8.1–§8.3 and §9.
+    A root outside a one-family study has its stage-0 evaluations only."""
+    if not law or (spec.family is not None and p.root != spec.family):
         return (
             [EvalSpec("0", t.name, "verbatim", "settings") for t in spec.candidates] if p.run is None else []
         )
@@ -233,8 +241,9 @@ def train_group(run: StudyRun) -> str:
 
 
 def causal_points(spec: StudySpec) -> list[Point]:
-    """§8.5's points: the two bases and the R* finals (seed 0), on task C."""
-    return [Point(r.name, r.name) for r in spec.roots] + [
+    """§8.5's points: the two bases (the family's base in a one-family study) and the R* finals (seed 0), on task
+    C."""
+    return [Point(r.name, r.name) for r in spec.roots if spec.family in (None, r.name)] + [
         Point(spec.run(n).model, spec.run(n).root, spec.run(n)) for n in spec.rstar
     ]
 
@@ -252,7 +261,7 @@ def health_points(spec: StudySpec) -> list[Point]:
     """W10's points: each root with an SAE bundle and the finals of its clean law runs."""
     out = []
     for r in spec.roots:
-        if spec.sae_bundle(r.name):
+        if spec.sae_bundle(r.name) and spec.family in (None, r.name):
             out.append(Point(r.name, r.name))
             out += [Point(x.model, x.root, x) for x in spec.runs if x.root == r.name and x.role == "law"]
     return out
@@ -430,7 +439,7 @@ def law_outcome(spec: StudySpec, results: Path, sets: dict[str, TaskSets]) -> La
     A record counts when its generation key matches (same base, task options and items): accuracy depends on
     the generated text only, so a record waiting to be re-measured under changed MUI settings still decides.
     """
-    missing, table, classes = [], {}, []
+    missing, table, classes, aboves = [], {}, [], []
     for t in spec.candidates:
         chance = chance_level(list(sets[t.name].items))
         row: dict[str, Any] = {
@@ -465,17 +474,27 @@ def law_outcome(spec: StudySpec, results: Path, sets: dict[str, TaskSets]) -> La
         if len(above) == len(spec.roots):
             row["class"] = classify_task(above)
             classes.append((t.name, row["class"]))
+            aboves.append((t.name, above))
         table[t.name] = row
     if missing:
         return LawOutcome(None, missing, table)
-    return LawOutcome(tuple(law_tasks(classes, spec.max_law_tasks)), [], table)
+    two = tuple(law_tasks(classes, spec.max_law_tasks))
+    if spec.family is None:
+        return LawOutcome(two, [], table)
+    if two:
+        raise SaemuiError(
+            f"zoo {spec.name!r} is the one-family study of §11's case (3), which applies only when no candidate is "
+            f"two-family, but stage 0 gives law tasks {list(two)}: build the two-family spec (family=None)"
+        )
+    return LawOutcome(tuple(one_family_tasks(aboves, spec.family, spec.max_law_tasks)), [], table, two)
 
 
 def eligibility_summary(spec: StudySpec, outcome: LawOutcome) -> dict[str, Any]:
     """The content of ``eligibility.json`` (deterministic)."""
     from saemui.zoo.record_v2 import ELIGIBILITY_SCHEMA
 
-    law = list(outcome.law or ())
+    law = list(outcome.two_family or ())
+    study = list(outcome.law or ())
     return {
         "schema": ELIGIBILITY_SCHEMA,
         "zoo": spec.name,
@@ -489,6 +508,21 @@ def eligibility_summary(spec: StudySpec, outcome: LawOutcome) -> dict[str, Any]:
         "law_tasks": law,
         "m": len(law),
         "C": law[0] if law else None,
+        # §11's case (3): the two-family outcome above stays as registered; what the study builds on is named here
+        **(
+            {
+                "one_family_study": {
+                    "family": spec.family,
+                    "tasks": study,
+                    "C": study[0] if study else None,
+                    "rule": "§11 case (3): no two-family task (m = 0); H1/H1b not testable on two families; the "
+                    f"study's tasks = the first {spec.max_law_tasks} candidates on which only {spec.family}'s base "
+                    "is above chance, C = the first; runs and corollaries within that family",
+                }
+            }
+            if spec.family is not None
+            else {}
+        ),
         # the registered prompts leave no key; D1 (§11) names itself so its outcome is never read as registered
         **(
             {"deviation": {"D1": {"base_shots": spec.base_shots, "shot_seed": spec.shot_seed}}}
@@ -785,7 +819,12 @@ def _causal_health_stages(
 def _check_frozen(spec: StudySpec, results: Path, outcome: LawOutcome) -> None:
     """§3.2: no law task changes once a fine-tuned result exists (e.g. after a re-scored stage 0)."""
     old = _read_json(eligibility_path(results))
-    if not old or outcome.law is None or tuple(old.get("law_tasks", ())) == outcome.law:
+    if not old or outcome.law is None:
+        return
+    fixed = old.get("one_family_study", {}).get("tasks", old.get("law_tasks", ())) if spec.family else None
+    if tuple(old.get("law_tasks", ())) == outcome.two_family and (
+        fixed is None or tuple(fixed) == outcome.law
+    ):
         return
     runs = {r.model for r in spec.runs}
     tuned = [
@@ -793,7 +832,8 @@ def _check_frozen(spec: StudySpec, results: Path, outcome: LawOutcome) -> None:
     ]
     if tuned:
         raise SaemuiError(
-            f"stage 0 now gives law tasks {list(outcome.law)}, but eligibility.json fixed {old['law_tasks']} and "
+            f"stage 0 now gives tasks {list(outcome.law)}, but eligibility.json fixed "
+            f"{fixed if fixed is not None else old['law_tasks']} and "
             f"fine-tuned results exist ({tuned[0]}, ...): §3.2 allows no change; log it in §11 and resolve by hand"
         )
 
@@ -829,13 +869,24 @@ def format_plan_v2(plan: StudyPlan) -> str:
     """Stages with status and estimated CPU time, then the totals per §9 stage group beside §9's table."""
     spec, stages, rates, out = plan.spec, plan.stages, plan.rates, plan.outcome
     lines = [
-        f"zoo {spec.name!r} (Study v2, docs/study/protocol.md §4): 2 roots, {len(spec.runs)} runs, "
+        f"zoo {spec.name!r} (Study v2, docs/study/protocol.md §4): 2 roots, {len(spec.runs)} runs"
+        f"{f' (all {spec.family})' if spec.family else ''}, "
         f"{len(spec.candidates)} candidate tasks, N={spec.n_items} per item set"
     ]
     if out.law is None:
         lines.append(
             f"law tasks: unknown (stage 0: {len(out.missing)} record(s) missing); later stages are named E1.. and "
             f"costed with {', '.join(plan.law_costed)}"
+        )
+    elif spec.family is not None:
+        lines.append(
+            f"law tasks (stage 0, §3.2): none (m = 0): H1/H1b not testable on two families; one-family study "
+            f"(§11 case (3)) within {spec.family}: "
+            + (
+                f"{', '.join(out.law)}; C = {out.law[0]}"
+                if out.law
+                else "no one-family task; nothing can run"
+            )
         )
     elif not out.law:
         lines.append("law tasks: none qualifies (§3.2); nothing after stage 0 can run")
