@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -702,3 +703,37 @@ def test_cut3_takes_the_reference_from_c_twins_only(zoo, files, monkeypatch):
     for r in pts.itertuples():
         assert r.R == pytest.approx(_P(files[(r.model, C, "twins")]))
     assert "R = P on the twins of C only (§9 cut 3" in scr.markdown(rep.data)
+
+
+def test_one_family_study_runs_within_the_family(zoo, tmp_path, monkeypatch):
+    """§11 case (3): with a one-family eligibility.json and spec, every part reads the family's records only (the
+    other root's stage-0 records take no part), C1 does not wait for the other family's seeds, and the causal
+    check counts the family's base and R* only."""
+    from saemui.zoo.spec_v2 import validate_v2
+
+    one = tmp_path / "one"
+    shutil.copytree(zoo, one, ignore=shutil.ignore_patterns("tiny-gemma-*"))
+    elig = json.loads((one / "eligibility.json").read_text())
+    elig.update(
+        law_tasks=[],
+        m=0,
+        C=None,
+        one_family_study={"family": "tiny-llama", "tasks": list(LAW), "C": C, "rule": "§11 case (3)"},
+    )
+    (one / "eligibility.json").write_text(json.dumps(elig))
+    two = scr.spec_for("tiny-v2")
+    spec = validate_v2(
+        replace(
+            two, family="tiny-llama", runs=tuple(r for r in two.runs if r.root == "tiny-llama"), rstar=("S1",)
+        )
+    )
+    monkeypatch.setattr(scr, "spec_for", lambda zoo_name: spec)
+    rep = scr.report(one, _options())
+    cx = rep.context
+    assert cx.law == list(LAW) and cx.C == C and cx.causal_points == 2
+    assert {r["root"] for r in cx.records} == {"tiny-llama"}
+    assert rep.data["cor1"]["status"] == "run" and rep.data["cor1"]["families_without_seeds"] == []
+    assert set(_frame(rep.data["cor1"]["band"])["family"]) == {"tiny-llama"}
+    for part in ("cor2", "cor3", "causal"):
+        assert rep.data[part]["status"] == "run", (part, rep.data[part])
+    assert set(_frame(rep.data["cor3"]["points"])["family"]) == {"tiny-llama"}

@@ -532,10 +532,12 @@ def test_one_family_study_reports_h1_not_testable(zoo, tmp_path):
     assert rep["two_family"] == {"m": 0, "verdict": "not testable on two families (m = 0)"}
     assert rep["eligible_law_tasks"] == tasks and rep["law_tasks"] == [] and rep["m"] == 0
     assert rep["one_family_tasks"] == tasks
-    for t in tasks:  # the other family is its base alone: it cannot move, so the task is one-family
-        fams = rep["training_moves"][t]["families"]
-        assert fams["tiny-llama"]["moves"] and not fams.get("tiny-gemma", {"moves": False})["moves"]
+    for t in tasks:  # the other root's stage-0 records take no part: one family, so the task is one-family
+        assert list(rep["training_moves"][t]["families"]) == ["tiny-llama"]
+        assert rep["training_moves"][t]["families"]["tiny-llama"]["moves"]
         assert rep["training_moves"][t]["class"] == "one-family"
+    fam = rep["points"]["columns"].index("family")
+    assert {r[fam] for r in rep["points"]["rows"]} == {"tiny-llama"}
     assert rep["tests"] and all(t["role"] == "secondary" for t in rep["tests"])
     h1 = {t["task"]: t for t in rep["tests"] if t["hypothesis"] == "H1" and t["setting"] == "P0"}
     assert set(h1) == set(tasks) and all("error" not in t for t in h1.values())

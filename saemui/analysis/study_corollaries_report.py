@@ -58,6 +58,7 @@ from saemui.zoo.record_v2 import (
     health_path,
     load_records_v2,
     record_path,
+    study_records,
     study_tasks,
 )
 
@@ -992,6 +993,9 @@ def load_context(results: Path, options: CorollaryOptions | None = None) -> Cont
         raise SaemuiError(f"{results} holds no v2 record: build the zoo with scripts/build_zoo.py --spec v2")
     if eligibility_path(results).is_file():
         cx.eligibility = read_json(eligibility_path(results), dict, "eligibility file")
+    cx.records = study_records(cx.records, cx.eligibility)
+    cx.causal = study_records(cx.causal, cx.eligibility)
+    cx.health = study_records(cx.health, cx.eligibility)
     cx.law, cx.C = study_tasks(cx.eligibility)
     spec = spec_for(cx.eligibility.get("zoo"))
     cx.twin_tasks = cx.law if spec is None or spec.twins_on == "law" else cx.law[:1]

@@ -51,7 +51,7 @@ from saemui.analysis.study_report import (
 )
 from saemui.errors import SaemuiError
 from saemui.readers import read_json
-from saemui.zoo.record_v2 import NOT_TESTABLE, eligibility_path, load_records_v2, study_tasks
+from saemui.zoo.record_v2 import NOT_TESTABLE, eligibility_path, load_records_v2, study_records, study_tasks
 from saemui.zoo.settings import SETTING_NAMES, TOKEN_CURVE
 
 if TYPE_CHECKING:
@@ -763,7 +763,7 @@ def report(results: Path, n_boot: int = study.N_BOOT, min_sd: float = MIN_SD_POI
     while stage 0 is incomplete or no law task has a record of a fine-tuned run."""
     results = Path(results)
     elig = read_law_tasks(results)
-    records = load_records_v2(results)
+    records = study_records(load_records_v2(results), elig)
     eligible, _ = study_tasks(elig)
     one = elig.get("one_family_study")
     check_ready(records, eligible, results)

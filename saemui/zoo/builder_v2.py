@@ -245,7 +245,8 @@ def build_v2(
             log_fn("stage 0: no candidate is a law task (§3.2); nothing after stage 0 runs")
         else:
             write_eligibility(spec, plan.outcome, results)
-            log_fn(f"law tasks: {', '.join(law)} (C = {law[0]})")
+            what = f"one-family study within {spec.family} (§11 case (3))" if spec.family else "law tasks"
+            log_fn(f"{what}: {', '.join(law)} (C = {law[0]})")
             _run(ctx, [s for s in plan.stages if s.group != "0" and s.kind != "items" and wanted(s)])
         for s in plan.stages:
             if not s.needed and s.id not in report.ran:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from saemui.errors import SaemuiError
 from saemui.readers import read_json
@@ -58,6 +58,9 @@ def eligibility_path(results: Path) -> Path:
     return Path(results) / "eligibility.json"
 
 
+_R = TypeVar("_R", bound=Mapping[str, Any])
+
+
 def study_tasks(elig: Mapping[str, Any]) -> tuple[list[str], str | None]:
     """(the tasks a study builds on, task C) from ``eligibility.json``'s content: §3.2's law tasks, or the
     ``one_family_study`` block's tasks when the two-family outcome left none (§11, case (3))."""
@@ -66,6 +69,13 @@ def study_tasks(elig: Mapping[str, Any]) -> tuple[list[str], str | None]:
         return list(one.get("tasks") or []), one.get("C")
     law = list(elig.get("law_tasks") or [])
     return law, elig.get("C") or (law[0] if law else None)
+
+
+def study_records(records: Sequence[_R], elig: Mapping[str, Any]) -> list[_R]:
+    """The records a study's analyses read: all of them, or in a one-family study (§11, case (3)) the family's
+    only; the other root's stage-0 records decided the case and take no part in any fit or corollary."""
+    family = (elig.get("one_family_study") or {}).get("family")
+    return [r for r in records if family is None or r.get("root") == family]
 
 
 NOT_TESTABLE = "not testable on two families (m = 0)"
@@ -218,6 +228,7 @@ __all__ = [
     "causal_path",
     "eligibility_path",
     "NOT_TESTABLE",
+    "study_records",
     "study_tasks",
     "health_path",
     "item_from_json",
