@@ -301,6 +301,34 @@ def take_tokens(texts: Sequence[str], tok: Any, max_len: int, n_tokens: int) -> 
 # capture
 
 
+#: the dtype a model's captured training activations are stored in, where float16 (the default) cannot hold them:
+#: Gemma-3's residual stream has coordinates beyond float16's ±65,504 from layer 8 on (measured: |x| up to ≈ 65k
+#: in layers 8-15 of the 300k-token capture, 17-44 tokens per 16k overflowing), which turned into inf and NaN SAEs
+CAPTURE_DTYPES: dict[str, str] = {"gemma3-270m": "float32"}
+CAPTURE_DTYPE_CHOICES = ("auto", "float16", "float32")
+
+
+def capture_dtype(model: str, requested: str = "auto") -> str:
+    """The dtype captured activations are stored in: ``requested``, or for ``"auto"`` the model's entry of
+    :data:`CAPTURE_DTYPES` (float16 when it has none)."""
+    if requested not in CAPTURE_DTYPE_CHOICES:
+        raise SaemuiError(
+            f"capture dtype must be one of {', '.join(CAPTURE_DTYPE_CHOICES)}, got {requested!r}"
+        )
+    return CAPTURE_DTYPES.get(model, "float16") if requested == "auto" else requested
+
+
+def _stored(x_ND: torch.Tensor, dtype: str, layer: int) -> np.ndarray:
+    out = x_ND.to(getattr(torch, dtype))
+    if not bool(torch.isfinite(out).all()):
+        big = float(x_ND.abs().max())
+        raise SaemuiError(
+            f"capture: layer {layer} has activations beyond the {dtype} range (max |x| = {big:,.0f}); "
+            "capture in float32 (--capture-dtype float32)"
+        )
+    return out.numpy()
+
+
 def capture(
     lm: Any,
     texts: Sequence[str],
@@ -310,9 +338,11 @@ def capture(
     max_seq_len: int,
     capture_batch_tokens: int,
     chunk_batches: int = 8,
+    dtype: str = "float16",
 ) -> dict[int, list[Path]]:
-    """Sink-filtered training activations per layer, chunk by chunk (fp16 .npy, each chunk written atomically;
-    a finished chunk is skipped on re-run). ``cdir/complete.json`` holds the sink counts per layer."""
+    """Sink-filtered training activations per layer, chunk by chunk (``dtype`` .npy, each chunk written atomically;
+    a finished chunk is skipped on re-run). ``cdir/complete.json`` holds the sink counts per layer. A value that
+    ``dtype`` cannot hold stops the capture with a one-line error instead of storing inf."""
     seqs = tokenize(lm.tokenizer, texts, max_seq_len)
     prefix = chat_prefix(lm.tokenizer)
     rows = []
@@ -338,7 +368,7 @@ def capture(
             for b in chunk:
                 for layer, x_ND, cnt in sae_eval.kept_activations(lm, b, layers, specials, norm_factor):
                     sinks[layer].merge(cnt)
-                    parts[layer].append(x_ND.to(torch.float16).numpy())
+                    parts[layer].append(_stored(x_ND, dtype, layer))
             for layer in layers:
                 save_npy(cdir / f"L{layer:02d}" / f"chunk_{ci:05d}.npy", np.concatenate(parts[layer]))
                 sink_total[layer].merge(sinks[layer])
@@ -388,6 +418,8 @@ def train_sae(
     from sae_lens.saes.sae import SAEMetadata
     from sae_lens.training.sae_trainer import SAETrainer
 
+    if not bool(torch.isfinite(x).all()):
+        raise SaemuiError(f"{hook_name}: training activations hold inf/NaN (a capture dtype too narrow?)")
     torch.manual_seed(seed)
     d = x.shape[1]
     cls, cfg_cls = {
@@ -438,6 +470,10 @@ def train_sae(
         "train_tokens": x.shape[0],
     }
 
+    bad = [n for n, p in sae.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise SaemuiError(f"{hook_name}: training diverged (non-finite {', '.join(bad)}); nothing saved")
+
     def fill(tmp: Path) -> None:
         sae.save_inference_model(str(tmp))
         (tmp / "train_stats.json").write_text(json.dumps(stats))
@@ -460,10 +496,14 @@ def export_fp16(ckpt: Path, dest: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     def fill(tmp: Path) -> None:
-        sd = load_file(str(ckpt / "sae_weights.safetensors"))
-        save_file(
-            {k: v.to(torch.float16).contiguous() for k, v in sd.items()}, str(tmp / "sae_weights.safetensors")
-        )
+        sd = {
+            k: v.to(torch.float16).contiguous()
+            for k, v in load_file(str(ckpt / "sae_weights.safetensors")).items()
+        }
+        bad = [k for k, v in sd.items() if not bool(torch.isfinite(v).all())]
+        if bad:
+            raise SaemuiError(f"{ckpt}: {', '.join(bad)} overflow float16; this SAE cannot ship in fp16")
+        save_file(sd, str(tmp / "sae_weights.safetensors"))
         cfg = json.loads((ckpt / "cfg.json").read_text())
         cfg["metadata"]["weights_storage_dtype"] = "float16"
         atomic_write_text(tmp / "cfg.json", json.dumps(cfg, indent=2, sort_keys=True) + "\n")
@@ -596,6 +636,8 @@ class RunConfig:
     capture_batch_tokens: int = 2048
     chunk_batches: int = 8
     eval_source: str = "auto"  # auto | shared | mix
+    # dtype of the captured training activations: auto = CAPTURE_DTYPES (float32 for Gemma-3), else float16
+    capture_dtype: str = "auto"
     seed: int = 0
     threads: int = 1
     workdir: str = str(Path.home() / ".cache" / "saemui" / "sae")
@@ -612,6 +654,7 @@ COMMON_FIELDS = (
     "ce_seqs",
     "norm_factor",
     "eval_source",
+    "capture_dtype",
     "max_seq_len",
     "seed",
     "threads",
@@ -645,6 +688,12 @@ def add_common_args(p: Any, d: Any) -> None:
     p.add_argument("--ce-seqs", type=int, default=d.ce_seqs)
     p.add_argument("--norm-factor", type=float, default=d.norm_factor)
     p.add_argument("--eval-source", choices=("auto", "shared", "mix"), default=d.eval_source)
+    p.add_argument(
+        "--capture-dtype",
+        choices=CAPTURE_DTYPE_CHOICES,
+        default=d.capture_dtype,
+        help="stored training activations (auto: float32 where float16 overflows, e.g. Gemma-3; else float16)",
+    )
     p.add_argument("--max-seq-len", type=int, default=d.max_seq_len)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (1 on a shared machine)")

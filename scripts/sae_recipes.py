@@ -137,6 +137,7 @@ def stage_capture(cfg: Config, lm, data: dict, wd: Path) -> dict[int, list[Path]
             cfg.max_seq_len,
             cfg.capture_batch_tokens,
             cfg.chunk_batches,
+            sae_train.capture_dtype(cfg.model, cfg.capture_dtype),
         ),
     )
 

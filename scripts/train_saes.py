@@ -118,6 +118,9 @@ def model_shape(model: str) -> tuple[int, int]:
     return lm.n_layers, lm.d_model
 
 
+_BYTES = {"float16": 2, "float32": 4}
+
+
 def plan(cfg: Config) -> tuple[list[tuple[str, float]], dict]:
     """(stage, CPU seconds) from the measured rates, and the disk / bundle sizes in bytes."""
     n_layers, d = model_shape(cfg.model)
@@ -148,7 +151,10 @@ def plan(cfg: Config) -> tuple[list[tuple[str, float]], dict]:
         ),
     ]
     sizes = {
-        "capture_bytes": cfg.train_tokens * L * d * 2,
+        "capture_bytes": cfg.train_tokens
+        * L
+        * d
+        * _BYTES[sae_train.capture_dtype(cfg.model, cfg.capture_dtype)],
         "bundle_bytes": L * (2 * d * r.width + r.width + d) * 2,
     }
     return rows, sizes
@@ -545,9 +551,12 @@ def run(cfg: Config, argv: list[str]) -> Path:
         timed("data", t0)
 
     t0 = time.time()
-    cdir = wd / ("capture-" + hashlib.sha256(json.dumps(sorted(layers)).encode()).hexdigest()[:8])
+    cap_dtype = sae_train.capture_dtype(cfg.model, cfg.capture_dtype)
+    # float16 captures keep their old directory names (the shipped bundles' workdirs); others are named by dtype
+    cap_id = json.dumps(sorted(layers)) + ("" if cap_dtype == "float16" else cap_dtype)
+    cdir = wd / ("capture-" + hashlib.sha256(cap_id.encode()).hexdigest()[:8])
     if not (cdir / "complete.json").is_file():
-        check_disk(cdir, cfg.train_tokens * len(layers) * lm.d_model * 2)
+        check_disk(cdir, cfg.train_tokens * len(layers) * lm.d_model * _BYTES[cap_dtype])
     files = sae_train.exclusive(
         cfg.workers,
         wd / "locks" / cdir.name,
@@ -561,11 +570,13 @@ def run(cfg: Config, argv: list[str]) -> Path:
             cfg.max_seq_len,
             cfg.capture_batch_tokens,
             cfg.chunk_batches,
+            cap_dtype,
         ),
     )
     timed("capture", t0)
 
-    sdir = wd / "saes" / key
+    # SAEs trained on another capture dtype are other SAEs (float16 keeps the shipped bundles' directory names)
+    sdir = wd / "saes" / (key if cap_dtype == "float16" else f"{key}-{cap_dtype}")
     meta = sae_metadata(lm, cfg)
     ck = {layer: sdir / f"L{layer:02d}" for layer in layers}
     exports = {layer: sdir / f"L{layer:02d}-fp16" for layer in layers}
@@ -615,7 +626,8 @@ def run(cfg: Config, argv: list[str]) -> Path:
     info = {
         "train_tokens": min(t["train_tokens"] for t in train.values()),
         "capture": (
-            "saemui.capture HF backend, one forward per batch for all layers, fp32 model, activations stored fp16; "
+            "saemui.capture HF backend, one forward per batch for all layers, fp32 model, activations stored "
+            f"{'fp16' if cap_dtype == 'float16' else cap_dtype}; "
             f"dropped by the sink rule (special ids {sorted(special_ids(lm.tokenizer))}), median share over "
             f"layers {statistics.median(v['shares']['total'] for v in cap['sinks'].values()):.2%}; the template's "
             "default system turn kept in every 20th chat row only (identical in every row)"

@@ -169,3 +169,43 @@ def test_workers_share_a_run_and_give_the_single_process_bundle(tmp_path, monkey
     times = [json.loads(p.read_text()) for p in wd.glob("times-*-w*.json")]
     assert len(times) == 2 and sum("train" in t for t in times) >= 1
     assert sum("capture" in t for t in times) == 2  # both time the stage; one did it, the other waited
+
+
+def test_capture_dtype_registry_and_overflow_guards(tmp_path):
+    """Gemma-3's residuals exceed float16 (|x| up to ≈ 65k from layer 8): its capture is float32 by default; a
+    float16 capture of such values, a training input with inf and an SAE that overflows float16 on export each
+    stop with one line instead of shipping inf/NaN."""
+    from safetensors.torch import save_file
+
+    from saemui.errors import SaemuiError
+
+    assert sae_train.capture_dtype("gemma3-270m") == "float32"
+    assert sae_train.capture_dtype("smollm2-135m-instruct") == "float16"
+    assert sae_train.capture_dtype("gemma3-270m", "float16") == "float16"
+    with pytest.raises(SaemuiError, match="capture dtype must be one of"):
+        sae_train.capture_dtype("gemma3-270m", "bfloat16")
+    x = torch.tensor([[1.0, -70000.0], [2.0, 3.0]])
+    with pytest.raises(
+        SaemuiError, match=r"layer 9 has activations beyond the float16 range \(max \|x\| = 70,000\)"
+    ):
+        sae_train._stored(x, "float16", 9)
+    kept = sae_train._stored(x, "float32", 9)
+    assert kept.dtype.name == "float32" and (kept == x.numpy()).all()
+    assert sae_train._stored(x[1:], "float16", 9).dtype.name == "float16"
+    with pytest.raises(SaemuiError, match="training activations hold inf/NaN"):
+        sae_train.train_sae(
+            torch.tensor([[1.0, float("inf")]]),
+            sae_train.Recipe("r"),
+            "blocks.9.hook_resid_post",
+            0,
+            tmp_path / "s",
+        )
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    save_file(
+        {"b_dec": torch.tensor([1.0, 1e5]), "W_dec": torch.ones(2, 2)}, str(ck / "sae_weights.safetensors")
+    )
+    (ck / "cfg.json").write_text(json.dumps({"metadata": {}}))
+    with pytest.raises(SaemuiError, match="b_dec overflow float16"):
+        sae_train.export_fp16(ck, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
