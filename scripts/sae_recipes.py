@@ -302,6 +302,9 @@ def eval_recipe(
             )
 
 
+SENSITIVITY_OUT = "results/sae_sensitivity.json"
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[Config, bool]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     d = Config()
@@ -314,7 +317,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, bool]:
         default=None,
         help="train and compare the width / k grid around RECIPE instead of the recipe list",
     )
-    p.add_argument("--out", default=d.out)
+    p.add_argument(
+        "--out", default=None, help=f"result JSON (default {d.out}; with --sensitivity {SENSITIVITY_OUT})"
+    )
     a = p.parse_args(argv)
     recipes = [sae_train.recipe_named(n) for n in a.recipes] if a.recipes else list(DEFAULT_RECIPES)
     if a.width:
@@ -323,7 +328,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, bool]:
         if a.recipes or a.width:
             raise SaemuiError("--sensitivity builds its own recipe grid: drop --recipes / --width")
         recipes = sae_train.grid_recipes(sae_train.recipe_named(a.sensitivity))
-    cfg = Config(**sae_train.common_kwargs(a, d), recipes=recipes, out=a.out)
+    # the grid never overwrites the recipe comparison's committed result
+    out = a.out or (SENSITIVITY_OUT if a.sensitivity else d.out)
+    cfg = Config(**sae_train.common_kwargs(a, d), recipes=recipes, out=out)
     return cfg, a.plan
 
 
