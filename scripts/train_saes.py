@@ -42,6 +42,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,20 @@ def model_shape(model: str) -> tuple[int, int]:
 
 
 _BYTES = {"float16": 2, "float32": 4}
+
+
+def id_ranges(ids: Iterable[int]) -> str:
+    """Token ids as sorted runs ("0–4, 6–106, 256001–262143 (6,250 ids)"): Gemma-3 has thousands of special ids."""
+    out: list[str] = []
+    xs = sorted(set(ids))
+    i = 0
+    while i < len(xs):
+        j = i
+        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
+            j += 1
+        out.append(str(xs[i]) if i == j else f"{xs[i]}–{xs[j]}")
+        i = j + 1
+    return f"{', '.join(out)} ({len(xs):,} ids)"
 
 
 def plan(cfg: Config) -> tuple[list[tuple[str, float]], dict]:
@@ -628,7 +643,7 @@ def run(cfg: Config, argv: list[str]) -> Path:
         "capture": (
             "saemui.capture HF backend, one forward per batch for all layers, fp32 model, activations stored "
             f"{'fp16' if cap_dtype == 'float16' else cap_dtype}; "
-            f"dropped by the sink rule (special ids {sorted(special_ids(lm.tokenizer))}), median share over "
+            f"dropped by the sink rule (special ids {id_ranges(special_ids(lm.tokenizer))}), median share over "
             f"layers {statistics.median(v['shares']['total'] for v in cap['sinks'].values()):.2%}; the template's "
             "default system turn kept in every 20th chat row only (identical in every row)"
         ),
