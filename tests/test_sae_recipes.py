@@ -169,7 +169,9 @@ def test_sensitivity_grid_is_one_factor_at_a_time():
     cfg, _ = mod.parse_args(["--sensitivity", "topk-k32-b256-e2"])
     assert [r.name for r in cfg.recipes] == [r.name for r in grid]
     # the grid writes its own file, never over the recipe comparison's committed result
-    assert cfg.out == "results/sae_sensitivity.json" and mod.parse_args([])[0].out == "results/sae_recipes.json"
+    assert (
+        cfg.out == "results/sae_sensitivity.json" and mod.parse_args([])[0].out == "results/sae_recipes.json"
+    )
     assert mod.parse_args(["--sensitivity", "topk-k32-b256-e2", "--out", "x.json"])[0].out == "x.json"
     assert mod.main(["--sensitivity", "topk-k32-b256-e2", "--recipes", "topk-k32-b128-e2", "--plan"]) == 2
 
