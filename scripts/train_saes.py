@@ -119,7 +119,8 @@ def model_shape(model: str) -> tuple[int, int]:
     return lm.n_layers, lm.d_model
 
 
-_BYTES = {"float16": 2, "float32": 4}
+def _itemsize(dtype: str) -> int:
+    return getattr(torch, dtype).itemsize
 
 
 def id_ranges(ids: Iterable[int]) -> str:
@@ -169,7 +170,7 @@ def plan(cfg: Config) -> tuple[list[tuple[str, float]], dict]:
         "capture_bytes": cfg.train_tokens
         * L
         * d
-        * _BYTES[sae_train.capture_dtype(cfg.model, cfg.capture_dtype)],
+        * _itemsize(sae_train.capture_dtype(cfg.model, cfg.capture_dtype)),
         "bundle_bytes": L * (2 * d * r.width + r.width + d) * 2,
     }
     return rows, sizes
@@ -567,11 +568,14 @@ def run(cfg: Config, argv: list[str]) -> Path:
 
     t0 = time.time()
     cap_dtype = sae_train.capture_dtype(cfg.model, cfg.capture_dtype)
-    # float16 captures keep their old directory names (the shipped bundles' workdirs); others are named by dtype
-    cap_id = json.dumps(sorted(layers)) + ("" if cap_dtype == "float16" else cap_dtype)
-    cdir = wd / ("capture-" + hashlib.sha256(cap_id.encode()).hexdigest()[:8])
+    # a capture in another dtype, and the SAEs trained on it, are other work; float16 keeps the unsuffixed names
+    # of the shipped bundles' workdirs
+    dtype_tag = "" if cap_dtype == "float16" else cap_dtype
+    cdir = wd / (
+        "capture-" + hashlib.sha256((json.dumps(sorted(layers)) + dtype_tag).encode()).hexdigest()[:8]
+    )
     if not (cdir / "complete.json").is_file():
-        check_disk(cdir, cfg.train_tokens * len(layers) * lm.d_model * _BYTES[cap_dtype])
+        check_disk(cdir, cfg.train_tokens * len(layers) * lm.d_model * _itemsize(cap_dtype))
     files = sae_train.exclusive(
         cfg.workers,
         wd / "locks" / cdir.name,
@@ -590,8 +594,7 @@ def run(cfg: Config, argv: list[str]) -> Path:
     )
     timed("capture", t0)
 
-    # SAEs trained on another capture dtype are other SAEs (float16 keeps the shipped bundles' directory names)
-    sdir = wd / "saes" / (key if cap_dtype == "float16" else f"{key}-{cap_dtype}")
+    sdir = wd / "saes" / (f"{key}-{dtype_tag}" if dtype_tag else key)
     meta = sae_metadata(lm, cfg)
     ck = {layer: sdir / f"L{layer:02d}" for layer in layers}
     exports = {layer: sdir / f"L{layer:02d}-fp16" for layer in layers}

@@ -16,13 +16,12 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from zoo_fixtures import build_tiny_v2, load_script
+from zoo_fixtures import build_tiny_v2, load_script, one_family_copy
 
 from saemui.analysis import causal as ca
 from saemui.analysis import comparison as cmp
@@ -709,24 +708,12 @@ def test_one_family_study_runs_within_the_family(zoo, tmp_path, monkeypatch):
     """§11 case (3): with a one-family eligibility.json and spec, every part reads the family's records only (the
     other root's stage-0 records take no part), C1 does not wait for the other family's seeds, and the causal
     check counts the family's base and R* only."""
-    from saemui.zoo.spec_v2 import validate_v2
+    from saemui.zoo.spec_v2 import one_family
 
     one = tmp_path / "one"
-    shutil.copytree(zoo, one, ignore=shutil.ignore_patterns("tiny-gemma-*"))
-    elig = json.loads((one / "eligibility.json").read_text())
-    elig.update(
-        law_tasks=[],
-        m=0,
-        C=None,
-        one_family_study={"family": "tiny-llama", "tasks": list(LAW), "C": C, "rule": "§11 case (3)"},
-    )
-    (one / "eligibility.json").write_text(json.dumps(elig))
-    two = scr.spec_for("tiny-v2")
-    spec = validate_v2(
-        replace(
-            two, family="tiny-llama", runs=tuple(r for r in two.runs if r.root == "tiny-llama"), rstar=("S1",)
-        )
-    )
+    one_family_copy(zoo, one, "tiny-llama", "tiny-gemma")
+    spec = one_family(scr.spec_for("tiny-v2"), "tiny-llama")
+    assert spec.rstar == ("S1",)
     monkeypatch.setattr(scr, "spec_for", lambda zoo_name: spec)
     rep = scr.report(one, _options())
     cx = rep.context

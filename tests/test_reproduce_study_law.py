@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from zoo_fixtures import build_tiny_v2, load_script
+from zoo_fixtures import build_tiny_v2, load_script, one_family_copy
 
 from saemui.analysis import study
 from saemui.analysis import study_law_report as slr
@@ -518,16 +518,7 @@ def test_one_family_study_reports_h1_not_testable(zoo, tmp_path):
     report has no primary test, says H1/H1b are not testable on two families, and fits the family's tasks as
     secondary one-family fits (the other family's fine-tuned points are not part of such a zoo)."""
     one = tmp_path / "one"
-    shutil.copytree(zoo, one, ignore=shutil.ignore_patterns("tiny-gemma-*"))
-    elig = json.loads((one / "eligibility.json").read_text())
-    tasks = elig["law_tasks"]
-    elig.update(
-        law_tasks=[],
-        m=0,
-        C=None,
-        one_family_study={"family": "tiny-llama", "tasks": tasks, "C": tasks[0], "rule": "§11 case (3)"},
-    )
-    (one / "eligibility.json").write_text(json.dumps(elig))
+    tasks = one_family_copy(zoo, one, "tiny-llama", "tiny-gemma")
     rep = slr.report(one, n_boot=200, min_sd=0.0).data
     assert rep["two_family"] == {"m": 0, "verdict": "not testable on two families (m = 0)"}
     assert rep["eligible_law_tasks"] == tasks and rep["law_tasks"] == [] and rep["m"] == 0

@@ -32,6 +32,7 @@ from saemui.zoo.spec_v2 import (
     StudyRun,
     allocate,
     apply_cuts,
+    one_family,
     resolve_sources,
     validate_v2,
     zoo_v2,
@@ -575,14 +576,8 @@ def test_tiny_v2_one_family_study(tiny_v2, tmp_path):
 
     results, cache, mod = tiny_v2
     tiny = replace(mod.tiny_spec_v2(cache), eligibility_alpha=0.05, eligibility_margin=0.05)
-    spec = validate_v2(
-        replace(
-            tiny,
-            family="tiny-llama",
-            runs=tuple(r for r in tiny.runs if r.root == "tiny-llama"),
-            rstar=("S1",),
-        )
-    )
+    spec = one_family(tiny, "tiny-llama")
+    assert spec.rstar == ("S1",) and {r.root for r in spec.runs} == {"tiny-llama"}
     res = tmp_path / "res"
     shutil.copytree(
         results, res, ignore=shutil.ignore_patterns("tiny-llama-*", "tiny-gemma-*", "eligibility.json")

@@ -160,6 +160,10 @@ class StudySpec:
     def sae_bundle(self, root: str) -> str | None:
         return dict(self.saes).get(root)
 
+    def studied(self, root: str) -> bool:
+        """Whether ``root`` is part of the study beyond stage 0 (every root unless the spec is one-family)."""
+        return self.family in (None, root)
+
 
 def validate_v2(spec: StudySpec) -> StudySpec:
     """Check the spec; one-line SaemuiError naming the run and the problem."""
@@ -195,7 +199,7 @@ def validate_v2(spec: StudySpec) -> StudySpec:
             raise SaemuiError(f"{w}: name may only use letters, digits and . _ -")
         if run.root not in roots:
             raise SaemuiError(f"{w}: root {run.root!r} is not a root of the zoo")
-        if spec.family is not None and run.root != spec.family:
+        if not spec.studied(run.root):
             raise SaemuiError(f"{w}: a one-family study ({spec.family}) has runs of that root only")
         if run.method not in ("lora", "full"):
             raise SaemuiError(f"{w}: method must be lora or full, got {run.method!r}")
@@ -417,10 +421,6 @@ def zoo_v2(cuts: int | None = None, d1: bool | None = None, family: str | None =
         StudyRun("G6", gm, "full", 2e-5, MIX, 60, 7, None),
     ]
     runs = (*smol, *gemma, *_extras(smol[0]), *_extras(gemma[0]))
-    rstar = ("S1", "G1")
-    if family is not None:
-        runs = tuple(r for r in runs if r.root == family)
-        rstar = tuple(n for n in rstar if any(r.name == n for r in runs))
     spec = validate_v2(
         StudySpec(
             "v2",
@@ -428,12 +428,19 @@ def zoo_v2(cuts: int | None = None, d1: bool | None = None, family: str | None =
             CANDIDATES,
             runs,
             saes=(("smollm2", SMOL_SAES),),
-            rstar=rstar,
             base_shots=D1_SHOTS if (V2_D1 if d1 is None else d1) else 1,
-            family=family,
         )
     )
+    if family is not None:
+        spec = one_family(spec, family)
     return apply_cuts(spec, V2_CUTS if cuts is None else cuts)
+
+
+def one_family(spec: StudySpec, family: str) -> StudySpec:
+    """``spec`` as the one-family study of §11's case (3): ``family``'s runs and R* only, both roots kept."""
+    runs = tuple(r for r in spec.runs if r.root == family)
+    rstar = tuple(n for n in spec.rstar if any(r.name == n for r in runs))
+    return validate_v2(replace(spec, runs=runs, rstar=rstar, family=family))
 
 
 def tiny_zoo_v2(
@@ -499,6 +506,7 @@ __all__ = [
     "StudySpec",
     "allocate",
     "apply_cuts",
+    "one_family",
     "resolve_sources",
     "tiny_zoo_v2",
     "validate_v2",

@@ -45,6 +45,7 @@ from saemui.zoo.record_v2 import (
     health_path,
     items_path,
     record_path,
+    study_tasks,
     texts_path,
 )
 from saemui.zoo.settings import setting, setting_configs
@@ -207,7 +208,7 @@ def points(spec: StudySpec) -> list[Point]:
 def point_evals(spec: StudySpec, p: Point, law: tuple[str, ...]) -> list[EvalSpec]:
     """The evaluations of a point for the law tasks ``law`` (C = ``law[0]``), after §4, §7.1, §8.1–§8.3 and §9.
     A root outside a one-family study has its stage-0 evaluations only."""
-    if not law or (spec.family is not None and p.root != spec.family):
+    if not law or not spec.studied(p.root):
         return (
             [EvalSpec("0", t.name, "verbatim", "settings") for t in spec.candidates] if p.run is None else []
         )
@@ -243,7 +244,7 @@ def train_group(run: StudyRun) -> str:
 def causal_points(spec: StudySpec) -> list[Point]:
     """§8.5's points: the two bases (the family's base in a one-family study) and the R* finals (seed 0), on task
     C."""
-    return [Point(r.name, r.name) for r in spec.roots if spec.family in (None, r.name)] + [
+    return [Point(r.name, r.name) for r in spec.roots if spec.studied(r.name)] + [
         Point(spec.run(n).model, spec.run(n).root, spec.run(n)) for n in spec.rstar
     ]
 
@@ -261,7 +262,7 @@ def health_points(spec: StudySpec) -> list[Point]:
     """W10's points: each root with an SAE bundle and the finals of its clean law runs."""
     out = []
     for r in spec.roots:
-        if spec.sae_bundle(r.name) and spec.family in (None, r.name):
+        if spec.sae_bundle(r.name) and spec.studied(r.name):
             out.append(Point(r.name, r.name))
             out += [Point(x.model, x.root, x) for x in spec.runs if x.root == r.name and x.role == "law"]
     return out
@@ -821,7 +822,7 @@ def _check_frozen(spec: StudySpec, results: Path, outcome: LawOutcome) -> None:
     old = _read_json(eligibility_path(results))
     if not old or outcome.law is None:
         return
-    fixed = old.get("one_family_study", {}).get("tasks", old.get("law_tasks", ())) if spec.family else None
+    fixed = study_tasks(old)[0] if spec.family else None
     if tuple(old.get("law_tasks", ())) == outcome.two_family and (
         fixed is None or tuple(fixed) == outcome.law
     ):
