@@ -78,6 +78,22 @@ def atomic_write_compact_json(path: Path, obj: object) -> None:
     atomic_write_text(path, compact_json(obj))
 
 
+def splice_section(text: str, marker: str, body: str) -> str:
+    """``text`` with the block between ``<!-- {marker}: begin -->`` and ``<!-- {marker}: end -->`` replaced by
+    ``body`` (appended after a blank line when the markers are absent), so a generated section of a hand- or
+    script-written file can be refreshed in place. Markers present once each, begin before end, or an error."""
+    begin, end = f"<!-- {marker}: begin -->", f"<!-- {marker}: end -->"
+    block = f"{begin}\n{body.rstrip()}\n{end}\n"
+    nb, ne = text.count(begin), text.count(end)
+    if nb == ne == 0:
+        return text.rstrip("\n") + "\n\n" + block
+    i, j = text.find(begin), text.find(end)
+    if nb != 1 or ne != 1 or j < i:
+        raise SaemuiError(f"expected one {begin!r} before one {end!r}; found {nb} and {ne}")
+    rest = text[j + len(end) :]
+    return text[:i] + block + (rest[1:] if rest.startswith("\n") else rest)
+
+
 def check_writable(out: Path) -> None:
     """Refuse an output path whose nearest existing parent is a file or read-only, before any expensive work."""
     parent = Path(out).resolve().parent

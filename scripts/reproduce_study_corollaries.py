@@ -14,6 +14,10 @@ generated ``docs/study/results_corollaries.md`` and ``figures/study/cor*.png`` a
 records are missing is reported as "not run" with the stages that would make them (from the spec named in
 ``eligibility.json``); a part that ran on a partial build names the records it lacked. Refuses (exit 2) only
 when the directory holds no v2 record at all.
+
+``--cards DIR`` (default ``saes``) refreshes the "fidelity on the zoo's models" section of ``DIR/<bundle>/card.md``
+for every bundle an SAE-health record used (:func:`saemui.analysis.zoo_v2_corollaries.fidelity_section`, between
+markers); a bundle directory that is absent is named and skipped. ``--cards ''`` writes no card.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ import sys
 from pathlib import Path
 
 from saemui.analysis import study_corollaries_report as scr
+from saemui.analysis import zoo_v2_corollaries as zc
 from saemui.analysis.study_report import add_output_options, write_outputs
 from saemui.errors import SaemuiError
+from saemui.io import atomic_write_text, splice_section
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         default=d.embedder,
         help="§8.4 embedder: default = all-MiniLM-L6-v2 if installed, else TF-IDF + SVD (default %(default)s)",
     )
+    ap.add_argument(
+        "--cards",
+        default="saes",
+        help="directory of SAE bundles whose card.md gets the zoo-fidelity section ('' = none; default %(default)s)",
+    )
     args = ap.parse_args(argv)
     # every option of CorollaryOptions has the flag of the same name
     options = scr.CorollaryOptions(
@@ -81,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         out_json, written = write_outputs(
             args, scr.JSON_NAME, rep.data, scr.markdown(rep.data), lambda: scr.figures(rep)
         )
+        cards = write_cards(Path(args.cards), rep.context.health) if args.cards else []
     except SaemuiError as e:
         print(f"reproduce_study_corollaries: error: {e}", file=sys.stderr)
         return 2
@@ -91,7 +103,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: {part['status']}" + (f" ({part['error']})" if part["status"] == "error" else ""))
     if written:
         print(f"  {len(written)} figure file(s) under {args.figures}")
+    for line in cards:
+        print(f"  {line}")
     return 0
+
+
+def write_cards(cards: Path, health: list[dict]) -> list[str]:
+    """Refresh the zoo-fidelity section of each used bundle's card.md; one line per bundle saying what was done."""
+    out = []
+    for suite in sorted({h["suite"] for h in health if h.get("suite")}):
+        card = cards / suite / "card.md"
+        if not card.is_file():
+            out.append(f"card {card}: absent, fidelity section not written")
+            continue
+        body = zc.fidelity_section(health, suite)
+        atomic_write_text(card, splice_section(card.read_text(encoding="utf-8"), zc.FIDELITY_MARKER, body))
+        out.append(
+            f"card {card}: fidelity section on {sum(h.get('suite') == suite for h in health)} model(s)"
+        )
+    return out
 
 
 if __name__ == "__main__":

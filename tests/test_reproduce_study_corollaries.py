@@ -185,6 +185,8 @@ def _args(zoo: Path, out: Path, *extra: str) -> list[str]:
         str(KMEANS_K),
         "--embedder",
         "tfidf",
+        "--cards",
+        str(out / "saes"),
         *extra,
     ]
 
@@ -555,6 +557,55 @@ def test_sae_health_table_by_hand(rep, zoo):
         assert got.loc[m, "d_ce_loss_recovered"] == pytest.approx(
             ce - base["ce"]["medians"]["ce_loss_recovered"]
         )
+
+
+def test_fidelity_section_in_the_card(zoo, tmp_path):
+    """The card of the bundle the health records used gets the zoo-fidelity section, its rows the records' own
+    medians, Δ against the base by hand; a second run replaces the section instead of adding one."""
+    recs = [json.loads(p.read_text()) for p in sorted((zoo / "sae_health").glob("*.json"))]
+    suite = recs[0]["suite"]
+    assert {r["suite"] for r in recs} == {suite}
+    card = tmp_path / "saes" / suite / "card.md"
+    card.parent.mkdir(parents=True)
+    card.write_text("# card\n\nbody\n")
+    assert _run(zoo, tmp_path) == 0
+    text = card.read_text()
+    assert text.startswith(
+        "# card\n\nbody\n\n<!-- zoo-v2 fidelity: begin -->\n## Fidelity on the zoo's models"
+    )
+    rows = {
+        ln.split(" | ")[0].lstrip("| "): ln.split(" | ")
+        for ln in text.splitlines()
+        if ln.startswith("| tiny")
+    }
+    base = next(r for r in recs if r["run"] is None)
+    fb = base["all_layers"]["medians"]["fve_pooled"]
+    for r in recs:
+        fve = r["all_layers"]["medians"]["fve_pooled"]
+        assert rows[r["model"]][4] == f"{fve:.3f}"
+        assert rows[r["model"]][5] == f"{fve - fb:+.3f}"
+    tuned = [r for r in recs if r["run"] is not None]
+    d = [r["all_layers"]["medians"]["fve_pooled"] - fb for r in tuned]
+    assert (
+        f"Over the {len(tuned)} non-base model(s) with a base row: Δ pooled FVE median {np.median(d):+.3f}"
+        in text
+    )
+    assert _run(zoo, tmp_path) == 0
+    assert card.read_text() == text
+    # no card directory: named, nothing written, exit 0
+    assert _run(zoo, tmp_path / "elsewhere") == 0
+    assert not (tmp_path / "elsewhere" / "saes").exists()
+
+
+def test_splice_section():
+    from saemui.errors import SaemuiError
+    from saemui.io import splice_section
+
+    once = splice_section("a\n", "m", "x")
+    assert once == "a\n\n<!-- m: begin -->\nx\n<!-- m: end -->\n"
+    assert splice_section(once + "tail\n", "m", "y") == "a\n\n<!-- m: begin -->\ny\n<!-- m: end -->\ntail\n"
+    with pytest.raises(SaemuiError, match="expected one"):
+        splice_section(once + once, "m", "y")
 
 
 # ----- the script ------------------------------------------------------------------------------------------
