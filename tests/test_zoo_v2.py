@@ -983,3 +983,24 @@ def test_run_order_trains_each_run_then_evaluates_it_at_once(tiny_v2, monkeypatc
         if kind == "train":  # the next call evaluates exactly this run's points
             nxt = calls[i + 1]
             assert nxt[0] == "eval" and nxt[1] and {by_point[n].run.name for n in nxt[1]} == {what}
+
+
+def test_plan_measured_ratio_sum_and_median(tmp_path):
+    """The plan's measured / estimated line: summed seconds (what the §9 cut table scales by) and the per-stage
+    median and range, by hand on three stages given measured times."""
+    from saemui.zoo.stages_v2 import measured_ratio
+
+    plan = plan_v2(_arith_spec(), tmp_path / "res", tmp_path / "cache")
+    assert measured_ratio(plan) == (None, 0)
+    picked = [s for s in plan.stages if s.cost_s > 0][:3]
+    for s, r in zip(picked, (1.0, 2.0, 10.0), strict=True):
+        s.measured_s = r * s.cost_s
+    ratio, n = measured_ratio(plan)
+    want = sum(r * s.cost_s for s, r in zip(picked, (1.0, 2.0, 10.0), strict=True)) / sum(
+        s.cost_s for s in picked
+    )
+    assert n == 3 and ratio == pytest.approx(want)
+    assert (
+        f"over 3 finished stage(s): {want:.2f} (summed seconds; per stage median 2.00, range 1.00–10.00"
+        in (format_plan_v2(plan))
+    )

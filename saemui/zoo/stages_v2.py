@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from saemui.analysis.eligibility import chance_level, classify_task, eligibility, law_tasks, one_family_tasks
 from saemui.errors import SaemuiError
 from saemui.zoo.data_v2 import (
@@ -937,7 +939,12 @@ def format_plan_v2(plan: StudyPlan) -> str:
     )
     ratio, n_timed = measured_ratio(plan)
     if ratio is not None:
-        lines.append(f"measured / estimated over {n_timed} finished stage(s): {ratio:.2f}")
+        per = sorted(s.measured_s / s.cost_s for s in plan.stages if s.measured_s and s.cost_s)
+        lines.append(
+            f"measured / estimated over {n_timed} finished stage(s): {ratio:.2f} (summed seconds; per stage median "
+            f"{float(np.median(per)):.2f}, range {per[0]:.2f}–{per[-1]:.2f}: a stage that ran beside other jobs "
+            "weighs in the sum as it took)"
+        )
     fwd = ", ".join(f"{k} {v:.0f} tok/s" for k, v in rates.fwd_tok_s)
     steps = ", ".join(f"{k} {v:g} s" for k, v in rates.step_s)
     ans = ", ".join(f"{r} {k} {n}" for r, k, n in rates.answer_tokens)
