@@ -48,6 +48,38 @@ df = az.load_zoo(RESULTS)
 print(RESULTS, '-', df['model'].nunique(), 'models x', df['task'].nunique(), 'tasks, N =', df['n'].iloc[0])"""
 )
 
+
+def study_cells(part: str, figure: str, what: str) -> list[tuple[str, str]]:
+    """A notebook's Study v2 section: the registered test of one corollary (``part`` of
+    ``saemui.analysis.study_corollaries_report.PARTS``) on ``results/zoo-v2``, with the function
+    ``scripts/reproduce_study_corollaries.py`` calls, its tables and its figure ``figure``."""
+    return [
+        (
+            "md",
+            f"## Study v2: the pre-registered test\n\n{what} The cells above explore the v1 zoo; this one runs the "
+            "test registered in `docs/study/protocol.md` §8 on the v2 zoo's records (`results/zoo-v2`) with the "
+            "function `scripts/reproduce_study_corollaries.py` calls and the registered bootstrap sizes. Until "
+            "its records exist it names the zoo stages it needs and shows no number.",
+        ),
+        (
+            "code",
+            "from pathlib import Path\n\n"
+            "from IPython.display import Markdown, display\n\n"
+            "from saemui.analysis import study_corollaries_report as scr\n"
+            "from saemui.errors import SaemuiError\n"
+            "from saemui.zoo.record_v2 import DEFAULT_RESULTS_V2\n\n"
+            "V2 = next((p for p in (Path(DEFAULT_RESULTS_V2), Path('..', DEFAULT_RESULTS_V2)) if p.is_dir()), "
+            "Path(DEFAULT_RESULTS_V2))\n"
+            f"try:\n    cor = scr.report(V2, parts=({part!r},))\nexcept SaemuiError as e:\n    cor = None\n"
+            "    print('not run yet:', e)\n"
+            "if cor is not None:\n"
+            f"    display(Markdown(scr.markdown(cor.data, parts=({part!r},))))\n"
+            "    figs = scr.figures(cor)\n"
+            f"    if {figure!r} in figs:\n        display(figs[{figure!r}])",
+        ),
+    ]
+
+
 NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
     "00_quickstart": [
         (
@@ -336,6 +368,34 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
         ("code", "from saemui.reproduce import plot_law_runs\n\nplot_law_runs(law)"),
     ],
 }
+
+# the pre-registered v2 test of each corollary, after the v1 exploration
+NOTEBOOKS["02_training_dynamics"] += study_cells(
+    "cor1",
+    "cor1_seed_band",
+    "§8.1: three seeds of R* give a noise band; a transition is labelled only when the ΔP and ΔMUI intervals over "
+    "seeds both exclude 0, beside the label from (ΔP, Δln τ), the response-length baseline.",
+)
+NOTEBOOKS["03_contamination"] += study_cells(
+    "cor2",
+    "cor2_detectors",
+    "§8.2: dose runs (10 / 30 / 100 % of the eval items in training) against clean runs, detectors compared by "
+    "AUROC with intervals over runs: MUI residuals in both regression directions, accuracy alone, the "
+    "verbatim-vs-twin gap and their combination, and the sign of ΔMUI of every contaminated run.",
+)
+NOTEBOOKS["04_fair_comparison"] += study_cells(
+    "cor3",
+    "cor3_cv",
+    "§8.3: does (P, MUI) on the trained task predict accuracy on held-out twin items better than P alone? "
+    "Leave-one-run-out cross-validation with α chosen inside it, and response length as the sceptic's covariate.",
+)
+NOTEBOOKS["05_diversity"] += study_cells(
+    "cor4",
+    "cor4_diversity",
+    "§8.4: datasets of fixed size at designed diversity levels, MUI against distinct n-grams and k-means "
+    "coverage of sentence embeddings, and MUI-greedy evaluation subsets against kMQ-style, lexical and random "
+    "subsets.",
+)
 
 
 def build(name: str, cells: list[tuple[str, str]]) -> nbformat.NotebookNode:

@@ -31,6 +31,7 @@ from saemui.analysis import study_corollaries_report as scr
 from saemui.analysis import training as tr
 from saemui.analysis import zoo_v2_corollaries as zc
 from saemui.analysis.embed import kmeans, tfidf_svd_embed
+from saemui.errors import SaemuiError
 from saemui.io import compact_json
 
 C, OTHER = "arith-1", "arith-2d1d"
@@ -598,7 +599,6 @@ def test_fidelity_section_in_the_card(zoo, tmp_path):
 
 
 def test_splice_section():
-    from saemui.errors import SaemuiError
     from saemui.io import splice_section
 
     once = splice_section("a\n", "m", "x")
@@ -775,3 +775,18 @@ def test_one_family_study_runs_within_the_family(zoo, tmp_path, monkeypatch):
     for part in ("cor2", "cor3", "causal"):
         assert rep.data[part]["status"] == "run", (part, rep.data[part])
     assert set(_frame(rep.data["cor3"]["points"])["family"]) == {"tiny-llama"}
+
+
+def test_report_and_markdown_of_one_part(zoo, rep):
+    """A notebook's one-corollary view: report(parts=) runs only that part, with the numbers of the full report;
+    markdown(parts=) has only its summary row and section; an unknown part is refused."""
+    one = scr.report(zoo, _options(), parts=("sae_health",))
+    assert one.data["sae_health"] == rep["sae_health"]
+    assert {one.data[k]["status"] for k in scr.PARTS if k != "sae_health"} == {"not requested"}
+    md = scr.markdown(one.data, parts=("sae_health",))
+    assert "## W10 SAE health" in md and "## §8.1" not in md and "| §8.1 Cor. 1" not in md
+    assert md.count("\n| W10 SAE health | run |") == 1
+    full = scr.markdown(rep)
+    assert md.split("## W10 SAE health")[1] == full.split("## W10 SAE health")[1]
+    with pytest.raises(SaemuiError, match="parts: expected some of cor1"):
+        scr.markdown(rep, parts=("cor9",))
