@@ -231,7 +231,16 @@ def test_training_resumes_after_interruption(tmp_path, monkeypatch):
         spec.model("llama-full-arith"), method=None, steps=6, save_every=2, derivation="lora-finetune"
     )
     spec = replace(spec, models=(*spec.models[:2], m))
-    zoo.train(spec, m, tiny_llama, tmp_path / "straight", log_fn=lambda s: None)
+    # a clock that advances 1 s per reading: the resumed run must report the seconds the straight run does
+    clock = {"t": 0.0}
+
+    def tick():
+        clock["t"] += 1.0
+        return clock["t"]
+
+    monkeypatch.setattr(finetune.time, "perf_counter", tick)
+    straight = zoo.train(spec, m, tiny_llama, tmp_path / "straight", log_fn=lambda s: None)
+    assert straight["resumed_at_step"] == 0
 
     calls = {"n": 0}
     real = finetune._save_state
@@ -246,8 +255,9 @@ def test_training_resumes_after_interruption(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         zoo.train(spec, m, tiny_llama, tmp_path / "resumed", log_fn=lambda s: None)
     logs = []
-    zoo.train(spec, m, tiny_llama, tmp_path / "resumed", log_fn=logs.append)
+    resumed = zoo.train(spec, m, tiny_llama, tmp_path / "resumed", log_fn=logs.append)
     assert any("resuming" in line and "step 2" in line for line in logs)
+    assert resumed["resumed_at_step"] == 2 and resumed["seconds"] == straight["seconds"] > 0
     a = load_file(tmp_path / "straight" / "final" / "adapter_model.safetensors")
     b = load_file(tmp_path / "resumed" / "final" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

@@ -360,7 +360,7 @@ def _train(ctx: _Ctx, run: StudyRun, root_lm: LoadedModel, s: StudyStage, law: t
         s.record, {"stage": s.id, "fingerprint": fp, "sources": sources, **info, **_run_conditions()}
     )
     ctx.report.ran.append(s.id)
-    ctx.report.seconds[s.id] = time.perf_counter() - t0
+    ctx.report.seconds[s.id] = info["seconds"]  # with the kept steps of earlier segments
 
 
 def _run_conditions() -> dict[str, Any]:

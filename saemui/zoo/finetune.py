@@ -230,7 +230,7 @@ def train_on_pairs(
     opt = torch.optim.AdamW(list(params.values()), lr=m.lr, weight_decay=0.0)
     out_dir.mkdir(parents=True, exist_ok=True)
     state_file = out_dir / "train_state.pt"
-    start = 0
+    start, before = 0, 0.0
     if state_file.is_file():
         st = torch.load(state_file, weights_only=True)
         if st.get("fingerprint") == fp:
@@ -239,6 +239,8 @@ def train_on_pairs(
                     params[n].copy_(v)
             opt.load_state_dict(st["optimizer"])
             start = int(st["step"])
+            # the seconds of the kept steps, so a resumed stage reports its whole cost, not its last segment's
+            before = float(st.get("seconds", 0.0))
             log_fn(f"  resuming {m.name} at step {start}")
     pad = tok.pad_token_id
     device = root_lm.device
@@ -284,6 +286,7 @@ def train_on_pairs(
                     "step": done,
                     "params": {n: p.detach().cpu() for n, p in params.items()},
                     "optimizer": opt.state_dict(),
+                    "seconds": before + time.perf_counter() - t0,
                 },
             )
     save_weights("final")
@@ -293,7 +296,8 @@ def train_on_pairs(
         "method": method,
         "style": style,
         "final_loss": losses[-1] if losses else None,
-        "seconds": time.perf_counter() - t0,
+        "seconds": before + time.perf_counter() - t0,
+        "resumed_at_step": start,
     }
 
 
