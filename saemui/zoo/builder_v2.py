@@ -341,7 +341,6 @@ def _train(ctx: _Ctx, run: StudyRun, root_lm: LoadedModel, s: StudyStage, law: t
     if fp != s.fingerprint:
         raise SaemuiError(f"{s.id}: training data changed between plan and build")
     ctx.log_fn(f"[{s.id}] training ({run.method}, {run.steps} steps, {len(examples)} pairs)")
-    t0 = time.perf_counter()
     info = train_on_pairs(
         _zoo_model(spec, run),
         root_lm,
