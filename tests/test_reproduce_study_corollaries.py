@@ -583,8 +583,11 @@ def test_fidelity_section_in_the_card(zoo, tmp_path):
     fb = base["all_layers"]["medians"]["fve_pooled"]
     for r in recs:
         fve = r["all_layers"]["medians"]["fve_pooled"]
-        assert rows[r["model"]][4] == f"{fve:.3f}"
-        assert rows[r["model"]][5] == f"{fve - fb:+.3f}"
+        tokens = np.median([x["n_tokens"] for x in r["all_layers"]["per_layer"].values()])
+        assert rows[r["model"]][4] == f"{tokens:.0f}"
+        assert rows[r["model"]][5] == f"{fve:.3f}"
+        assert rows[r["model"]][6] == f"{fve - fb:+.3f}"
+        assert rows[r["model"]][2] == (r["run"] or "–")
     tuned = [r for r in recs if r["run"] is not None]
     d = [r["all_layers"]["medians"]["fve_pooled"] - fb for r in tuned]
     assert (

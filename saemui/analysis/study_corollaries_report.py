@@ -886,19 +886,13 @@ def _md_sae_health(rep: Mapping[str, Any]) -> list[str]:
     if h["status"] == "run":
         lines += [
             "",
-            "Medians over every layer on all responses to C (pooled FVE, L0, dead and dense shares) and over the CE "
-            "layers on the first responses (CE-loss recovered, KL); Δ = point − its base.",
+            "Medians over every layer on all responses to C (pooled FVE, L0, dead and dense shares; `tokens`: "
+            "response tokens after the sink rule) and over the CE layers on the first responses (CE-loss "
+            "recovered, KL); Δ = point − its base. Each point is measured on its own responses, so Δ mixes the "
+            "model's residuals with its text, and `dead` grows as `tokens` shrink.",
             "",
-            "| point | role | pooled FVE | Δ FVE | min FVE | L0 | dead | dense | CE-loss recovered (layers) | Δ CE | KL |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            *zc.health_table_md(_rows(h["table"])),
         ]
-        for r in _rows(h["table"]):
-            lines.append(
-                f"| {r['model']} | {r['role']} | {_f(r['fve_pooled'])} | {_f(r['d_fve_pooled'])} | "
-                f"{_f(r['min_fve_pooled'])} | {_f(r['l0'])} | {_f(r['dead_frac'])} | {_f(r['dense_frac'])} | "
-                f"{_f(r['ce_loss_recovered'])} ({r['ce_layers']}; {r['ce_samples']} responses) | "
-                f"{_f(r['d_ce_loss_recovered'])} | {_f(r['kl_spliced'])} |"
-            )
     return lines
 
 
