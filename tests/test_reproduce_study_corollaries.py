@@ -588,6 +588,9 @@ def test_fidelity_section_in_the_card(zoo, tmp_path):
         assert rows[r["model"]][5] == f"{fve:.3f}"
         assert rows[r["model"]][6] == f"{fve - fb:+.3f}"
         assert rows[r["model"]][2] == (r["run"] or "–")
+        gold = r["gold"]["medians"]["fve_pooled"]
+        assert rows[r["model"]][14] == f"{gold:.3f}"
+        assert rows[r["model"]][15].rstrip(" |") == f"{gold - base['gold']['medians']['fve_pooled']:+.3f}"
     tuned = [r for r in recs if r["run"] is not None]
     d = [r["all_layers"]["medians"]["fve_pooled"] - fb for r in tuned]
     assert (

@@ -731,9 +731,11 @@ def test_plan_causal_and_health_costs_by_hand(tmp_path):
     assert by["causal:gemma3-G1:E1:accuracy"].cost_s == pytest.approx(
         n * (45 + 8) / gfwd + gen(gfwd, 8) + 3 * gen(gfwd, 48)
     )
-    # health: one pass over the 200 responses + (capture, clean, 3 x (spliced, zero)) over the first 50
-    assert by["health:smollm2:E1"].cost_s == pytest.approx(n * 93 / fwd + 8 * 50 * 93 / fwd)
-    assert by["health:smollm2-S4:E1"].cost_s == pytest.approx(n * 61 / fwd + 8 * 50 * 61 / fwd)
+    # health: one pass over the 200 responses + (capture, clean, 3 x (spliced, zero)) over the first 50 + one pass
+    # over the 200 gold responses (45 + 6 tokens)
+    gold = n * 51 / fwd
+    assert by["health:smollm2:E1"].cost_s == pytest.approx(n * 93 / fwd + 8 * 50 * 93 / fwd + gold)
+    assert by["health:smollm2-S4:E1"].cost_s == pytest.approx(n * 61 / fwd + 8 * 50 * 61 / fwd + gold)
     text = format_plan_v2(plan)
     row = next(line for line in text.splitlines() if line.startswith("6 causal"))
     total = sum(by[x].cost_s for x in causal)
@@ -813,7 +815,7 @@ def test_tiny_v2_causal_records(tiny_v2):
 def test_tiny_v2_sae_health_records(tiny_v2):
     from saemui.inputs import encode_samples
     from saemui.models import load_model
-    from saemui.zoo.data_v2 import base_samples, candidate_sets
+    from saemui.zoo.data_v2 import base_samples, candidate_sets, gold_samples
 
     results, cache, mod = tiny_v2
     spec = mod.tiny_spec_v2(cache)
@@ -840,6 +842,14 @@ def test_tiny_v2_sae_health_records(tiny_v2):
         n_resp = sum(len(e.score_pos) for e in encode_samples(lm.tokenizer, own, "response", "chat"))
         for row in allx["per_layer"].values():
             assert row["n_tokens"] + sum(row["sinks"]["dropped"].values()) == n_resp
+        # the gold responses of set G: the same text (same token count) at every point, no CE
+        gold = rec["gold"]
+        g = gold_samples(spec.candidate("arith-1"), candidate_sets(spec)["arith-1"].items, "chat")
+        n_gold = sum(len(e.score_pos) for e in encode_samples(lm.tokenizer, g, "response", "chat"))
+        assert sorted(gold["per_layer"]) == ["0", "1", "2"] and gold["n_samples"] == spec.n_items
+        assert gold["n_ce_samples"] == 0 and gold["medians"]["ce_loss_recovered"] is None
+        for row in gold["per_layer"].values():
+            assert row["n_tokens"] + sum(row["sinks"]["dropped"].values()) == n_gold
 
 
 def test_tiny_v2_causal_and_health_fingerprints(tiny_v2):

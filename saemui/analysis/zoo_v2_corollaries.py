@@ -590,8 +590,10 @@ HEALTH_COLUMNS: tuple[str, ...] = (
     "ce_samples",
     "ce_loss_recovered",
     "kl_spliced",
+    "fve_pooled_gold",
     "d_fve_pooled",
     "d_ce_loss_recovered",
+    "d_fve_pooled_gold",
 )
 
 
@@ -611,8 +613,10 @@ def _median_tokens(h: Mapping[str, Any]) -> float:
 
 def sae_health_table(health: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """W10: one row per point: the medians over every layer (evaluated tokens after the sink rule, pooled FVE,
-    per-token FVE median, L0, dead and dense shares; all responses) and over the CE layers (CE-loss recovered, KL; the first responses), and
-    Δ = point − its root's base for pooled FVE and CE-loss recovered (NaN without a base record). Bases first."""
+    per-token FVE median, L0, dead and dense shares; all responses) and over the CE layers (CE-loss recovered, KL;
+    the first responses), the pooled FVE on the gold responses (set G, the same text at every point; NaN in
+    records without it), and Δ = point − its root's base for the three (NaN without a base record). Bases
+    first."""
     rows = []
     for h in health:
         a = (h.get("all_layers") or {}).get("medians") or {}
@@ -636,11 +640,12 @@ def sae_health_table(health: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                 "ce_samples": int(h.get("ce_samples") or 0),
                 "ce_loss_recovered": _f(c.get("ce_loss_recovered")),
                 "kl_spliced": _f(c.get("kl_spliced")),
+                "fve_pooled_gold": _f(((h.get("gold") or {}).get("medians") or {}).get("fve_pooled")),
             }
         )
-    df = pd.DataFrame(rows, columns=list(HEALTH_COLUMNS[:-2]))
+    df = pd.DataFrame(rows, columns=list(HEALTH_COLUMNS[:-3]))
     base = {r["root"]: r for r in rows if r["role"] == "base"}
-    for col in ("fve_pooled", "ce_loss_recovered"):
+    for col in ("fve_pooled", "ce_loss_recovered", "fve_pooled_gold"):
         df[f"d_{col}"] = [r[col] - base[r["root"]][col] if r["root"] in base else float("nan") for r in rows]
     if df.empty:
         return df
@@ -662,8 +667,8 @@ def health_table_md(rows: Iterable[Mapping[str, Any]]) -> list[str]:
 
     lines = [
         "| model | role | run | n | tokens | pooled FVE | Δ FVE | min FVE | L0 | dead | dense | CE-loss recovered "
-        "(layers; responses) | Δ CE rec. | KL |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "(layers; responses) | Δ CE rec. | KL | FVE, gold text | Δ FVE, gold text |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         run = r["run"] if isinstance(r.get("run"), str) else "–"
@@ -671,7 +676,8 @@ def health_table_md(rows: Iterable[Mapping[str, Any]]) -> list[str]:
             f"| {r['model']} | {r['role']} | {run} | {r['n']} | {f(r.get('tokens'), 0)} | {f(r['fve_pooled'])} | "
             f"{f(r['d_fve_pooled'], sign='+')} | {f(r['min_fve_pooled'])} | {f(r['l0'], 1)} | {f(r['dead_frac'])} | "
             f"{f(r['dense_frac'])} | {f(r['ce_loss_recovered'])} ({r['ce_layers']}; {r['ce_samples']}) | "
-            f"{f(r['d_ce_loss_recovered'], sign='+')} | {f(r['kl_spliced'])} |"
+            f"{f(r['d_ce_loss_recovered'], sign='+')} | {f(r['kl_spliced'])} | {f(r.get('fve_pooled_gold'))} | "
+            f"{f(r.get('d_fve_pooled_gold'), sign='+')} |"
         )
     return lines
 
@@ -698,25 +704,31 @@ def fidelity_section(health: Sequence[Mapping[str, Any]], suite: str) -> str:
         "FVE, L0, dead and dense shares; CE-loss recovered and KL over the CE layers named. Δ = row − base row. "
         "Two things move Δ together: the model's residuals and the text it wrote (fine-tuned models answer in far "
         "fewer tokens). `dead` counts features that never fire on the row's tokens, so it grows as the tokens "
-        "shrink and is not comparable across rows with different `tokens`. One record per model: descriptive, "
-        "no interval.",
+        "shrink and is not comparable across rows with different `tokens`. The last two columns separate the "
+        "two: pooled FVE on the gold responses of the same items (one template, identical text for every model), "
+        "so their Δ is the residuals' alone. One record per model: descriptive, no interval.",
         "",
     ]
     lines += health_table_md(t.to_dict("records"))
     tuned = t[t["role"] != "base"]
     d_fve = tuned["d_fve_pooled"].dropna().to_numpy()
     d_ce = tuned["d_ce_loss_recovered"].dropna().to_numpy()
+    d_gold = tuned["d_fve_pooled_gold"].dropna().to_numpy()
     lines.append("")
     if d_fve.size:
+        spread = [
+            ("Δ pooled FVE", d_fve),
+            ("Δ CE-loss recovered", d_ce),
+            ("Δ pooled FVE on the gold text", d_gold),
+        ]
         lines.append(
-            f"Over the {d_fve.size} non-base model(s) with a base row: Δ pooled FVE median "
-            f"{np.median(d_fve):+.3f} (range {d_fve.min():+.3f} to {d_fve.max():+.3f})"
-            + (
-                f"; Δ CE-loss recovered median {np.median(d_ce):+.3f} (range {d_ce.min():+.3f} to "
-                f"{d_ce.max():+.3f})."
-                if d_ce.size
-                else "."
+            f"Over the {d_fve.size} non-base model(s) with a base row: "
+            + "; ".join(
+                f"{what} median {np.median(d):+.3f} (range {d.min():+.3f} to {d.max():+.3f}; {d.size} models)"
+                for what, d in spread
+                if d.size
             )
+            + "."
         )
     else:
         lines.append("No fine-tuned model with a base row yet: the zoo build has not measured one.")

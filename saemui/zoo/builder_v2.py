@@ -471,13 +471,15 @@ def _own_samples(ctx: _Ctx, p: Point, s: StudyStage) -> tuple[list[Sample], dict
 
 def _health(ctx: _Ctx, p: Point, s: StudyStage, lm: LoadedModel) -> None:
     """SAE health (W10) on the point's own responses to C: FVE, L0, dead and dense at every layer on all of them
-    (CE skipped there), CE-loss recovered and KL at ``health_layers`` on the first ``health_ce_samples``."""
+    (CE skipped there), CE-loss recovered and KL at ``health_layers`` on the first ``health_ce_samples``; and FVE,
+    L0, dead and dense at every layer on C's gold responses (set G, the same text at every point)."""
     from saemui.sae_eval import json_safe, suite_health
 
     spec = ctx.spec
     bundle = spec.sae_bundle(p.root)
     samples, _, gkey = _own_samples(ctx, p, s)
-    fmt = prompt_format_for(spec.root(p.root).style)
+    style = spec.root(p.root).style
+    fmt = prompt_format_for(style)
     all_layers = suite_health(lm, bundle, samples, layers=None, ce_samples=0, prompt_format=fmt)
     ce = suite_health(
         lm,
@@ -487,6 +489,10 @@ def _health(ctx: _Ctx, p: Point, s: StudyStage, lm: LoadedModel) -> None:
         ce_samples=None,
         prompt_format=fmt,
     )
+    # the same text at every point: the gold responses of set G, so Δ against the base is the residuals' alone
+    t = spec.candidate(s.task)
+    gold_text = gold_samples(root_task(spec, p.root, t), list(candidate_sets(spec)[t.name].items), style)
+    gold = suite_health(lm, bundle, gold_text, layers=None, ce_samples=0, prompt_format=fmt)
 
     def strip(h: dict) -> dict:
         # the model's provenance and the suite's source name local paths: records stay machine-independent
@@ -504,14 +510,15 @@ def _health(ctx: _Ctx, p: Point, s: StudyStage, lm: LoadedModel) -> None:
         "ce_samples": len(samples[: spec.health_ce_samples]),
         "all_layers": json_safe(strip(all_layers)),
         "ce": json_safe(strip(ce)),
+        "gold": json_safe(strip(gold)),
         "generation_key": gkey,
         "fingerprint": s.fingerprint,
     }
     atomic_write_compact_json(s.record, rec)
     m = rec["all_layers"]["medians"]
     ctx.log_fn(
-        f"[{s.id}] median FVE {m['fve_pooled']}, CE recovered (median of {rec['ce_layers']}) "
-        f"{rec['ce']['medians']['ce_loss_recovered']}"
+        f"[{s.id}] median FVE {m['fve_pooled']} (gold text {rec['gold']['medians']['fve_pooled']}), CE "
+        f"recovered (median of {rec['ce_layers']}) {rec['ce']['medians']['ce_loss_recovered']}"
     )
 
 

@@ -412,6 +412,8 @@ def health_fingerprint_v2(
             "sae": bundle_identity(spec.sae_bundle(p.root)),
             "layers": list(spec.health_layers),
             "ce_samples": spec.health_ce_samples,
+            # also FVE / L0 / dead / dense on the gold responses (set G): the same text at every point
+            "gold": True,
         }
     )
 
@@ -591,12 +593,13 @@ def _causal_cost(spec: StudySpec, rates: StudyRates, p: Point, t: ZooTask, arm: 
 def _health_cost(spec: StudySpec, rates: StudyRates, p: Point, t: ZooTask) -> float:
     """CPU seconds of SAE health: one capture pass over every response for FVE / L0 / dead / dense at all layers
     (costed as a forward), and per CE layer a spliced and a zero-ablated forward of the first CE samples, plus
-    their capture and clean forwards."""
+    their capture and clean forwards; and a capture pass over the gold responses (set G)."""
     root = spec.root(p.root).base
     fwd, n = rates.fwd(root), spec.n_items
     tokens = t.prompt_tokens + rates.answer(root, p.tuned, t.max_new_tokens)
     ce = min(spec.health_ce_samples, n)
-    return n * tokens / fwd + (2 + 2 * len(spec.health_layers)) * ce * tokens / fwd
+    gold = n * (t.prompt_tokens + rates.gold_tokens) / fwd
+    return n * tokens / fwd + (2 + 2 * len(spec.health_layers)) * ce * tokens / fwd + gold
 
 
 def plan_v2(
