@@ -537,3 +537,30 @@ def test_one_family_study_reports_h1_not_testable(zoo, tmp_path):
     assert "**H1 / H1b: not testable on two families (m = 0).**" in md
     assert "H1/H1b are not testable on two families (m = 0): no primary test." in md
     assert "| H1 | – | **not testable on two families (m = 0)** |" in md
+
+
+def test_build_line_names_what_the_law_fits_lack(built, tmp_path):
+    """The report says whether the law fits read a complete build: expected = the verbatim / G / B records of the
+    law tasks at the bases and clean law finals (counted here from the record files), missing = those absent."""
+    rep = slr.report(built, n_boot=200, min_sd=0.0).data
+    law = rep["eligible_law_tasks"]
+    recs = [json.loads(p.read_text()) for p in sorted(built.glob("*__*__*.json"))]
+    planned = [
+        r
+        for r in recs
+        if r["task"] in law
+        and r["set"] in ("verbatim", "G", "B")
+        and (r.get("role") == "base" or (r.get("role") == "law" and not r.get("checkpoint")))
+    ]
+    assert rep["build"] == {"expected": len(planned), "missing": []} and len(planned) > 6
+    assert f"- Build complete for the law fits: all {len(planned)} planned records" in slr.markdown(rep)
+    part = tmp_path / "partial"
+    shutil.copytree(built, part)
+    gone = next(r for r in planned if r["set"] == "G" and r.get("role") == "law")
+    (part / f"{gone['model']}__{gone['task']}__G.json").unlink()
+    rep = slr.report(part, n_boot=200, min_sd=0.0).data
+    sid = f"eval:{gone['model']}:{gone['task']}:G"
+    assert rep["build"] == {"expected": len(planned), "missing": [sid]}
+    assert f"- **Partial build**: 1 of the {len(planned)} records the law fits read are missing ({sid})" in (
+        slr.markdown(rep)
+    )

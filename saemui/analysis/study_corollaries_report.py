@@ -49,7 +49,15 @@ from saemui.analysis import training as tr
 from saemui.analysis import zoo_v2_corollaries as zc
 from saemui.analysis.corollary import BOOT_SEED, LEVEL, N_BOOT, CorollaryVerdict
 from saemui.analysis.embed import KMEANS_K, KMEANS_RESTARTS, SVD_DIMS, embed
-from saemui.analysis.study_report import analysis_versions, command, deviation_line, fmt, json_num, json_table
+from saemui.analysis.study_report import (
+    analysis_versions,
+    command,
+    deviation_line,
+    fmt,
+    json_num,
+    json_table,
+    spec_for,
+)
 from saemui.errors import SaemuiError
 from saemui.readers import read_json
 from saemui.zoo.record_v2 import (
@@ -95,19 +103,6 @@ PART_GROUPS: dict[str, str] = {
 
 
 # ----- the design: which records each part expects --------------------------------------------------------
-
-
-def spec_for(zoo: str | None) -> StudySpec | None:
-    """The zoo spec named in ``eligibility.json`` (None for an unknown name: missing stages are then not
-    listed)."""
-    from saemui.zoo.spec_v2 import tiny_zoo_v2, zoo_v2
-
-    if zoo == "v2":
-        return zoo_v2()
-    if zoo == "tiny-v2":
-        # the model paths are never opened: the spec only names the stages
-        return tiny_zoo_v2("tiny-llama", "tiny-gemma", "tiny-saes")
-    return None
 
 
 def expected_records(

@@ -48,10 +48,18 @@ from saemui.analysis.study_report import (
     json_num,
     json_table,
     one_family_line,
+    spec_for,
 )
 from saemui.errors import SaemuiError
 from saemui.readers import read_json
-from saemui.zoo.record_v2 import NOT_TESTABLE, eligibility_path, load_records_v2, study_records, study_tasks
+from saemui.zoo.record_v2 import (
+    NOT_TESTABLE,
+    eligibility_path,
+    load_records_v2,
+    record_path,
+    study_records,
+    study_tasks,
+)
 from saemui.zoo.settings import SETTING_NAMES, TOKEN_CURVE
 
 if TYPE_CHECKING:
@@ -142,6 +150,47 @@ def missing_records(records: Sequence[Mapping[str, Any]], law: Sequence[str]) ->
             if (r["model"], r["task"], s) not in have:
                 out.append(f"eval:{r['model']}:{r['task']}:{s}")
     return sorted(out)
+
+
+def law_build(elig: Mapping[str, Any], law: Sequence[str], results: Path) -> dict[str, Any] | None:
+    """What the law fits read that the spec plans: the verbatim, G and B records of the law tasks at the bases and
+    the clean law finals (``build_zoo.py --plan`` stage ids), and those without a record. None when the spec
+    named in ``eligibility.json`` is unknown or there is no law task."""
+    from saemui.zoo import stages_v2 as sv
+    from saemui.zoo.spec_v2 import one_family
+
+    spec = spec_for(elig.get("zoo"))
+    if spec is None or not law:
+        return None
+    one = elig.get("one_family_study")
+    if one and spec.family is None:
+        spec = one_family(spec, one["family"])
+    law = tuple(law)
+    expected = []
+    for p in sv.points(spec):
+        if p.step is not None or (p.run is not None and p.run.role != "law") or not spec.studied(p.root):
+            continue
+        for e in sv.point_evals(spec, p, law):
+            if e.task in law and e.item_set in ("verbatim", "G", "B"):
+                expected.append(
+                    (f"eval:{p.name}:{e.task}:{e.item_set}", record_path(results, p.name, e.task, e.item_set))
+                )
+    missing = sorted(sid for sid, path in expected if not path.is_file())
+    return {"expected": len(expected), "missing": missing}
+
+
+def _build_line(b: Mapping[str, Any] | None, n_show: int = 4) -> list[str]:
+    if b is None:
+        return []
+    if not b["missing"]:
+        return [
+            f"- Build complete for the law fits: all {b['expected']} planned records (verbatim, G, B) present."
+        ]
+    head = ", ".join(b["missing"][:n_show]) + (", …" if len(b["missing"]) > n_show else "")
+    return [
+        f"- **Partial build**: {len(b['missing'])} of the {b['expected']} records the law fits read are missing "
+        f"({head}); every number below uses the records present and will change as the build completes."
+    ]
 
 
 # ----- JSON helpers ----------------------------------------------------------------------------------------
@@ -536,6 +585,7 @@ def markdown(rep: Mapping[str, Any]) -> str:
         "",
         *deviation_line(rep.get("deviation")),
         *one_family_line(rep.get("one_family_study")),
+        *_build_line(rep.get("build")),
         f"- eligible law tasks (stage 0): {', '.join(rep['eligible_law_tasks']) or 'none'}; after the §3.2 "
         f"training-moves rule (SD of P ≥ {p['min_sd']} points): law tasks {', '.join(rep['law_tasks']) or 'none'}"
         f" (m = {rep['m']}), one-family {', '.join(rep['one_family_tasks']) or 'none'}",
@@ -802,6 +852,7 @@ def report(results: Path, n_boot: int = study.N_BOOT, min_sd: float = MIN_SD_POI
         },
         **body,
         "missing_records": missing_records(records, eligible),
+        "build": law_build(elig, eligible, results),
         "points": json_table(law_pts[list(JSON_POINT_COLUMNS)]),
     }
     # strict JSON: a statistic that could not be computed is null, not NaN
@@ -822,6 +873,7 @@ __all__ = [
     "check_ready",
     "figures",
     "markdown",
+    "law_build",
     "missing_records",
     "read_law_tasks",
     "report",

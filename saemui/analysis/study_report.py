@@ -23,6 +23,8 @@ from saemui.zoo.record_v2 import DEFAULT_RESULTS_V2, NOT_TESTABLE
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from saemui.zoo.spec_v2 import StudySpec
+
 #: where both scripts write their figures by default
 DEFAULT_FIGURES = "figures/study"
 
@@ -148,7 +150,21 @@ def write_outputs(
     return out_json, written
 
 
+def spec_for(zoo: str | None) -> StudySpec | None:
+    """The zoo spec named in ``eligibility.json`` (None for an unknown name: missing stages are then not
+    listed). The reports list what a partial build still lacks from it."""
+    from saemui.zoo.spec_v2 import tiny_zoo_v2, zoo_v2
+
+    if zoo == "v2":
+        return zoo_v2()
+    if zoo == "tiny-v2":
+        # the model paths are never opened: the spec only names the stages
+        return tiny_zoo_v2("tiny-llama", "tiny-gemma", "tiny-saes")
+    return None
+
+
 __all__ = [
+    "spec_for",
     "ANALYSIS_PACKAGES",
     "DEFAULT_FIGURES",
     "add_output_options",
