@@ -531,6 +531,47 @@ def plot_sensitivity(
     return fig
 
 
+def plot_sae_sensitivity(grid: pd.DataFrame, title: str | None = None, caption: str | None = None) -> Figure:
+    """The SAE width / k grid (:func:`saemui.analysis.sensitivity.sae_grid`): MUI (%) at each threshold (top row)
+    and response-token FVE (bottom row, median over the compared layers, bars = their min-max range) against
+    the width at the centre's k (left) and against k at the centre's width (right), both on log2 axes."""
+    _need(grid, ["width", "k", "varies", "fve_median", "fve_min", "fve_max"], "plot_sae_sensitivity")
+    mui_cols = [c for c in grid.columns if str(c).startswith("mui_eta=")]
+    if not mui_cols:
+        raise SaemuiError("plot_sae_sensitivity: no mui_eta=<η> column")
+    centre = grid[grid["varies"] == "centre"]
+    if len(centre) != 1:
+        raise SaemuiError("plot_sae_sensitivity: expected exactly one row with varies == 'centre'")
+    fig, axes = new_figure(9.0, 6.2, ncols=2, nrows=2)
+    # "mui_eta=0.9" → "key features ≥ 0.9·max"
+    labels = {c: f"key features ≥ {c.split('=', 1)[1]}·max" for c in mui_cols}
+    styles = series_styles(list(labels.values()))
+    for j, (factor, other) in enumerate((("width", "k"), ("k", "width"))):
+        sub = grid[grid["varies"].isin([factor, "centre"])].sort_values(factor)
+        x = sub[factor].to_numpy(float)
+        ax_m, ax_f = axes[j], axes[2 + j]
+        for c in mui_cols:
+            ax_m.plot(x, sub[c].to_numpy(float), lw=1.2, ms=5, label=labels[c], **styles[labels[c]])
+        med = sub["fve_median"].to_numpy(float)
+        err = np.vstack([med - sub["fve_min"].to_numpy(float), sub["fve_max"].to_numpy(float) - med])
+        ax_f.errorbar(x, med, yerr=err, marker="o", ms=5, lw=1.2, capsize=3, color="0.25")
+        fixed = int(centre[other].iloc[0])
+        for ax in (ax_m, ax_f):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(x, [str(int(v)) for v in x])
+            ax.minorticks_off()
+            ax.set_xlabel(
+                f"{'dictionary width' if factor == 'width' else 'k, features per token'} ({other} = {fixed})"
+            )
+        ax_m.set_ylabel(MUI_LABEL)
+        ax_m.set_ylim(bottom=0)
+        ax_f.set_ylabel("response-token FVE")
+        ax_f.set_ylim(0, 1)
+    legend_outside(axes[1], fontsize=8)
+    _titles(fig, title or "Feature-level MUI and reconstruction against SAE width and k", caption)
+    return fig
+
+
 def save_figure(
     fig: Figure, path: str | os.PathLike, formats: Sequence[str] = ("png", "pdf"), dpi: int = 150
 ) -> list[Path]:
