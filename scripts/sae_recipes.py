@@ -65,6 +65,9 @@ class Config(sae_train.RunConfig):
     recipes: list[Recipe] = field(default_factory=lambda: list(DEFAULT_RECIPES))
     workdir: str = str(Path.home() / ".cache" / "saemui" / "sae_recipes")
     out: str = "results/sae_recipes.json"
+    #: the recipe a ``--sensitivity`` grid is built around (None for a recipe comparison, the only case where the
+    #: choice rule below picks a recipe)
+    grid_of: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -330,7 +333,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, bool]:
         recipes = sae_train.grid_recipes(sae_train.recipe_named(a.sensitivity))
     # the grid never overwrites the recipe comparison's committed result
     out = a.out or (SENSITIVITY_OUT if a.sensitivity else d.out)
-    cfg = Config(**sae_train.common_kwargs(a, d), recipes=recipes, out=out)
+    cfg = Config(**sae_train.common_kwargs(a, d), recipes=recipes, out=out, grid_of=a.sensitivity)
     return cfg, a.plan
 
 
@@ -370,7 +373,9 @@ def report(res: dict) -> None:
             f"ce_rec {row.get('ce_loss_recovered') or float('nan'):.3f} kl {row.get('kl_spliced') or float('nan'):.3f} "
             f"dead {row['dead_frac']:.3f} dense {row['dense_frac']:.3f} {row['train_seconds']:.0f}s"
         )
-    print(f"chosen recipe (rule fixed before the results): {choose_recipe(res['rows'])}")
+    if not res.get("config", {}).get("grid_of"):
+        # a sensitivity grid chooses nothing: it shows how figures and MUI move with width and k
+        print(f"chosen recipe (rule fixed before the results): {choose_recipe(res['rows'])}")
     mui = res.get("default_run_mui") or []
     if mui:
         print(f"default-run MUI (%) at layers {res['layers']}:")

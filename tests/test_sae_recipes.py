@@ -173,6 +173,8 @@ def test_sensitivity_grid_is_one_factor_at_a_time():
         cfg.out == "results/sae_sensitivity.json" and mod.parse_args([])[0].out == "results/sae_recipes.json"
     )
     assert mod.parse_args(["--sensitivity", "topk-k32-b256-e2", "--out", "x.json"])[0].out == "x.json"
+    # the grid is recorded as one, and its report names no "chosen recipe" (the rule is the comparison's)
+    assert cfg.grid_of == "topk-k32-b256-e2" and mod.parse_args([])[0].grid_of is None
     assert mod.main(["--sensitivity", "topk-k32-b256-e2", "--recipes", "topk-k32-b128-e2", "--plan"]) == 2
 
 
@@ -192,3 +194,22 @@ def test_choose_recipe_rule():
     assert mod.choose_recipe([r for r in rows if r["recipe"] != "c"]) == "b"
     with pytest.raises(mod.SaemuiError, match="dead"):
         mod.choose_recipe([r for r in rows if r["recipe"] == "d"])
+
+
+def test_report_of_a_grid_chooses_nothing(capsys):
+    mod = load_script()
+    row = {
+        "recipe": "a",
+        "layer": 5,
+        "fve_pooled": 0.8,
+        "fve_token_median": 0.8,
+        "ce_loss_recovered": 0.9,
+        "kl_spliced": 0.1,
+        "dead_frac": 0.0,
+        "dense_frac": 0.0,
+        "train_seconds": 1.0,
+    }
+    mod.report({"rows": [row], "config": {"grid_of": "a"}})
+    assert "chosen recipe" not in capsys.readouterr().out
+    mod.report({"rows": [row], "config": {"grid_of": None}})
+    assert "chosen recipe (rule fixed before the results): a" in capsys.readouterr().out
