@@ -693,6 +693,16 @@ def test_missing_parts_are_not_run(zoo, tmp_path):
     assert rep["cor4"]["status"] == "run"
     md = (tmp_path / "cor.md").read_text()
     assert md.count("**Not run**: stage groups") == 4
+    # a part that ran on a partial build gives an interim verdict, flagged in the JSON and the summary row
+    assert rep["cor3"]["missing_stages"] and rep["cor3"]["interim"] is True
+    n3 = len(rep["cor3"]["missing_stages"])
+    assert f"| §8.3 Cor. 3, fair comparison | run | interim, partial build ({n3} records missing): " in md
+    assert "any verdict below is **interim**, not a result of the study" in md
+
+
+def test_a_complete_part_is_not_interim(rep):
+    assert rep["causal"]["status"] == "run" and rep["causal"]["missing_stages"] == []
+    assert rep["causal"]["interim"] is False
 
 
 def test_refuses_without_any_record(tmp_path, capsys):

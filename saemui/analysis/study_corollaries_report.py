@@ -609,7 +609,10 @@ def _status(part: Mapping[str, Any]) -> list[str]:
     lines = []
     miss = part.get("missing_stages")
     if miss:
-        lines.append(f"Partial build: {_missing_s(miss)}; the numbers below use the records present.")
+        lines.append(
+            f"Partial build: {_missing_s(miss)}; the numbers below use the records present, and any verdict below "
+            "is **interim**, not a result of the study (the registered test is over the whole design)."
+        )
     for n in part.get("notes") or []:
         lines.append(f"- {n}")
     return lines
@@ -937,6 +940,8 @@ def markdown(rep: Mapping[str, Any], parts: Sequence[str] | None = None) -> str:
             verdict = part["verdict"]["label"]
         elif part["status"] == "run" and "verdict" in part:
             verdict = part["verdict"]["verdict"]
+        if part.get("interim") and verdict != "–":
+            verdict = f"interim, partial build ({len(part['missing_stages'])} records missing): {verdict}"
         lines.append(f"| {name} | {part['status']} | {verdict} |")
 
     for k in parts:
@@ -1064,7 +1069,10 @@ def run_part(cx: Context, part: str) -> dict[str, Any]:
         )
         return _not_run(part, why, None)
     try:
-        return RUNS[part](cx)
+        out = RUNS[part](cx)
+        # a verdict on a partial build is interim: the registered test is over the whole design
+        out["interim"] = out.get("status") == "run" and bool(out.get("missing_stages"))
+        return out
     except SaemuiError as e:
         # a test that cannot be computed on these records is reported with its reason, never guessed
         return {"status": "error", "error": str(e), "missing_stages": cx.missing[part]}

@@ -189,7 +189,8 @@ def _build_line(b: Mapping[str, Any] | None, n_show: int = 4) -> list[str]:
     head = ", ".join(b["missing"][:n_show]) + (", …" if len(b["missing"]) > n_show else "")
     return [
         f"- **Partial build**: {len(b['missing'])} of the {b['expected']} records the law fits read are missing "
-        f"({head}); every number below uses the records present and will change as the build completes."
+        f"({head}); every number below uses the records present and will change as the build completes, and "
+        "every verdict below is **interim**, not a result of the study."
     ]
 
 
