@@ -705,6 +705,21 @@ def test_a_complete_part_is_not_interim(rep):
     assert rep["causal"]["interim"] is False
 
 
+def test_interim_figure_titles(zoo, tmp_path):
+    """A part's figure says INTERIM in its title exactly when the part ran on a partial build."""
+    part = tmp_path / "results"
+    shutil.copytree(zoo, part)
+    gone = next(
+        p for p in sorted(part.glob("*__*__twins.json")) if json.loads(p.read_text())["role"] == "law"
+    )
+    gone.unlink()
+    rep = scr.report(part, _options())
+    assert rep.data["cor3"]["interim"] and not rep.data["causal"]["interim"]
+    figs = scr.figures(rep)
+    assert "INTERIM, partial build" in figs["cor3_cv"].texts[0].get_text()
+    assert "INTERIM" not in figs["causal"].texts[0].get_text()
+
+
 def test_refuses_without_any_record(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -967,21 +967,29 @@ def figures(report: CorollaryReport) -> dict[str, Figure]:
 
     cx = report.context
     out: dict[str, Figure] = {}
+
+    def interim(part: str) -> str:
+        # the figure of a part that ran on a partial build says so in its title, as its table does
+        return "; INTERIM, partial build" if report.data.get(part, {}).get("interim") else ""
+
     if "cor1" in cx.fig:
         band, v = cx.fig["cor1"]
         fig = plot_seed_band(
-            band, title=f"Cor. 1: R* checkpoint transitions on {cx.C}, mean over seeds (C1: {v['verdict']})"
+            band,
+            title=f"Cor. 1: R* checkpoint transitions on {cx.C}, mean over seeds (C1: {v['verdict']}{interim('cor1')})",
         )
         out["cor1_seed_band"] = fig
     if "cor2" in cx.fig:
         auroc, v = cx.fig["cor2"]
         fig = plot_detector_auroc(
-            auroc, title=f"Cor. 2: contamination detectors on {cx.C} (C2: {v['verdict']})"
+            auroc, title=f"Cor. 2: contamination detectors on {cx.C} (C2: {v['verdict']}{interim('cor2')})"
         )
         out["cor2_detectors"] = fig
     if "cor3" in cx.fig:
         cv, v = cx.fig["cor3"]
-        fig = plot_cv_errors(cv, title=f"Cor. 3: predicting the twin accuracy R (C3: {v['verdict']})")
+        fig = plot_cv_errors(
+            cv, title=f"Cor. 3: predicting the twin accuracy R (C3: {v['verdict']}{interim('cor3')})"
+        )
         out["cor3_cv"] = fig
     if "cor4" in cx.fig:
         datasets, mui, ng, cl, v, n_pts = cx.fig["cor4"]
@@ -996,7 +1004,7 @@ def figures(report: CorollaryReport) -> dict[str, Figure]:
             datasets,
             measures,
             ylabels,
-            title=f"Cor. 4: diversity measures against the designed level (C4a: {v['verdict']})",
+            title=f"Cor. 4: diversity measures against the designed level (C4a: {v['verdict']}{interim('cor4')})",
             caption=f"n = {n_ds} datasets of {cx.options.dataset_n} items, {n_pts} clean law points; τ-b: Kendall rank "
             f"correlation with the level of the values shown (for MUI, of the mean over points; C4a tests the mean over "
             f"points of each point's τ(MUI) − max τ(baselines), here {v['estimate']:.3g}, with a run bootstrap, "
@@ -1008,7 +1016,10 @@ def figures(report: CorollaryReport) -> dict[str, Figure]:
         both = {**effects, **{f"{p} (SAE arm)": e for p, e in sae.items()}}
         if both:
             fig = plot_causal(
-                both, acc, v, title=f"Causal check on {cx.C}: key units vs random units of the same size"
+                both,
+                acc,
+                v,
+                title=f"Causal check on {cx.C}: key units vs random units of the same size{interim('causal')}",
             )
             out["causal"] = fig
     return out
