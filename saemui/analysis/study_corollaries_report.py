@@ -54,6 +54,7 @@ from saemui.analysis.study_report import (
     command,
     deviation_line,
     fmt,
+    id_head,
     json_num,
     json_table,
     spec_for,
@@ -165,8 +166,7 @@ def _missing_s(ids: Sequence[str] | None, n_show: int = 4) -> str:
         return "unknown spec: missing stages not listed"
     if not ids:
         return "no record missing"
-    head = ", ".join(ids[:n_show])
-    return f"{len(ids)} record(s) missing ({head}{', …' if len(ids) > n_show else ''})"
+    return f"{len(ids)} record(s) missing ({id_head(ids, n_show)})"
 
 
 def _not_run(part: str, why: str, missing: Sequence[str] | None) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from saemui.analysis.study_report import (
     command,
     deviation_line,
     fmt,
+    id_head,
     json_num,
     json_table,
     one_family_line,
@@ -186,7 +187,7 @@ def _build_line(b: Mapping[str, Any] | None, n_show: int = 4) -> list[str]:
         return [
             f"- Build complete for the law fits: all {b['expected']} planned records (verbatim, G, B) present."
         ]
-    head = ", ".join(b["missing"][:n_show]) + (", …" if len(b["missing"]) > n_show else "")
+    head = id_head(b["missing"], n_show)
     return [
         f"- **Partial build**: {len(b['missing'])} of the {b['expected']} records the law fits read are missing "
         f"({head}); every number below uses the records present and will change as the build completes, and "

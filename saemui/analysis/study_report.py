@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,6 +150,11 @@ def write_outputs(
     return out_json, written
 
 
+def id_head(ids: Sequence[str], n_show: int = 4) -> str:
+    """The first ``n_show`` stage ids, comma-separated, with ", …" when there are more (missing-record lines)."""
+    return ", ".join(ids[:n_show]) + (", …" if len(ids) > n_show else "")
+
+
 def spec_for(zoo: str | None) -> StudySpec | None:
     """The zoo spec named in ``eligibility.json`` (None for an unknown name: missing stages are then not
     listed). The reports list what a partial build still lacks from it."""
@@ -164,6 +169,7 @@ def spec_for(zoo: str | None) -> StudySpec | None:
 
 
 __all__ = [
+    "id_head",
     "spec_for",
     "ANALYSIS_PACKAGES",
     "DEFAULT_FIGURES",
