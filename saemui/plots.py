@@ -715,7 +715,9 @@ def plot_seed_band(band: pd.DataFrame, title: str | None = None, caption: str | 
         axes[-1, c].set_xlabel("transition (training step → step)")
     labels = [*PHASES[:4], NOISE]
     handles = [axes[0, 0].scatter([], [], color=colors[p]) for p in labels]
-    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
+    # one legend row is wider than a single-family figure: wrap to three entries a row there
+    ncols = len(labels) if len(fams) > 1 else 3
+    fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=8)
     n = int(band["n_seeds"].iloc[0])
     _titles(
         fig,
@@ -725,6 +727,13 @@ def plot_seed_band(band: pd.DataFrame, title: str | None = None, caption: str | 
         "intervals both to exclude 0",
     )
     return fig
+
+
+def _detector_label(what: str) -> str:
+    """A detector id over its name on a second line; a pair such as "D1−D3" stays as it is."""
+    from saemui.analysis.contamination import DETECTOR_NAMES
+
+    return f"{what}\n{DETECTOR_NAMES[what]}" if what in DETECTOR_NAMES else what
 
 
 def plot_detector_auroc(
@@ -750,7 +759,7 @@ def plot_detector_auroc(
             capsize=3,
         )
         ax.axvline(ref, color="black", lw=0.6, ls="--")
-        ax.set_yticks(y, g["what"].tolist())
+        ax.set_yticks(y, [_detector_label(w) for w in g["what"]], fontsize=8)
         ax.set_xlim(*lim)
         ax.set_xlabel(f"{kind} (contaminated vs clean final points)")
     axes[0].set_ylabel("detector")
@@ -788,7 +797,7 @@ def plot_cv_errors(cv: Any, title: str | None = None, caption: str | None = None
         title or "Cor. 3: predicting the twin accuracy R",
         caption
         or f"outer leave-one-run-out CV over n = {cv.n} runs; {cv.level:.0%} intervals from {cv.n_boot} paired "
-        "run resamples stratified by family",
+        "run resamples stratified by family; dashed: 0 and 0.10 (the C3 rule's bounds)",
     )
     return fig
 
@@ -916,7 +925,7 @@ def plot_study_law(
                     handles["fit"] = Line2D([], [], color="#555555", lw=1.2)
         ax.set_xscale("log")
         _plain_log_ticks(ax.xaxis, x)
-        ax.tick_params(axis="x", which="minor", labelsize=7)
+        ax.tick_params(axis="x", which="both", labelsize=8)  # major and minor labels alike: one scale
         ax.set_xlabel(panel.get("x_label", MUI_LABEL))
         ax.set_ylabel(PERF_LABEL)
         lo, hi = float(y.min()), float(y.max())

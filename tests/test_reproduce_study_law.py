@@ -537,6 +537,42 @@ def test_one_family_study_reports_h1_not_testable(zoo, tmp_path):
     assert "**H1 / H1b: not testable on two families (m = 0).**" in md
     assert "H1/H1b are not testable on two families (m = 0): no primary test." in md
     assert "| H1 | – | **not testable on two families (m = 0)** |" in md
+    # §7.3 puts the sceptic baselines beside every H1 fit, and §7.2's MUI_T is registered: with no law task they
+    # run on the one-family tasks, which are then the study's only fits
+    assert {(b["task"], b["setting"]) for b in rep["baselines"]} >= {(t, "P0") for t in tasks}
+    for b in rep["baselines"]:
+        assert "error" not in b["length"] and "error" not in b["random_units"]
+    assert {t["task"] for t in rep["mui_T"]} == set(tasks)
+    assert {t: v["role"] for t, v in rep["reading"]["tasks"].items()} == dict.fromkeys(
+        tasks, "secondary (one-family)"
+    )
+    assert rep["reading"]["overall"] is None
+    assert (
+        "## One-family fits at P0 (secondary: within tiny-llama, §6.6; no overall verdict on the law)" in md
+    )
+    assert f"| H1 | {h1[tasks[0]]['verdict']['label']} |" in md
+    figs = slr.figures(slr.report(one, n_boot=200, min_sd=0.0))
+    assert {"law_P0", "slopes_H1", "mui_tokens", *(f"controls_{t}" for t in tasks)} <= set(figs)
+    assert "(secondary, one-family)" in " ".join(figs["law_P0"].get_suptitle().split())
+
+
+def test_missing_records_counts_law_points_only():
+    """Teacher-forced sets are planned for the bases and the clean law finals (§7.1): a replicate seed, a dose
+    or a checkpoint without G/B is not missing anything."""
+    recs = [
+        {"model": m, "task": "t", "set": "verbatim", "role": role, "checkpoint": ck}
+        for m, role, ck in [
+            ("base", "base", False),
+            ("S1", "law", False),
+            ("S1-seed1", "seed", False),
+            ("S1-dose30", "dose", False),
+            ("S1@60", "law", True),
+        ]
+    ]
+    recs += [{"model": "base", "task": "t", "set": s, "role": "base"} for s in ("G", "B")]
+    recs.append({"model": "S1", "task": "t", "set": "G", "role": "law"})
+    assert slr.missing_records(recs, ["t"]) == ["eval:S1:t:B"]
+    assert slr.missing_records(recs, ["other"]) == []
 
 
 def test_build_line_names_what_the_law_fits_lack(built, tmp_path):

@@ -195,6 +195,14 @@ def confusion_table(scores: ArrayLike, labels: object, threshold: float) -> Conf
 # ----- Study v2 §8.2: detectors D1-D5, AUROC with a run bootstrap, matched accuracy, C2 ----------------------
 
 DETECTORS: tuple[str, ...] = ("D1", "D2", "D3", "D4", "D5")
+#: what each detector scores, for figure labels (the definitions are §8.2's and :func:`detector_scores`')
+DETECTOR_NAMES: dict[str, str] = {
+    "D1": "MUI residual, MUI on ln P",
+    "D2": "MUI residual, P on ln MUI",
+    "D3": "accuracy alone, z(P)",
+    "D4": "verbatim − twin gap",
+    "D5": "D1 + z(gap)",
+}
 #: §8.2: the paired ΔAUROC intervals (first minus second)
 AUROC_PAIRS: tuple[tuple[str, str], ...] = (("D1", "D3"), ("D2", "D3"), ("D5", "D4"))
 #: §8.2: a contaminated checkpoint is matched to a clean one only within this many points of verbatim P

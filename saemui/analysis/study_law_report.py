@@ -144,7 +144,7 @@ def missing_records(records: Sequence[Mapping[str, Any]], law: Sequence[str]) ->
             r.get("set") != "verbatim"
             or r["task"] not in law
             or r.get("checkpoint")
-            or r.get("role") == "dose"
+            or r.get("role") not in ("law", "base")  # seeds and doses are not law points (§2)
         ):
             continue
         for s in ("G", "B"):
@@ -398,8 +398,11 @@ def analyse(
     settings_of = {
         t: sorted(set(points.loc[points["task"] == t, "setting"]), key=zv.setting_order) for t in eligible
     }
-    out["settings"] = {t: settings_of[t] for t in [*law, *one_family]}
-    for task in [*law, *one_family]:
+    # every registered fit, control and baseline runs on the one-family tasks too (secondary): under §11 case (3)
+    # they are the study's only fits, and §7.3 puts the sceptic baselines beside every H1 fit
+    fitted = [*law, *one_family]
+    out["settings"] = {t: settings_of[t] for t in fitted}
+    for task in fitted:
         for setting in settings_of[task]:
             for name, (form, col) in HYPOTHESES.items():
                 has = points.loc[(points["task"] == task) & (points["setting"] == setting), col].notna().any()
@@ -446,7 +449,7 @@ def analyse(
     robust = {}
     for name in ("H1", "H1b", "H1-L"):
         robust[name] = {}
-        for task in law:
+        for task in fitted:
             ts = {s: get.get((task, s, name)) for s in SHARES}
             if any(t is None or "error" in t for t in ts.values()):
                 robust[name][task] = None
@@ -460,7 +463,7 @@ def analyse(
 
     # §7.2 H1 on MUI_T (secondary) with and without short points; §7.3 baselines beside every H1 fit
     mui_t = []
-    for task in law:
+    for task in fitted:
         mui_t.append(runner.test(task, "P0", "H1-MUI_T", "H1", "mui_T", "secondary"))
         rows = points[(points["task"] == task) & (points["setting"] == "P0")]
         drop_short = rows["short"].fillna(True).astype(bool)  # unknown counts as short: it may be
@@ -469,7 +472,7 @@ def analyse(
         mui_t.append(r)
     out["mui_T"] = mui_t
     baselines = []
-    for task in law:
+    for task in fitted:
         for setting in settings_of[task]:
             if (task, setting, "H1") not in runner.fits:
                 continue
@@ -477,7 +480,7 @@ def analyse(
             g, _, _ = _frame(points, task, setting, "mui", kept[task])
             for bname, (col, log) in BASELINE_FITS.items():
                 try:
-                    b[bname] = zv.baseline_fit(g, task, setting, m, col, log=log, n_boot=n_boot)
+                    b[bname] = zv.baseline_fit(g, task, setting, runner.m, col, log=log, n_boot=n_boot)
                 except SaemuiError as e:
                     b[bname] = {"error": str(e)}
             h1 = get[(task, setting, "H1")]
@@ -501,8 +504,9 @@ def analyse(
                     _label(get.get((t, "P0", "H1-TF-G"))),
                 ),
                 "random_units_add_nothing": u_neg(get.get((t, "P0", "H1"))) and u_neg(rnd.get(t)),
+                "role": "primary" if t in law else "secondary (one-family)",
             }
-            for t in law
+            for t in fitted
         },
         "overall": zv.reading(
             *(out["overall"][h]["verdict"] or "inconclusive" for h in ("H1", "H1-L", "H1-TF-G"))
@@ -621,11 +625,24 @@ def markdown(rep: Mapping[str, Any]) -> str:
     for name, v in rep["overall"].items():
         per = ", ".join(f"{t}: {lab}" for t, lab in v["tasks"].items()) or "–"
         lines.append(f"| {name} | {per} | **{v['verdict'] or untestable or '–'}** |")
+    one = list(rep["one_family_tasks"])
+    if one:
+        fam = (rep.get("one_family_study") or {}).get("family", "one family")
+        get = {(t["task"], t["hypothesis"]): t for t in rep["tests"] if t["setting"] == "P0"}
+        lines += [
+            "",
+            f"## One-family fits at P0 (secondary: within {fam}, §6.6; no overall verdict on the law)",
+            "",
+            "| hypothesis | " + " | ".join(one) + " |",
+            "|---|" + "---|" * len(one),
+        ]
+        for name in HYPOTHESES:
+            lines.append(f"| {name} | " + " | ".join(_label(get.get((t, name))) for t in one) + " |")
     lines += ["", "## §7.3 reading (P0)", ""]
     rd = rep["reading"]
     lines.append(f"- overall: {rd['overall'] or '–'}")
     for task, v in rd["tasks"].items():
-        s = f"- {task}: {v['reading']}"
+        s = f"- {task} ({v.get('role', 'primary')}): {v['reading']}"
         if v["random_units_add_nothing"]:
             s += "; random units also give U < 0: the unit identities add nothing beyond set sizes and token counts"
         lines.append(s)
@@ -732,14 +749,17 @@ def figures(report: LawReport) -> dict[str, Figure]:
 
     rep, fits, points = report.data, report.fits, report.points
     out: dict[str, Figure] = {}
-    law = list(rep["law_tasks"])
+    law = [*rep["law_tasks"], *rep["one_family_tasks"]]
+    # with no two-family task (§11 case (3)) every fit is a secondary one-family fit: the titles say so
+    role = "primary" if rep["law_tasks"] else "secondary, one-family"
+    n_alpha = rep["m"] or len(law)
     boot = f"B = {rep['protocol']['n_boot']} run resamples within family"
     panels = {t: _panel(*fits[(t, "P0", "H1")], "MUI at P0 (%)") for t in law if (t, "P0", "H1") in fits}
     if panels:
         fig = plot_study_law(
             panels,
-            title="H1 at P0: accuracy P against MUI per law task (primary)",
-            caption=f"OLS with a family intercept, one slope; two-sided intervals at 1 − α′, α′ = 0.05/{rep['m']}; {boot}",
+            title=f"H1 at P0: accuracy P against MUI per task ({role})",
+            caption=f"OLS with a family intercept, one slope; two-sided intervals at 1 − α′, α′ = 0.05/{n_alpha}; {boot}",
         )
         out["law_P0"] = fig
     controls = {
@@ -785,8 +805,8 @@ def figures(report: LawReport) -> dict[str, Figure]:
             )
             fig = plot_study_slopes(
                 pd.DataFrame(rows),
-                title=f"{name}: slope per law task and setting (P0 primary, others secondary)",
-                caption=f"intervals at 1 − α′, α′ = 0.05/{rep['m']}; {boot}; dashed: −δ of §6.3",
+                title=f"{name}: slope per task and setting (P0 {role}; other settings secondary)",
+                caption=f"intervals at 1 − α′, α′ = 0.05/{n_alpha}; {boot}; dashed: −δ of §6.3",
                 x_label=unit,
             )
             out[f"slopes_{name}"] = fig
@@ -799,7 +819,7 @@ def figures(report: LawReport) -> dict[str, Figure]:
         ]
         fig = plot_mui_tokens(
             curves,
-            title="MUI against the first t scored positions, clean law points (§7.2)",
+            title="MUI against the first t scored positions, clean points of the fitted tasks (§7.2)",
             caption="t = all: MUI at P0; lines join one point's first-T settings",
         )
         out["mui_tokens"] = fig
