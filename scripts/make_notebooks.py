@@ -162,8 +162,11 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             "`results/zoo-v2`, with the functions `scripts/reproduce_study_law.py` and "
             "`scripts/reproduce_study_corollaries.py` call (`saemui.analysis.study_law_report`, "
             "`saemui.analysis.study_corollaries_report`) and the registered bootstrap sizes: each cell recomputes every "
-            "test from the records. Until the v2 zoo is built (`scripts/build_zoo.py --spec v2`), each cell says in one line why it "
-            "has not run, and shows no number.",
+            "test from the records (a cell whose records are missing says in one line which stages would make them). "
+            "No task has both bases above chance, so H1/H1b are not testable on two families (m = 0); as the "
+            "protocol fixed before any fine-tuned run (§11, case (3)), every law fit below is a secondary "
+            "one-family fit within SmolLM2-135M-Instruct (11 independent points per task). The verdicts and what "
+            "they mean: `docs/study/results.md`.",
         ),
         (
             "code",
@@ -181,7 +184,8 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             "if law is not None:\n"
             "    display(Markdown(slr.markdown(law.data)))  # = docs/study/results_law.md\n"
             "    figs = slr.figures(law)  # every figure: scripts/reproduce_study_law.py writes them to figures/study\n"
-            "    if 'law_P0' in figs:\n        display(figs['law_P0'])  # the primary test",
+            "    for name in ('law_P0', 'controls_arith-2d1d', 'mui_tokens'):  # H1, its §7 controls, MUI vs tokens\n"
+            "        if name in figs:\n            display(figs[name])",
         ),
         (
             "code",

@@ -198,7 +198,7 @@ DETECTORS: tuple[str, ...] = ("D1", "D2", "D3", "D4", "D5")
 #: what each detector scores, for figure labels (the definitions are §8.2's and :func:`detector_scores`')
 DETECTOR_NAMES: dict[str, str] = {
     "D1": "MUI residual, MUI on ln P",
-    "D2": "MUI residual, P on ln MUI",
+    "D2": "P residual, P on ln MUI",
     "D3": "accuracy alone, z(P)",
     "D4": "verbatim − twin gap",
     "D5": "D1 + z(gap)",
