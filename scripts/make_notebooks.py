@@ -184,8 +184,10 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             "if law is not None:\n"
             "    display(Markdown(slr.markdown(law.data)))  # = docs/study/results_law.md\n"
             "    figs = slr.figures(law)  # every figure: scripts/reproduce_study_law.py writes them to figures/study\n"
-            "    for name in ('law_P0', 'controls_arith-2d1d', 'mui_tokens'):  # H1, its §7 controls, MUI vs tokens\n"
-            "        if name in figs:\n            display(figs[name])",
+            "    if 'law_P0' in figs:\n        display(figs['law_P0'])\n"
+            "    # the §7 controls and MUI-vs-tokens figures are in figs too (figures/study/controls_<task>.png,\n"
+            "    # mui_tokens.png); display(figs[name]) shows one\n"
+            "    print(sorted(figs))",
         ),
         (
             "code",
