@@ -749,12 +749,19 @@ def figures(report: LawReport) -> dict[str, Figure]:
 
     rep, fits, points = report.data, report.fits, report.points
     out: dict[str, Figure] = {}
-    law = [*rep["law_tasks"], *rep["one_family_tasks"]]
-    # with no two-family task (§11 case (3)) every fit is a secondary one-family fit: the titles say so
-    role = "primary" if rep["law_tasks"] else "secondary, one-family"
-    n_alpha = rep["m"] or len(law)
+    tasks = [*rep["law_tasks"], *rep["one_family_tasks"]]
+    # the titles say which fits are primary: law tasks are, one-family tasks (§6.6) are secondary
+    role = (
+        "secondary, one-family"
+        if not rep["law_tasks"]
+        else "primary"
+        if not rep["one_family_tasks"]
+        else f"primary on {', '.join(rep['law_tasks'])}, secondary one-family on {', '.join(rep['one_family_tasks'])}"
+    )
+    # the divisor analyse() gave the runner: the law tasks, or the eligible tasks when none is left
+    n_alpha = rep["m"] or max(len(rep["eligible_law_tasks"]), 1)
     boot = f"B = {rep['protocol']['n_boot']} run resamples within family"
-    panels = {t: _panel(*fits[(t, "P0", "H1")], "MUI at P0 (%)") for t in law if (t, "P0", "H1") in fits}
+    panels = {t: _panel(*fits[(t, "P0", "H1")], "MUI at P0 (%)") for t in tasks if (t, "P0", "H1") in fits}
     if panels:
         fig = plot_study_law(
             panels,
@@ -768,7 +775,7 @@ def figures(report: LawReport) -> dict[str, Figure]:
         "H1-MUI_T": "MUI over the first T positions (%)",
         "H1-random_units": "random-unit MUI (%)",
     }
-    for t in law:
+    for t in tasks:
         pc = {"H1 (P0)": _panel(*fits[(t, "P0", "H1")], "MUI at P0 (%)")} if (t, "P0", "H1") in fits else {}
         for name, xl in controls.items():
             if (t, "P0", name) in fits:
@@ -795,7 +802,7 @@ def figures(report: LawReport) -> dict[str, Figure]:
                 "n": t["n"],
             }
             for t in rep["tests"]
-            if t["hypothesis"] == name and "error" not in t and t["task"] in law
+            if t["hypothesis"] == name and "error" not in t and t["task"] in tasks
         ]
         if rows:
             unit = (
@@ -811,7 +818,7 @@ def figures(report: LawReport) -> dict[str, Figure]:
             )
             out[f"slopes_{name}"] = fig
     curve_settings = {f"P0-first{t}": float(t) for t in TOKEN_CURVE} | {"P0": math.inf}
-    c = points[points["task"].isin(law) & points["setting"].isin(curve_settings) & ~points["contaminated"]]
+    c = points[points["task"].isin(tasks) & points["setting"].isin(curve_settings) & ~points["contaminated"]]
     c = c[~c["replicate"] & ~c["is_checkpoint"]]
     if c["setting"].str.startswith("P0-first").any():
         curves = c.assign(t=c["setting"].map(curve_settings))[
