@@ -982,9 +982,15 @@ def plot_study_slopes(
             handles.setdefault(f"verdict: {r['verdict']}", hv)
         ax.axvline(0.0, color="black", lw=0.7)
         deltas = sorted(set(np.round(g["delta"].astype(float), 9)))
-        for d in deltas:
-            hd = ax.axvline(-d, color="black", lw=0.7, ls="--")
-            handles.setdefault("−δ (§6.3)", hd)
+        if len(deltas) == 1:
+            hd = ax.axvline(-deltas[0], color="black", lw=0.7, ls="--")
+        else:
+            # δ differs by setting (H1b's δ scales with the mean MUI): mark each row's own −δ, not a
+            # full-height line per value that would cross every other row
+            for _, r in g.iterrows():
+                y0 = ypos[r["setting"]]
+                (hd,) = ax.plot([-r["delta"]] * 2, [y0 - 0.38, y0 + 0.38], color="black", lw=0.7, ls="--")
+        handles.setdefault("−δ (§6.3)", hd)
         ax.set_yticks(list(ypos.values()), list(ypos))
         ax.set_ylim(-0.6, len(settings) - 0.4)
         ax.set_xlabel(x_label or "slope")

@@ -228,3 +228,38 @@ def test_saved_figures_are_byte_identical_when_regenerated(tmp_path, monkeypatch
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1000000000")
     b = save_figure(plot_law(fit, band=False), tmp_path / "b" / "law")
     assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+
+
+def test_study_slopes_marks_each_rows_delta_when_it_varies():
+    """H1's δ is one number: one full-height −δ line. H1b's δ differs by setting: one short −δ mark per row at
+    that row's own −δ, so no row is crossed by another row's threshold."""
+
+    from saemui.plots import plot_study_slopes
+
+    def table(deltas):
+        return pd.DataFrame(
+            {
+                "task": ["t", "t"],
+                "setting": ["P0", "share"],
+                "slope": [-1.0, -2.0],
+                "t_lo": [-1.5, -3.0],
+                "t_hi": [-0.5, -1.0],
+                "b_lo": [-1.6, -3.1],
+                "b_hi": [-0.4, -0.9],
+                "delta": deltas,
+                "verdict": ["supported", "inconclusive"],
+                "n": [11, 11],
+            }
+        )
+
+    def dashed(fig):
+        return [ln for ln in fig.axes[0].lines if ln.get_linestyle() == "--"]
+
+    one = dashed(plot_study_slopes(table([0.3, 0.3])))
+    assert len(one) == 1 and list(one[0].get_xdata()) == [-0.3, -0.3]
+    assert list(one[0].get_ydata()) == [0, 1]  # axes coordinates: the full height
+    marks = dashed(plot_study_slopes(table([0.3, 0.7])))
+    # rows are drawn top-down: P0 at y = 1, share at y = 0
+    got = sorted((float(ln.get_xdata()[0]), float(np.mean(ln.get_ydata()))) for ln in marks)
+    assert got == [(-0.7, 0.0), (-0.3, 1.0)]
+    assert all(np.ptp(ln.get_ydata()) < 1.0 for ln in marks)

@@ -758,6 +758,7 @@ def figures(report: LawReport) -> dict[str, Figure]:
         if not rep["one_family_tasks"]
         else f"primary on {', '.join(rep['law_tasks'])}, secondary one-family on {', '.join(rep['one_family_tasks'])}"
     )
+    scope = f"P0 {role}; other settings secondary" if rep["law_tasks"] else "every fit secondary, one-family"
     # the divisor analyse() gave the runner: the law tasks, or the eligible tasks when none is left
     n_alpha = rep["m"] or max(len(rep["eligible_law_tasks"]), 1)
     boot = f"B = {rep['protocol']['n_boot']} run resamples within family"
@@ -812,7 +813,7 @@ def figures(report: LawReport) -> dict[str, Figure]:
             )
             fig = plot_study_slopes(
                 pd.DataFrame(rows),
-                title=f"{name}: slope per task and setting (P0 {role}; other settings secondary)",
+                title=f"{name}: slope per task and setting ({scope})",
                 caption=f"intervals at 1 − α′, α′ = 0.05/{n_alpha}; {boot}; dashed: −δ of §6.3",
                 x_label=unit,
             )
